@@ -1,0 +1,65 @@
+"""The ``lt-bench`` command: one sub-command per module in ``lt_bench.commands``.
+
+Each command module has ``add_parser(subparsers)``, which adds its parser and sets ``run`` (a
+function of the parsed arguments returning an exit code) as the parser's default ``func``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from lt_bench import __version__
+from lt_bench.errors import LtBenchError
+
+COMMANDS = ["methods", "data", "train", "sweep", "leaderboard", "ui"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lt-bench",
+        description="Benchmark loss re-weighting methods on long-tailed image classification.",
+        epilog="Run `lt-bench COMMAND --help` for a command's options. Configs take YAML files "
+               "and key=value overrides, e.g. `lt-bench train dataset=cifar10_lt method=dv`.",
+    )
+    parser.add_argument("--version", action="version", version=f"lt-bench {__version__}")
+    parser.add_argument(
+        "-p", "--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
+        help="load a local plugin by module name or .py file path (repeatable; also the "
+             "LT_BENCH_PLUGINS environment variable and the `plugins:` config key)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"lt_bench.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"lt_bench.commands.{name}":
+                continue  # a command not built yet
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        if args.plugin:
+            from lt_bench.registry import get_registry
+
+            get_registry(args.plugin)
+        return int(args.func(args) or 0)
+    except LtBenchError as exc:
+        print(f"lt-bench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lt-bench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

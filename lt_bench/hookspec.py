@@ -1,0 +1,72 @@
+"""The extension contract of lt_bench: every hook a plugin may implement.
+
+A plugin is a module (or object) with functions decorated by ``lt_bench.hookimpl`` and named
+after the specs below. Each hook receives a ``register`` callback and calls it once per thing it
+provides::
+
+    import lt_bench
+
+    @lt_bench.hookimpl
+    def lt_bench_register_methods(register):
+        register("my_method", MyMethod)
+
+Plugins are found in three places (see ``lt_bench.registry``): the entry-point group
+``lt_bench`` of installed distributions (the built-ins are found this way too), module names or
+file paths given with ``--plugin``, the ``plugins:`` config key, or the ``LT_BENCH_PLUGINS``
+environment variable. A hook whose name matches none of these specs is an error, so a misspelt
+hook fails loudly instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("lt_bench")
+hookimpl = pluggy.HookimplMarker("lt_bench")
+
+
+@hookspec
+def lt_bench_register_methods(register):
+    """Register re-weighting methods: ``register(name, factory)``.
+
+    ``factory(class_counts, **options)`` returns an ``lt_bench.Method`` (a ``torch.nn.Module``).
+    Usually ``factory`` is a subclass of ``lt_bench.Method``; its keyword-only ``__init__``
+    parameters are the method's options (``lt-bench methods`` lists them with their defaults) and
+    the first line of its docstring is the description.
+    """
+
+
+@hookspec
+def lt_bench_register_losses(register):
+    """Register per-sample losses: ``register(name, factory)``.
+
+    ``factory(class_counts, **options)`` returns a callable ``(logits, targets) -> loss`` of
+    shape ``[B]`` (no reduction: the method applies its class weights and takes the mean). Any
+    method can be combined with any loss through its ``loss=`` option.
+    """
+
+
+@hookspec
+def lt_bench_register_datasets(register):
+    """Register long-tailed data sets: ``register(name, factory)``.
+
+    ``factory(cfg)`` receives the resolved data settings (see ``lt_bench.data``) and returns an
+    ``lt_bench.data.LongTailedData``.
+    """
+
+
+@hookspec
+def lt_bench_register_backbones(register):
+    """Register backbones: ``register(name, factory)``.
+
+    ``factory(num_classes, **options)`` returns a ``torch.nn.Module`` whose ``forward(images)``
+    gives logits ``[B, C]`` (or, for multi-branch heads in training mode, a tuple of them).
+    """
+
+
+@hookspec
+def lt_bench_register_trackers(register):
+    """Register experiment trackers: ``register(name, factory)``.
+
+    ``factory(cfg)`` returns an ``lt_bench.tracking.Tracker`` that records one training run.
+    """

@@ -1,0 +1,172 @@
+"""The interface every re-weighting method implements: a weighted criterion.
+
+A method turns per-sample losses into one number, ``mean_b(α_{y_b} · ℓ_b)``. The class weights α
+come from ``raw_weights()`` (which a subclass overrides), scaled by the normalisation, and are
+uniform before ``start_epoch``. Methods that learn from the logits (class volume) also override
+``observe`` / ``reset_statistics`` / ``sync_statistics``; the training loop only ever calls
+``criterion(logits, targets)`` and ``criterion.end_epoch()``.
+
+Why not ``F.cross_entropy(weight=α)``: its mean divides by Σα over the batch, which cancels any
+global scale of α, the normalisation (β of the paper) included.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import nn
+
+from lt_bench.errors import LtBenchError
+
+NORMALIZATIONS = ("expected", "mean", "none")
+
+
+def as_class_counts(class_counts) -> torch.Tensor:
+    """Validated float64 class counts: 1-D, at least two classes, finite, every class > 0."""
+    try:
+        counts = torch.as_tensor(class_counts, dtype=torch.float64).detach().cpu()
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise LtBenchError(f"class_counts must be a list of per-class counts: {exc}") from exc
+    if counts.dim() != 1 or counts.numel() < 2:
+        raise LtBenchError(
+            f"class_counts must be a 1-D list with one count per class (at least 2 classes), "
+            f"got shape {tuple(counts.shape)}"
+        )
+    if not torch.isfinite(counts).all() or (counts != counts.round()).any():
+        raise LtBenchError("class_counts must be whole numbers")
+    empty = (counts <= 0).nonzero().flatten().tolist()
+    if empty:
+        raise LtBenchError(
+            f"class_counts has classes with no training sample (indices {empty[:10]}): "
+            "every class needs at least one"
+        )
+    return counts
+
+
+def normalize(raw: torch.Tensor, counts: torch.Tensor, how: str) -> torch.Tensor:
+    """Scale raw float64 weights: 'expected' Σ n_i α_i = Σ n_i; 'mean' mean α = 1; 'none'."""
+    if how == "expected":
+        scale = counts.sum() / (counts * raw).sum()
+    elif how == "mean":
+        scale = raw.numel() / raw.sum()
+    else:
+        scale = torch.ones((), dtype=raw.dtype)
+    weights = raw * scale
+    if not torch.isfinite(weights).all() or (weights < 0).any():
+        raise LtBenchError(
+            f"class weights are not finite and non-negative ({weights.tolist()[:10]}…); "
+            "this is a bug in the method's raw_weights()"
+        )
+    return weights
+
+
+class Method(nn.Module):
+    """Uniform weights: the plain loss (cross-entropy unless another ``loss`` is chosen)."""
+
+    #: the loss used when ``loss=`` is not given
+    default_loss = "ce"
+    #: the normalisation used when ``normalization=`` is not given
+    default_normalization = "mean"
+
+    def __init__(self, class_counts, *, loss: str | None = None,
+                 normalization: str | None = None, start_epoch: int = 0, **loss_options):
+        super().__init__()
+        counts = as_class_counts(class_counts)
+        self.loss_name = loss or self.default_loss
+        self.normalization = normalization or self.default_normalization
+        if self.normalization not in NORMALIZATIONS:
+            raise LtBenchError(
+                f"normalization={self.normalization!r} is not one of {', '.join(NORMALIZATIONS)}"
+            )
+        if int(start_epoch) != start_epoch or start_epoch < 0:
+            raise LtBenchError(f"start_epoch must be a whole number >= 0, got {start_epoch!r}")
+        self.start_epoch = int(start_epoch)
+        from lt_bench.api import build_loss  # late: the registry imports plugins importing us
+
+        self.loss_fn = build_loss(self.loss_name, counts, **loss_options)
+        self.register_buffer("class_counts", counts)
+        self.register_buffer("class_weights", torch.ones(counts.numel(), dtype=torch.float32))
+        #: completed epochs, i.e. how many times end_epoch() was called
+        self.register_buffer("epoch", torch.zeros((), dtype=torch.long))
+        self._refresh_weights()
+
+    # -- what a subclass overrides -------------------------------------------------------------
+    def raw_weights(self) -> torch.Tensor | None:
+        """Unnormalised float64 weights, one per class; None keeps the current weights."""
+        return torch.ones_like(self.class_counts)
+
+    def wants_statistics(self) -> bool:
+        """Whether the logits of the current epoch are needed (to skip work when not)."""
+        return False
+
+    def observe(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        """Record the statistics of a training batch (detached logits)."""
+
+    def reset_statistics(self) -> None:
+        """Forget the statistics gathered since the last ``end_epoch``."""
+
+    def sync_statistics(self) -> None:
+        """Combine the statistics of all torch.distributed ranks (called by ``end_epoch``)."""
+
+    # -- the interface the training loop uses --------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return self.class_counts.numel()
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor,
+                observe: bool = True) -> torch.Tensor:
+        if logits.dim() != 2 or logits.shape[1] != self.num_classes:
+            raise LtBenchError(
+                f"logits must have shape [batch, {self.num_classes}], got {tuple(logits.shape)}"
+            )
+        if logits.device.type == "cpu" and not torch.isfinite(logits).all():
+            # On accelerators this check would synchronise every step; there the statistics
+            # (end_epoch) and the training loop's logged loss catch non-finite logits instead.
+            raise LtBenchError(
+                "the model produced non-finite logits (NaN or inf): lower the learning rate, "
+                "use fp32 precision, or check the input data"
+            )
+        if observe and self.training and self.wants_statistics():
+            self.observe(logits.detach(), targets)
+        per_sample = self.loss_fn(logits, targets)
+        return (self.class_weights[targets].to(per_sample.dtype) * per_sample).mean()
+
+    @torch.no_grad()
+    def end_epoch(self) -> None:
+        """Close an epoch: recompute the weights from the statistics gathered since the last call."""
+        self.sync_statistics()
+        self.epoch += 1
+        self._refresh_weights()
+        self.reset_statistics()
+
+    def _refresh_weights(self) -> None:
+        if int(self.epoch) < self.start_epoch:
+            self.class_weights.fill_(1.0)
+            return
+        raw = self.raw_weights()
+        if raw is not None:
+            weights = normalize(raw.detach().to(torch.float64).cpu(), self.class_counts.cpu(),
+                                self.normalization)
+            self.class_weights.copy_(weights.to(self.class_weights.device))
+
+    # -- introspection (lt-bench methods) ------------------------------------------------------
+    @classmethod
+    def options(cls) -> dict[str, object]:
+        """Keyword options with their defaults, from every ``__init__`` along the class tree."""
+        found: dict[str, object] = {}
+        for klass in reversed(cls.__mro__):
+            init = klass.__dict__.get("__init__")
+            if init is None or not issubclass(klass, Method):
+                continue
+            for p in inspect.signature(init).parameters.values():
+                if p.kind is p.KEYWORD_ONLY:
+                    found[p.name] = None if p.default is p.empty else p.default
+        found["loss"] = cls.default_loss
+        found["normalization"] = cls.default_normalization
+        return found
+
+    def extra_repr(self) -> str:
+        return (f"classes={self.num_classes}, loss={self.loss_name}, "
+                f"normalization={self.normalization}, start_epoch={self.start_epoch}")
+

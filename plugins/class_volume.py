@@ -1,0 +1,1 @@
+"""Class-volume weights (DV, PV, BV): written next."""
