@@ -1,0 +1,41 @@
+"""``lt-bench train``: one run (one seed) of one method, printing the accuracy at the end."""
+
+from __future__ import annotations
+
+
+def add_parser(sub) -> None:
+    parser = sub.add_parser(
+        "train", help="train and evaluate one method (one seed)",
+        description="Train one run and print top-1 accuracy overall and for the many / medium / "
+                    "few-shot classes (final epoch and best epoch). Arguments are YAML files and "
+                    "key=value overrides, applied in order. Groups: dataset=NAME, backbone=NAME, "
+                    "method=NAME, protocol=NAME (paper_cifar, ldam_cifar, quick). An interrupted "
+                    "run continues from its last epoch when started again with the same config.",
+        epilog="example: lt-bench train dataset=cifar10_lt imbalance=100 "
+               "data.root=../shared/data method=dv protocol=quick",
+    )
+    parser.add_argument("args", nargs="*", metavar="CONFIG.yaml|KEY=VALUE")
+    parser.set_defaults(func=run)
+
+
+def print_results(results: dict) -> None:
+    from lt_bench.train import format_accuracy
+
+    print(f"\n{results['method']} on {results['dataset']} (imbalance {results['imbalance']}, "
+          f"seed {results['seed']}), {results['wall_time_s']:.0f} s")
+    for which in ("final", "best"):
+        r = results[which]
+        print(f"  {which:5s} (epoch {r['epoch'] + 1}): {format_accuracy(r)}")
+    print(f"  run folder: {results['run_dir']}")
+
+
+def run(args) -> int:
+    from lt_bench.config import load_config, split_args
+    from lt_bench.train import train  # torch and the plugins load only when training
+
+    paths, overrides = split_args(args.args)
+    cfg = load_config(paths, overrides)
+    results = train(cfg)
+    if not cfg.quiet:
+        print_results(results)
+    return 0

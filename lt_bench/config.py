@@ -1,0 +1,243 @@
+"""Run configuration: a structured OmegaConf schema, YAML files, groups and ``key=value`` overrides.
+
+A run is described by one config. It starts from the schema's defaults, then each argument is
+applied in order: a YAML file is merged; ``key=value`` sets one key. Four keys are *groups*:
+``dataset=NAME``, ``backbone=NAME``, ``method=NAME`` and ``protocol=NAME`` select a name and merge
+``configs/<group>/NAME.yaml`` when it exists (it may set keys anywhere, e.g. a protocol sets
+``data.augment``). Selecting another backbone or method drops the previous one's options.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from lt_bench.data import DataConfig
+from lt_bench.errors import LtBenchError, closest
+
+GROUPS = ("dataset", "backbone", "method", "protocol")
+
+
+@dataclass
+class ProtocolConfig:
+    name: str = "quick"
+    epochs: int = 8
+    batch_size: int = 128
+    optimizer: str = "sgd"  # sgd | adamw
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "step"  # step (× lr_decay at each milestone) | cosine
+    milestones: list[int] = field(default_factory=lambda: [6, 7])
+    lr_decay: float = 0.01
+    warmup_epochs: int = 0  # linear warm-up, per step
+    start_epoch: int | None = None  # re-weighting start; overrides the method's when set
+    eval_every: int = 1
+
+
+@dataclass
+class TrackingConfig:
+    tracker: str = "local"
+    uri: str | None = None
+    experiment: str | None = None
+
+
+@dataclass
+class Config:
+    dataset: str = "cifar10_lt"
+    imbalance: float | None = 100.0
+    data: DataConfig = field(default_factory=DataConfig)
+    backbone: dict[str, Any] = field(default_factory=lambda: {"name": "resnet32"})
+    method: dict[str, Any] = field(default_factory=lambda: {"name": "ce"})
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    precision: str = "fp32"  # fp32 | bf16
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    workspace: str = "./workspace"
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    plugins: list[str] = field(default_factory=list)
+    resume: bool = True  # continue an interrupted run of the same config from its checkpoint
+    deterministic: bool = False
+    compile: bool = False
+    channels_last: bool = True
+    quiet: bool = False
+    log_every: int = 50
+
+
+#: keys that do not change what a run computes, left out of its identity hash
+NOT_HASHED = ("seed", "workspace", "tracking", "resume", "quiet", "log_every", "device", "plugins")
+
+
+def config_dir() -> Path:
+    """The folder of group YAML files (the repository's ``configs/``, installed as a package)."""
+    return Path(str(resources.files("lt_bench_configs")))
+
+
+def group_choices(group: str) -> list[str]:
+    folder = config_dir() / group
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def _schema() -> DictConfig:
+    return OmegaConf.structured(Config)
+
+
+def _explain(exc: OmegaConfBaseException, cfg: DictConfig, source: str) -> LtBenchError:
+    key = getattr(exc, "full_key", None) or ""
+    if isinstance(exc, ConfigKeyError) or "not in struct" in str(exc) or "Key '" in str(exc):
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        valid = list(node.keys()) if isinstance(node, DictConfig) else []
+        return LtBenchError(
+            f"unknown config key {key!r} in {source}{closest(leaf, valid)}; "
+            f"valid keys{' under ' + parent if parent else ''}: {', '.join(map(str, valid))}"
+        )
+    if isinstance(exc, ValidationError):
+        return LtBenchError(f"config key {key!r} in {source}: {exc.msg.splitlines()[0]}")
+    return LtBenchError(f"config {source}: {str(exc).splitlines()[0]}")
+
+
+def _merge(cfg: DictConfig, update: dict, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(cfg, update)
+    except OmegaConfBaseException as exc:
+        raise _explain(exc, cfg, source) from exc
+
+
+def _select_group(cfg: DictConfig, group: str, name: str, source: str) -> DictConfig:
+    if not isinstance(name, str) or not name:
+        raise LtBenchError(f"{source}: {group} must be a name, got {name!r}")
+    if group == "dataset":
+        cfg.dataset = name
+    elif group in ("backbone", "method"):
+        cfg[group] = {"name": name}
+    path = config_dir() / group / f"{name}.yaml"
+    if path.is_file():
+        cfg = _apply_mapping(cfg, _read_yaml(path), str(path))
+    elif group == "protocol":
+        choices = group_choices("protocol")
+        raise LtBenchError(
+            f"unknown protocol {name!r}{closest(name, choices)} in {source}; "
+            f"available: {', '.join(choices)} (or give protocol.* keys in a YAML file)"
+        )
+    return cfg
+
+
+def _apply_mapping(cfg: DictConfig, mapping: dict, source: str) -> DictConfig:
+    """Merge a YAML mapping, treating a plain name under a group key as a group selection."""
+    mapping = dict(mapping)
+    for group in GROUPS:
+        if isinstance(mapping.get(group), str):
+            cfg = _select_group(cfg, group, mapping.pop(group), source)
+    return _merge(cfg, mapping, source)
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise LtBenchError(f"config file {str(path)!r} not found") from None
+    except yaml.YAMLError as exc:
+        raise LtBenchError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise LtBenchError(f"config file {str(path)!r} must hold a mapping of keys to values")
+    return data
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``a.b=value`` with the value parsed as YAML (numbers, lists, null)."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise LtBenchError(
+            f"argument {item!r} is neither a YAML file nor key=value (e.g. protocol.epochs=10)"
+        )
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def load_config(paths: list[str] = (), overrides: list[str] = ()) -> DictConfig:
+    """The resolved run config from YAML files then ``key=value`` overrides, validated."""
+    cfg = _schema()
+    for path in paths:
+        cfg = _apply_mapping(cfg, _read_yaml(Path(path)), str(path))
+    for item in overrides:
+        key, value = parse_override(item)
+        if key in GROUPS and isinstance(value, str):
+            cfg = _select_group(cfg, key, value, f"override {item!r}")
+            continue
+        update: dict = {}
+        node = update
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+        cfg = _merge(cfg, update, f"override {item!r}")
+    _check(cfg)
+    return cfg
+
+
+def split_args(args: list[str]) -> tuple[list[str], list[str]]:
+    """Separate YAML file arguments from ``key=value`` overrides."""
+    paths = [a for a in args if "=" not in a]
+    for path in paths:
+        if not path.endswith((".yaml", ".yml")) and not Path(path).is_file():
+            raise LtBenchError(
+                f"argument {path!r} is neither a YAML file nor key=value (e.g. method=dv)"
+            )
+    return paths, [a for a in args if "=" in a]
+
+
+def _check(cfg: DictConfig) -> None:
+    for group in ("backbone", "method"):
+        if not cfg[group].get("name"):
+            raise LtBenchError(f"config key '{group}.name' is missing: set e.g. {group}=NAME")
+    if cfg.precision not in ("fp32", "bf16"):
+        raise LtBenchError(f"config key 'precision' must be fp32 or bf16, got {cfg.precision!r}")
+    if cfg.imbalance is not None and cfg.imbalance < 1:
+        raise LtBenchError(f"config key 'imbalance' must be >= 1 (n_max/n_min), got {cfg.imbalance}")
+    p = cfg.protocol
+    if p.epochs < 1 or p.batch_size < 1:
+        raise LtBenchError("config keys 'protocol.epochs' and 'protocol.batch_size' must be >= 1")
+    if p.optimizer not in ("sgd", "adamw"):
+        raise LtBenchError(f"config key 'protocol.optimizer' must be sgd or adamw, got {p.optimizer!r}")
+    if p.schedule not in ("step", "cosine"):
+        raise LtBenchError(f"config key 'protocol.schedule' must be step or cosine, got {p.schedule!r}")
+
+
+def to_dict(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """``{'a': {'b': 1}}`` → ``{'a.b': 1}`` (lists kept as values)."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def config_hash(cfg: DictConfig | dict) -> str:
+    """A short hash of what the run computes: the resolved config without the seed and the
+    bookkeeping keys, so the seeds of one setting share it."""
+    d = to_dict(cfg) if isinstance(cfg, (DictConfig, ListConfig)) else dict(cfg)
+    for key in NOT_HASHED:
+        d.pop(key, None)
+    blob = json.dumps(d, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:10]

@@ -1,0 +1,76 @@
+"""Top-1 accuracy on the balanced test set: overall, per class, and many / medium / few."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+from lt_bench.data import groups
+
+GROUP_NAMES = ("many", "medium", "few")
+MAX_CONFUSION_CLASSES = 100
+
+
+@torch.no_grad()
+def evaluate(model, data, device, batch_size: int, rank: int = 0, world_size: int = 1) -> dict:
+    """Accuracy over the test set. Under torch.distributed each rank scores a disjoint shard
+    (no padded duplicates) and the per-class counts are summed over ranks."""
+    num_classes = len(data.classes)
+    with_confusion = num_classes <= MAX_CONFUSION_CLASSES
+    confusion = torch.zeros(num_classes * num_classes if with_confusion else 1,
+                            dtype=torch.long, device=device)
+    correct = torch.zeros(num_classes, dtype=torch.long, device=device)
+    total = torch.zeros(num_classes, dtype=torch.long, device=device)
+    for images, targets in data.test_batches(batch_size, device=device, rank=rank,
+                                             world_size=world_size):
+        predicted = model(images).argmax(dim=1)
+        total += torch.bincount(targets, minlength=num_classes)
+        correct += torch.bincount(targets[predicted == targets], minlength=num_classes)
+        if with_confusion:
+            confusion += torch.bincount(targets * num_classes + predicted,
+                                        minlength=num_classes * num_classes)
+    if world_size > 1:
+        for t in (correct, total, confusion):
+            dist.all_reduce(t)
+    return accuracy_report(correct.cpu(), total.cpu(), groups(data.train_counts),
+                           confusion.view(num_classes, num_classes).cpu().tolist()
+                           if with_confusion else None)
+
+
+def accuracy_report(correct: torch.Tensor, total: torch.Tensor, group_of_class: list[str],
+                    confusion=None) -> dict:
+    """Overall and per-group accuracy pool the group's test samples. A group without classes
+    (CIFAR-10-LT at IF 100 has no few-shot class) has accuracy None, not a misleading 0."""
+    per_class = (correct.double() / total.clamp_min(1).double()).tolist()
+    report = {"acc": correct.sum().item() / max(1, total.sum().item()), "per_class": per_class}
+    for name in GROUP_NAMES:
+        mask = torch.tensor([g == name for g in group_of_class])
+        n = total[mask].sum().item()
+        report[f"acc_{name}"] = correct[mask].sum().item() / n if n else None
+        report[f"classes_{name}"] = int(mask.sum())
+    if confusion is not None:
+        report["confusion"] = confusion
+    return report
+
+
+def summarize(cfg, data, history: list[dict], status: str, elapsed: float, run_id=None) -> dict:
+    """Final-epoch and best-epoch metrics (best chosen on the test set, as the literature
+    reports; the final epoch is the honest primary number)."""
+    scored = [h for h in history if "test/acc" in h]
+    final, best = scored[-1], max(scored, key=lambda h: h["test/acc"])
+
+    def pick(h: dict) -> dict:
+        out = {k.removeprefix("test/"): v for k, v in h.items() if k.startswith("test/")}
+        return {**out, "epoch": h["epoch"], "per_class": h["per_class"]}
+
+    return {
+        "status": status, "run_id": run_id, "seed": cfg.seed, "method": cfg.method.name,
+        "dataset": cfg.dataset, "imbalance": cfg.imbalance, "backbone": cfg.backbone.name,
+        "protocol": cfg.protocol.name, "classes": list(data.classes),
+        "train_counts": list(data.train_counts), "final": pick(final), "best": pick(best),
+        "confusion": final.get("confusion"),
+        "class_weights": [h["class_weights"] for h in history],
+        "history": [{k: v for k, v in h.items()
+                     if k not in ("class_weights", "per_class", "confusion")} for h in history],
+        "wall_time_s": elapsed,
+    }

@@ -1,0 +1,261 @@
+"""One training run: config → data → backbone → method → training loop → tracker.
+
+Read top to bottom, like torchvision's reference ``train.py``. Every method is trained the same
+way: the loop only calls ``criterion(logits, targets)`` and ``criterion.end_epoch()``, so a
+comparison between methods differs only in the method. Runs under ``torchrun`` use
+DistributedDataParallel; the criterion all-reduces its own statistics in ``end_epoch``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from lt_bench.api import build_method
+from lt_bench.backbones import build_backbone
+from lt_bench.checkpoint import load_checkpoint, save_checkpoint
+from lt_bench.config import config_hash, to_dict
+from lt_bench.data import DataConfig, groups, load_data
+from lt_bench.errors import LtBenchError
+from lt_bench.evaluate import evaluate, summarize
+from lt_bench.registry import get_registry
+
+
+def setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
+    """Rank, world size and device; initialises torch.distributed under torchrun."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device_name == "auto":
+        device_name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device_name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LtBenchError("device=cuda was asked for but no CUDA GPU is visible; use device=cpu")
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cpu":  # share the cores instead of oversubscribing them
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return rank, world_size, device
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
+
+
+def build_optimizer(model: torch.nn.Module, p) -> torch.optim.Optimizer:
+    params = [q for q in model.parameters() if q.requires_grad]
+    if p.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=p.lr, weight_decay=p.weight_decay)
+    return torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, nesterov=p.nesterov,
+                           weight_decay=p.weight_decay)
+
+
+def lr_factor(step: int, steps_per_epoch: int, p) -> float:
+    """Multiplier of the base lr at a global step: linear warm-up, then step decay or cosine."""
+    warmup_steps = p.warmup_epochs * steps_per_epoch
+    warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
+    if p.schedule == "cosine":
+        total = max(1, p.epochs * steps_per_epoch - warmup_steps)
+        progress = min(1.0, max(0, step - warmup_steps) / total)
+        return warm * 0.5 * (1.0 + math.cos(math.pi * progress))
+    epoch = step // steps_per_epoch
+    return warm * p.lr_decay ** sum(epoch >= m for m in p.milestones)
+
+
+def build_criterion(cfg: DictConfig, train_counts: list[int]):
+    options = {k: v for k, v in to_dict(cfg.method).items() if k != "name"}
+    if cfg.protocol.start_epoch is not None:
+        options.setdefault("start_epoch", cfg.protocol.start_epoch)
+    return build_method(cfg.method.name, train_counts, **options)
+
+
+def run_folder(cfg: DictConfig) -> Path:
+    name = f"{cfg.dataset}-{cfg.method.name}-{config_hash(cfg)}-seed{cfg.seed}"
+    return Path(cfg.workspace).expanduser() / "runs" / name
+
+
+def build_tracker(cfg: DictConfig):
+    entry = get_registry().get("trackers", cfg.tracking.tracker)
+    return entry.factory(cfg)
+
+
+def train(cfg: DictConfig) -> dict:
+    """Train and evaluate one run (one seed); return its results (also in results.json)."""
+    rank, world_size, device = setup_distributed(cfg.device)
+    is_main = rank == 0
+    get_registry(cfg.plugins)
+    seed_everything(cfg.seed, cfg.deterministic)
+    out_dir = run_folder(cfg)
+    results_path = out_dir / "results.json"
+    checkpoint_path = out_dir / "checkpoint.pt"
+    if cfg.resume and results_path.is_file():
+        results = json.loads(results_path.read_text())
+        if results.get("status") == "FINISHED":
+            if is_main and not cfg.quiet:
+                print(f"lt-bench: {out_dir} already finished; pass resume=false to train again")
+            return results
+
+    # -- data, model, method --------------------------------------------------------------------
+    data = load_data(cfg.dataset, cfg.imbalance, DataConfig(**to_dict(cfg.data)))
+    num_classes = len(data.classes)
+    backbone_options = {k: v for k, v in to_dict(cfg.backbone).items() if k != "name"}
+    model = build_backbone(cfg.backbone.name, num_classes, class_names=list(data.classes),
+                           **backbone_options).to(device)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    criterion = build_criterion(cfg, data.train_counts).to(device)
+    p = cfg.protocol
+    steps_per_epoch = data.num_train_batches(p.batch_size, world_size)
+    optimizer = build_optimizer(model, p)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, steps_per_epoch, p))
+
+    # -- resume ----------------------------------------------------------------------------------
+    first_epoch, history, tracker_run_id, elapsed = 0, [], None, 0.0
+    if cfg.resume and checkpoint_path.is_file():
+        state = load_checkpoint(checkpoint_path, map_location=device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        criterion.load_state_dict(state["criterion"])
+        torch.set_rng_state(state["rng"])
+        first_epoch, history = state["epoch"] + 1, state["history"]
+        tracker_run_id, elapsed = state.get("tracker_run_id"), state.get("elapsed", 0.0)
+        if is_main and not cfg.quiet:
+            print(f"lt-bench: resuming {out_dir.name} after epoch {first_epoch}")
+    elif is_main and checkpoint_path.exists():
+        checkpoint_path.unlink()
+
+    train_model = model
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+    if world_size > 1:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            train_model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    tracker = build_tracker(cfg) if is_main else None
+    resolved = to_dict(cfg)
+    if is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+        tracker_run_id = tracker.start(resolved, out_dir, data.describe(), tracker_run_id)
+
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16)
+                if cfg.precision == "bf16" else nullcontext())
+    bar = tqdm(total=p.epochs * steps_per_epoch, initial=first_epoch * steps_per_epoch,
+               disable=cfg.quiet or not is_main, unit="step", dynamic_ncols=True,
+               mininterval=1.0, desc=f"{cfg.method.name} seed {cfg.seed}")
+    status = "FAILED"
+    try:
+        for epoch in range(first_epoch, p.epochs):
+            started = time.perf_counter()
+            train_model.train()
+            criterion.train()
+            loss_sum = torch.zeros((), device=device)
+            for step, (images, targets) in enumerate(data.train_batches(
+                    epoch, p.batch_size, device=device, seed=cfg.seed, rank=rank,
+                    world_size=world_size)):
+                images = images.contiguous(memory_format=memory_format)
+                with autocast:
+                    outputs = train_model(images)
+                    # Multi-branch heads (VL-LTR) return a tuple: the weights apply to every
+                    # branch, the statistics come from the first.
+                    branches = outputs if isinstance(outputs, tuple) else (outputs,)
+                    loss = sum(criterion(z, targets, observe=i == 0)
+                               for i, z in enumerate(branches))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                loss_sum += loss.detach()
+                bar.update(1)
+                if (step + 1) % cfg.log_every == 0:  # the only host sync in the step loop
+                    check_finite(loss_sum, epoch, step)
+                    bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum.item() / (step + 1):.3f}")
+            train_loss = check_finite(loss_sum, epoch, step) / (step + 1)
+            criterion.end_epoch()
+            train_time = time.perf_counter() - started
+            metrics = {"train/loss": train_loss, "lr": optimizer.param_groups[0]["lr"],
+                       "time/train_s": train_time}
+            evaluated = (epoch + 1) % p.eval_every == 0 or epoch + 1 == p.epochs
+            if evaluated:
+                model.eval()
+                with autocast:
+                    ev = evaluate(model, data, device, p.batch_size, rank, world_size)
+                metrics.update({f"test/{k}": v for k, v in ev.items()
+                                if isinstance(v, (int, float))})
+            metrics["time/epoch_s"] = time.perf_counter() - started
+            elapsed += metrics["time/epoch_s"]
+            record = {"epoch": epoch, **metrics,
+                      "class_weights": criterion.class_weights.tolist()}
+            if evaluated:
+                record["per_class"] = ev["per_class"]
+                record["confusion"] = ev.get("confusion")
+            history.append(record)
+            if is_main:
+                tracker.log_metrics(metrics, step=epoch)
+                save_checkpoint(checkpoint_path, {
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "criterion": criterion.state_dict(),
+                    "rng": torch.get_rng_state(), "epoch": epoch, "history": history,
+                    "tracker_run_id": tracker_run_id, "elapsed": elapsed,
+                })
+                if not cfg.quiet and evaluated:
+                    bar.write(f"epoch {epoch + 1}/{p.epochs}  loss {train_loss:.3f}  "
+                              + format_accuracy(ev))
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        bar.close()
+        if status != "FINISHED" and is_main:
+            tracker.finish({"status": status}, status=status)
+    results = summarize(cfg, data, history, status, elapsed, run_id=tracker_run_id)
+    results["run_dir"] = str(out_dir)
+    results["cfg_hash"] = config_hash(cfg)
+    results["group_of_class"] = groups(data.train_counts)
+    if is_main:
+        tmp = results_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(results, indent=1))
+        os.replace(tmp, results_path)
+        tracker.finish(results, status="FINISHED")
+    return results
+
+
+def format_accuracy(ev: dict) -> str:
+    """``acc 0.7012  many 0.81  medium 0.52  few n/a`` (n/a: the group has no class)."""
+    def pct(v):
+        return "n/a" if v is None else f"{v:.4f}"
+    return "  ".join(f"{k} {pct(ev.get(f'acc_{k}' if k != 'acc' else k))}"
+                     for k in ("acc", "many", "medium", "few"))
+
+
+def check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> float:
+    value = loss_sum.item()
+    if not math.isfinite(value):
+        raise LtBenchError(
+            f"training diverged in epoch {epoch + 1} by step {step + 1}: the loss is {value}; "
+            "lower protocol.lr, use precision=fp32, or check the data"
+        )
+    return value
+
