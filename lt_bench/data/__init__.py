@@ -1,1 +1,41 @@
-"""placeholder"""
+"""Long-tailed data: sources, LT subsets, and an input pipeline that keeps the device busy.
+
+Public contract (the training harness codes against these)::
+
+    cfg = DataConfig(root="./data")                 # the `data:` config section
+    data = load_data("cifar10_lt", 100, cfg)        # a LongTailedData, via the registry
+    for x, y in data.train_batches(epoch, 128, device="cuda", seed=0): ...
+    for x, y in data.test_batches(512, device="cuda"): ...
+    groups(data.train_counts)                       # 'many' | 'medium' | 'few' per class
+
+Dataset factories registered through ``lt_bench_register_datasets`` have the signature
+``factory(cfg: DataConfig, *, imbalance: float | None) -> LongTailedData``.
+"""
+
+from __future__ import annotations
+
+from lt_bench.data.base import LongTailedData
+from lt_bench.data.config import DataConfig, as_data_config, cache_dir
+from lt_bench.data.groups import group_sizes, groups
+from lt_bench.data.longtail import lt_counts, make_long_tailed, select_subset
+from lt_bench.data.pipeline import LoaderData, TensorData
+from lt_bench.errors import LtBenchError
+
+
+def load_data(name: str, imbalance: float | None, cfg=None) -> LongTailedData:
+    """The registered data set ``name`` made long-tailed with factor ``imbalance``."""
+    from lt_bench.registry import get_registry
+
+    entry = get_registry().get("datasets", name)
+    data = entry.factory(as_data_config(cfg), imbalance=imbalance)
+    if not isinstance(data, LongTailedData):
+        raise LtBenchError(
+            f"dataset {name!r} (plugin {entry.plugin!r}) returned {type(data).__name__}, "
+            "not an lt_bench.data.LongTailedData"
+        )
+    return data
+
+
+__all__ = ["DataConfig", "LoaderData", "LongTailedData", "TensorData", "as_data_config",
+           "cache_dir", "group_sizes", "groups", "load_data", "lt_counts", "make_long_tailed",
+           "select_subset"]

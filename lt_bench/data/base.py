@@ -1,0 +1,95 @@
+"""``LongTailedData``: what every dataset factory returns (counts, batches, description)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+from lt_bench.data.groups import group_sizes
+from lt_bench.data.sampling import epoch_order, shard_train
+
+
+class LongTailedData:
+    """A long-tailed training set and a balanced test set, with their batch iterators.
+
+    Subclasses implement ``train_batches`` and ``test_batches``; the sample order of an epoch
+    comes from :func:`lt_bench.data.sampling.epoch_order` (seed, epoch and ``sampler``).
+    """
+
+    def __init__(self, name: str, classes: Sequence[str], train_labels: Tensor,
+                 test_labels: Tensor, sampler: str = "none"):
+        self.name = name
+        self.classes = list(classes)
+        self.train_labels = torch.as_tensor(train_labels, dtype=torch.long)
+        self.test_labels = torch.as_tensor(test_labels, dtype=torch.long)
+        self.sampler = sampler
+        c = len(self.classes)
+        self.train_counts: list[int] = torch.bincount(self.train_labels, minlength=c).tolist()
+        self.test_counts: list[int] = torch.bincount(self.test_labels, minlength=c).tolist()
+        lo = min(self.train_counts) if self.train_counts else 0
+        self.imbalance: float = (max(self.train_counts) / lo) if lo else float("inf")
+
+    # -- sizes ------------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train_labels)
+
+    @property
+    def num_test(self) -> int:
+        return len(self.test_labels)
+
+    def samples_per_rank(self, world_size: int = 1) -> int:
+        """Training samples each rank sees per epoch (the tail is cut to a multiple of ranks)."""
+        return self.num_train // world_size
+
+    def num_train_batches(self, batch_size: int, world_size: int = 1,
+                          drop_last: bool = False) -> int:
+        n = self.samples_per_rank(world_size)
+        return n // batch_size if drop_last else math.ceil(n / batch_size)
+
+    # -- order ------------------------------------------------------------------------------
+    def train_indices(self, epoch: int, *, seed: int, rank: int = 0,
+                      world_size: int = 1) -> Tensor:
+        """This rank's training indices for the epoch (CPU int64), in batch order."""
+        order = epoch_order(self.train_labels, self.num_classes, self.sampler, seed, epoch)
+        return shard_train(order, rank, world_size)
+
+    def test_indices(self, rank: int = 0, world_size: int = 1) -> Tensor:
+        """A contiguous block of the test set: together the ranks' blocks are the test set."""
+        return torch.tensor_split(torch.arange(self.num_test), world_size)[rank]
+
+    # -- batches (subclasses) -----------------------------------------------------------------
+    def train_batches(self, epoch: int, batch_size: int, *, device, seed: int, rank: int = 0,
+                      world_size: int = 1, drop_last: bool = False
+                      ) -> Iterator[tuple[Tensor, Tensor]]:
+        raise NotImplementedError
+
+    def test_batches(self, batch_size: int, *, device, rank: int = 0, world_size: int = 1
+                     ) -> Iterator[tuple[Tensor, Tensor]]:
+        raise NotImplementedError
+
+    # -- description --------------------------------------------------------------------------
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "classes": list(self.classes),
+            "num_classes": self.num_classes,
+            "counts": list(self.train_counts),
+            "total": int(sum(self.train_counts)),
+            "imbalance": self.imbalance,
+            "groups": group_sizes(self.train_counts),
+            "test_counts": list(self.test_counts),
+            "test_total": int(sum(self.test_counts)),
+            "sampler": self.sampler,
+        }
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.name!r}, classes={self.num_classes}, "
+                f"train={self.num_train}, test={self.num_test}, IF={self.imbalance:.1f})")

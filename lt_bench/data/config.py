@@ -1,0 +1,87 @@
+"""The ``data:`` section of a run config (an OmegaConf structured schema: simple types only)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from lt_bench.errors import LtBenchError, closest
+
+PROFILES = ("exp", "step")
+SAMPLERS = ("none", "sqrt", "balanced")
+AUGMENTS = ("standard", "randaugment", "none")
+PIPELINES = ("auto", "tensor", "loader")
+
+
+@dataclass
+class DataConfig:
+    """Where the data lives and how it is fed to the model."""
+
+    root: str = "./data"
+    profile: str = "exp"  # exp | step
+    subset_seed: int = 0
+    sampler: str = "none"  # none | sqrt | balanced
+    augment: str = "standard"  # standard | randaugment | none
+    image_size: int = 224  # large data only
+    workers: int = 2  # DataLoader workers, large data only
+    cache_dir: str | None = None  # default $LT_BENCH_CACHE or ~/.cache/lt_bench
+    download: bool = False  # let torchvision download CIFAR (online only)
+    train_list: str | None = None  # file list / json, relative to root; default per data set
+    test_list: str | None = None
+    # -- additions -------------------------------------------------------------------------
+    pipeline: str = "auto"  # auto | tensor (decoded uint8 on the device) | loader (DataLoader)
+    num_classes: int | None = None  # file lists: the class range; default per data set
+    progress: bool = True  # tqdm bars while decoding / caching
+
+
+def as_data_config(cfg) -> DataConfig:
+    """A ``DataConfig`` from a DataConfig, an OmegaConf node, a dict or None, validated."""
+    if cfg is None:
+        cfg = DataConfig()
+    elif not isinstance(cfg, DataConfig):
+        try:
+            from omegaconf import DictConfig, OmegaConf
+
+            if isinstance(cfg, DictConfig):
+                cfg = OmegaConf.to_container(cfg, resolve=True)
+        except ImportError:  # pragma: no cover - omegaconf is a dependency
+            pass
+        if not isinstance(cfg, dict):
+            raise LtBenchError(f"data config must be a mapping, got {type(cfg).__name__}")
+        fields = {f.name for f in dataclasses.fields(DataConfig)}
+        for key in cfg:
+            if key not in fields:
+                raise LtBenchError(
+                    f"unknown data option {key!r}{closest(key, fields)}; "
+                    f"valid: {', '.join(sorted(fields))}"
+                )
+        cfg = DataConfig(**cfg)
+    for key, allowed in (("profile", PROFILES), ("sampler", SAMPLERS), ("augment", AUGMENTS),
+                         ("pipeline", PIPELINES)):
+        value = getattr(cfg, key)
+        if value not in allowed:
+            raise LtBenchError(
+                f"data.{key}={value!r} is not valid{closest(value, allowed)}; "
+                f"choose one of: {', '.join(allowed)}"
+            )
+    if cfg.image_size < 1:
+        raise LtBenchError(f"data.image_size must be a positive integer, got {cfg.image_size}")
+    if cfg.workers < 0:
+        raise LtBenchError(f"data.workers must be ≥ 0, got {cfg.workers}")
+    return cfg
+
+
+def cache_dir(cfg: DataConfig) -> Path:
+    """``data.cache_dir``, else ``$LT_BENCH_CACHE``, else ``~/.cache/lt_bench`` (created)."""
+    path = cfg.cache_dir or os.environ.get("LT_BENCH_CACHE") or "~/.cache/lt_bench"
+    path = Path(path).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LtBenchError(
+            f"cannot create the data cache folder {path}: {exc.strerror}; set data.cache_dir "
+            "or LT_BENCH_CACHE to a writable folder"
+        ) from exc
+    return path

@@ -1,0 +1,101 @@
+"""Long-tailed class counts (exp / step profiles) and the seeded per-class subset."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from lt_bench.errors import LtBenchError
+
+
+def check_imbalance(imbalance: float | None) -> float | None:
+    """None or a float ≥ 1; anything else is a clear error."""
+    if imbalance is None:
+        return None
+    try:
+        value = float(imbalance)
+    except (TypeError, ValueError) as exc:
+        raise LtBenchError(f"imbalance must be a number ≥ 1 or null, got {imbalance!r}") from exc
+    if not value >= 1.0:  # also catches NaN
+        raise LtBenchError(
+            f"imbalance (IF = n_max/n_min) must be ≥ 1, got {imbalance!r}; the literature uses "
+            "10…200, and 1 or null keeps the data balanced"
+        )
+    return value
+
+
+def lt_counts(n_max: int, num_classes: int, imbalance: float, profile: str = "exp") -> list[int]:
+    """Per-class counts of a long-tailed subset with imbalance factor IF = n_max/n_min.
+
+    exp:  n_i = int(n_max · IF^(−i/(C−1)))   (computed as (1/IF)^(i/(C−1)) like LDAM-DRW)
+    step: the first half (C//2) of the classes keep n_max, the rest int(n_max/IF).
+    """
+    imbalance = check_imbalance(imbalance)
+    if imbalance is None:
+        return [int(n_max)] * num_classes
+    if profile == "exp":
+        if num_classes == 1:
+            return [int(n_max)]
+        return [int(n_max * (1.0 / imbalance) ** (i / (num_classes - 1.0)))
+                for i in range(num_classes)]
+    if profile == "step":
+        half = num_classes // 2
+        return [int(n_max)] * half + [int(n_max / imbalance)] * (num_classes - half)
+    raise LtBenchError(f"data.profile={profile!r} is not valid; choose exp or step")
+
+
+def select_subset(labels: Sequence[int] | torch.Tensor, counts: Sequence[int],
+                  subset_seed: int = 0) -> torch.Tensor:
+    """Indices (sorted) keeping ``counts[c]`` images of each class c, chosen by a seeded shuffle.
+
+    One ``torch.Generator`` seeded with ``subset_seed`` shuffles each class's images in turn
+    (classes in order), independent of any training seed, so every method and training seed
+    sees the same images; the first ``counts[c]`` of the shuffle are kept, so a larger IF keeps a
+    subset of what a smaller one keeps.
+    """
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    gen = torch.Generator().manual_seed(int(subset_seed))
+    keep = []
+    for c, n in enumerate(counts):
+        idx = torch.nonzero(labels == c, as_tuple=True)[0]
+        if n > len(idx):
+            raise LtBenchError(
+                f"class {c} has {len(idx)} images but the long-tailed profile needs {n}"
+            )
+        perm = torch.randperm(len(idx), generator=gen)
+        keep.append(idx[perm[:n]])
+    return torch.sort(torch.cat(keep)).values if keep else torch.zeros(0, dtype=torch.long)
+
+
+def make_long_tailed(labels, classes: Sequence[str], imbalance: float | None, profile: str,
+                     subset_seed: int, source: str) -> torch.Tensor:
+    """Indices of the long-tailed training subset of balanced data (all when IF is 1 or None).
+
+    ``n_max`` is the smallest class's size (equal to every class's for balanced data), so the
+    profile is always feasible. A class the profile would leave empty is an error.
+    """
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    imbalance = check_imbalance(imbalance)
+    available = torch.bincount(labels, minlength=len(classes)).tolist()
+    check_not_empty(available, classes, source)
+    if imbalance is None or imbalance == 1.0:
+        return torch.arange(len(labels))
+    n_max = min(available)
+    counts = lt_counts(n_max, len(classes), imbalance, profile)
+    for c, n in enumerate(counts):
+        if n < 1:
+            raise LtBenchError(
+                f"imbalance {imbalance:g} leaves class {classes[c]!r} of {source} empty "
+                f"(n_max = {n_max}); use an imbalance ≤ {n_max}"
+            )
+    return select_subset(labels, counts, subset_seed)
+
+
+def check_not_empty(counts: Sequence[int], classes: Sequence[str], source: str) -> None:
+    for c, n in enumerate(counts):
+        if n == 0:
+            raise LtBenchError(
+                f"class {classes[c]!r} (label {c}) has no training images in {source}; "
+                "add images for it or remove the class"
+            )
