@@ -191,3 +191,14 @@ def test_class_names_only_for_factories_declaring_them(tmp_path):
             build_backbone("with_names", 3, class_names=["cat", "dog"])
     finally:
         reset_registry()
+
+
+@pytest.mark.parametrize("name", ["resnet32", "resnet50", "vit_b_16", "vl_ltr"])
+def test_backbone_config_files_list_every_option_with_its_default(name):
+    import yaml
+
+    from lt_bench.config import config_dir
+
+    data = yaml.safe_load((config_dir() / "backbone" / f"{name}.yaml").read_text())["backbone"]
+    assert data.pop("name") == name
+    assert data == backbone_options(name)
