@@ -168,6 +168,7 @@ def train(cfg: DictConfig) -> dict:
     try:
         for epoch in range(first_epoch, p.epochs):
             started = time.perf_counter()
+            weights_used = criterion.class_weights.tolist()  # the weights applied this epoch
             train_model.train()
             criterion.train()
             loss_sum = torch.zeros((), device=device)
@@ -205,8 +206,7 @@ def train(cfg: DictConfig) -> dict:
                                 if isinstance(v, (int, float))})
             metrics["time/epoch_s"] = time.perf_counter() - started
             elapsed += metrics["time/epoch_s"]
-            record = {"epoch": epoch, **metrics,
-                      "class_weights": criterion.class_weights.tolist()}
+            record = {"epoch": epoch, **metrics, "class_weights": weights_used}
             if evaluated:
                 record["per_class"] = ev["per_class"]
                 record["confusion"] = ev.get("confusion")

@@ -1,0 +1,39 @@
+"""``synthetic_lt``: generated long-tailed images, for smoke tests of plugins and of the harness.
+
+Each class is a fixed random colour pattern plus noise, 16×16 pixels, so a small network learns
+it in a few epochs on a CPU. Nothing is read from disk. ``data.num_classes`` (default 5) sets the
+class count; the head class has 200 training images, every class 20 test images.
+"""
+
+from __future__ import annotations
+
+import torch
+
+import lt_bench
+from lt_bench.data import TensorData, lt_counts
+
+N_MAX, N_TEST, SIDE = 200, 20, 16
+
+
+def synthetic_lt(cfg, *, imbalance: float | None = None) -> TensorData:
+    """Generated class-conditional images (no files; for smoke tests)."""
+    num_classes = cfg.num_classes or 5
+    counts = lt_counts(N_MAX, num_classes, imbalance, cfg.profile)
+    gen = torch.Generator().manual_seed(cfg.subset_seed)
+    patterns = torch.rand(num_classes, 3, SIDE, SIDE, generator=gen) * 255
+
+    def draw(per_class: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = torch.repeat_interleave(torch.arange(num_classes), torch.tensor(per_class))
+        noise = torch.randn(len(labels), 3, SIDE, SIDE, generator=gen) * 40
+        return (patterns[labels] + noise).clamp(0, 255).to(torch.uint8), labels
+
+    train_images, train_labels = draw(counts)
+    test_images, test_labels = draw([N_TEST] * num_classes)
+    return TensorData("synthetic_lt", [f"class{i}" for i in range(num_classes)], train_images,
+                      train_labels, test_images, test_labels, mean=[0.5] * 3,
+                      std=[0.3] * 3, sampler=cfg.sampler, augment=cfg.augment, padding=2)
+
+
+@lt_bench.hookimpl
+def lt_bench_register_datasets(register):
+    register("synthetic_lt", synthetic_lt)

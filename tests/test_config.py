@@ -1,0 +1,60 @@
+"""Config loading: schema defaults, groups, YAML files, overrides and the errors naming the key."""
+
+import pytest
+
+from lt_bench import LtBenchError
+from lt_bench.config import config_hash, load_config
+
+
+def test_groups_and_overrides_apply_in_order(tmp_path):
+    cfg = load_config([], ["protocol=paper_cifar", "protocol.epochs=3", "method=dv",
+                           "method.components=4", "imbalance=200", "data.root=/x"])
+    assert cfg.protocol.name == "paper_cifar" and cfg.protocol.epochs == 3
+    assert cfg.protocol.batch_size == 100 and list(cfg.protocol.milestones) == [160, 180]
+    assert cfg.protocol.start_epoch == 160
+    assert dict(cfg.method) == {"name": "dv", "components": 4}
+    assert cfg.imbalance == 200 and cfg.data.root == "/x"
+
+
+def test_selecting_another_method_drops_the_previous_options():
+    cfg = load_config([], ["method=effective_number", "method.beta=0.99", "method=dv"])
+    assert dict(cfg.method) == {"name": "dv"}
+
+
+def test_yaml_file_with_group_names(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("method: focal\nprotocol: ldam_cifar\nseed: 7\n")
+    cfg = load_config([str(path)], ["protocol.epochs=2"])
+    assert cfg.method.name == "focal" and cfg.protocol.warmup_epochs == 5
+    assert cfg.seed == 7 and cfg.protocol.epochs == 2
+
+
+@pytest.mark.parametrize("override,match", [
+    ("protocl.epochs=1", "unknown config key 'protocl'.*did you mean 'protocol'"),
+    ("protocol.epoch=1", "unknown config key 'protocol.epoch'.*did you mean 'epochs'"),
+    ("protocol.epochs=abc", "protocol.epochs"),
+    ("data.rot=/x", "did you mean 'root'"),
+    ("precision=fp16", "precision"),
+    ("imbalance=0.5", "imbalance"),
+    ("protocol=nope", "unknown protocol 'nope'"),
+    ("notakeyvalue", "neither a YAML file nor key=value"),
+])
+def test_bad_overrides_name_the_key(override, match):
+    with pytest.raises(LtBenchError, match=match):
+        if "=" in override:
+            load_config([], [override])
+        else:
+            from lt_bench.config import split_args
+            split_args([override])
+
+
+def test_missing_yaml_file():
+    with pytest.raises(LtBenchError, match="not found"):
+        load_config(["/no/such.yaml"], [])
+
+
+def test_hash_ignores_seed_and_bookkeeping_but_not_the_method():
+    a = load_config([], ["seed=1", "workspace=/a"])
+    b = load_config([], ["seed=2", "workspace=/b", "quiet=true"])
+    c = load_config([], ["method=dv"])
+    assert config_hash(a) == config_hash(b) != config_hash(c)

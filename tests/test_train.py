@@ -1,0 +1,114 @@
+"""The training harness on generated data: results, resume after a kill, and 2-process DDP."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from lt_bench.config import load_config
+from lt_bench.train import lr_factor, train
+
+TINY = ["dataset=synthetic_lt", "imbalance=20", "protocol.batch_size=64", "protocol.lr=0.05",
+        "protocol.warmup_epochs=0", "precision=fp32", "quiet=true", "deterministic=true"]
+
+
+def run_cli(args, **kw):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "lt_bench", "train", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_train_records_final_and_best_per_group(tmp_path):
+    cfg = load_config([], TINY + ["method=dv", "protocol.epochs=2", "protocol.start_epoch=1",
+                                  f"workspace={tmp_path}"])
+    results = train(cfg)
+    assert results["status"] == "FINISHED"
+    counts = results["train_counts"]
+    assert counts == [200, 94, 44, 21, 10]  # int(200 * 20^(-i/4)): 200/20^0.75 = 21.1
+    for which in ("final", "best"):
+        r = results[which]
+        assert 0.0 <= r["acc"] <= 1.0 and len(r["per_class"]) == 5
+        # groups from training counts: many > 100, medium 20..100, few < 20
+        assert r["classes_many"] == 1 and r["classes_medium"] == 3 and r["classes_few"] == 1
+    assert results["final"]["epoch"] == 1
+    assert sum(map(sum, results["confusion"])) == 100  # 20 test images x 5 classes, no duplicates
+    # DV weights: uniform in epoch 0 (before start_epoch), then from the epoch-0 statistics
+    assert results["class_weights"][0] == [1.0] * 5
+    weights = torch.tensor(results["class_weights"][1], dtype=torch.float64)
+    assert float((weights * torch.tensor(counts)).sum()) == pytest.approx(sum(counts), rel=1e-5)
+    saved = json.loads((tmp_path / "runs").glob("*/results.json").__next__().read_text())
+    assert saved["final"]["acc"] == results["final"]["acc"]
+
+
+def test_lr_schedule_warmup_and_step_decay():
+    p = load_config([], ["protocol=ldam_cifar"]).protocol
+    assert lr_factor(0, 10, p) == pytest.approx(1 / 50)  # linear warm-up over 5 epochs
+    assert lr_factor(49, 10, p) == pytest.approx(1.0)
+    assert lr_factor(1599, 10, p) == pytest.approx(1.0)
+    assert lr_factor(1600, 10, p) == pytest.approx(0.01)  # epoch 160
+    assert lr_factor(1800, 10, p) == pytest.approx(1e-4)  # epoch 180
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path):
+    args = TINY + ["method=dv", "protocol.epochs=4", "protocol.start_epoch=2"]
+    reference = run_cli(args + [f"workspace={tmp_path / 'ref'}"])
+
+    interrupted = tmp_path / "killed"
+    proc = run_cli(args + [f"workspace={interrupted}"], start_new_session=True)
+    deadline = time.time() + 240
+    checkpoints = []
+    while time.time() < deadline and proc.poll() is None:
+        checkpoints = list(interrupted.glob("runs/*/checkpoint.pt"))
+        if checkpoints:
+            state = torch.load(checkpoints[0], weights_only=False)
+            if state["epoch"] >= 1:
+                break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read()
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not list(interrupted.glob("runs/*/results.json"))
+    resumed = run_cli(args + [f"workspace={interrupted}"])
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    assert reference.wait(timeout=300) == 0, reference.stderr.read()
+
+    def load(ws):
+        return json.loads(next(ws.glob("runs/*/results.json")).read_text())
+
+    a, b = load(tmp_path / "ref"), load(interrupted)
+    assert b["final"] == a["final"] and b["best"] == a["best"]
+    assert b["class_weights"] == a["class_weights"]
+    assert [h["train/loss"] for h in b["history"]] == [h["train/loss"] for h in a["history"]]
+
+
+def test_finished_run_is_not_trained_again(tmp_path):
+    cfg = load_config([], TINY + ["protocol.epochs=1", f"workspace={tmp_path}"])
+    first = train(cfg)
+    again = train(cfg)
+    assert again["final"] == first["final"] and again["wall_time_s"] == first["wall_time_s"]
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_gloo(tmp_path):
+    """torchrun with 2 CPU processes: rank 0 alone writes, evaluation covers each test image
+    once, and the class-volume weights come from the statistics of both ranks."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           "--master_port=29517", "-m", "lt_bench", "train", *TINY, "method=dv",
+           "protocol.epochs=2", "protocol.start_epoch=1", "deterministic=false",
+           f"workspace={tmp_path}"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = [json.loads(p.read_text()) for p in tmp_path.glob("runs/*/results.json")]
+    assert len(results) == 1
+    r = results[0]
+    assert sum(map(sum, r["confusion"])) == 100
+    weights = torch.tensor(r["class_weights"][1], dtype=torch.float64)
+    counts = torch.tensor(r["train_counts"], dtype=torch.float64)
+    assert float((weights * counts).sum()) == pytest.approx(float(counts.sum()), rel=1e-5)
+    assert not torch.allclose(weights, torch.ones(5, dtype=torch.float64))
