@@ -321,3 +321,18 @@ def test_class_weights_apply_to_both_branches():
         expected = expected + (w[y] * ce).mean()
     torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-6)
     loss.backward()
+
+
+def test_clip_checkpoint_reader_handles_torchscript_and_state_dicts(tmp_path):
+    from lt_bench.backbones.vl_ltr import read_clip_checkpoint
+
+    source = torch.nn.Linear(3, 2)
+    torch.jit.script(source).save(str(tmp_path / "openai_style.pt"))
+    torch.save({"state_dict": {"module." + k: v for k, v in source.state_dict().items()},
+                "epoch": 3}, tmp_path / "trained.pt")
+    for name in ("openai_style.pt", "trained.pt"):
+        state = read_clip_checkpoint(tmp_path / name)
+        assert state.keys() == {"weight", "bias"}, name
+        assert torch.equal(state["weight"], source.weight), name
+    with pytest.raises(LtBenchError, match="clip_missing.pt"):
+        read_clip_checkpoint(tmp_path / "clip_missing.pt")

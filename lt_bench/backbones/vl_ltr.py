@@ -46,6 +46,8 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -340,6 +342,15 @@ def resolve_tower_source(tower: str, tower_source: str) -> str:
     return tower_source
 
 
+def is_torchscript(file: Path) -> bool:
+    """Whether a file is a TorchScript archive (a zip with a ``code/`` folder)."""
+    try:
+        with zipfile.ZipFile(file) as archive:
+            return any(n.split("/")[1:2] == ["code"] for n in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
 def read_clip_checkpoint(path) -> dict[str, torch.Tensor]:
     """The state dict of a local CLIP checkpoint: OpenAI TorchScript archive or state dict."""
     from lt_bench.backbones.torchvision_models import read_state_dict
@@ -348,9 +359,15 @@ def read_clip_checkpoint(path) -> dict[str, torch.Tensor]:
     if not file.is_file():
         raise LtBenchError(f"vl_ltr: weights file {str(path)!r} not found: give a local CLIP "
                            "checkpoint (OpenAI .pt or a state dict); nothing is downloaded")
-    try:
-        state = torch.jit.load(str(file), map_location="cpu").state_dict()
-    except Exception:  # not TorchScript: a plain state dict
+    if is_torchscript(file):  # OpenAI's released checkpoints are TorchScript archives
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                state = torch.jit.load(str(file), map_location="cpu").state_dict()
+        except Exception as exc:
+            raise LtBenchError(f"vl_ltr: weights file {str(file)!r} could not be read as a "
+                               f"TorchScript CLIP ({type(exc).__name__}: {exc})") from exc
+    else:
         state = read_state_dict(file, what="vl_ltr: weights")
     for key in ("input_resolution", "context_length", "vocab_size"):
         state.pop(key, None)
