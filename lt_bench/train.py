@@ -146,11 +146,11 @@ def train(cfg: DictConfig) -> dict:
         checkpoint_path.unlink()
 
     train_model = model
-    if cfg.compile:
-        train_model = torch.compile(train_model)
     if world_size > 1:
         train_model = torch.nn.parallel.DistributedDataParallel(
             train_model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:  # after DDP, so that DDP sees the model's own parameter and buffer names
+        train_model = torch.compile(train_model)
 
     tracker = build_tracker(cfg) if is_main else None
     resolved = to_dict(cfg)
