@@ -32,6 +32,9 @@ def atomic_save(obj, path: Path) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600; a cache file is shareable
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

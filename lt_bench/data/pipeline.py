@@ -37,26 +37,47 @@ def crop_flip(images: Tensor, index: Tensor, oy: Tensor, ox: Tensor, flip: Tenso
               padding: int) -> Tensor:
     """``images[index]`` randomly cropped (zero padding ``padding``) and flipped, batched.
 
-    Equivalent to RandomCrop((H, W), padding) + RandomHorizontalFlip per sample: the batch is
-    gathered and zero-padded once, every (2p+1)² crop window is a strided view (``unfold``), one
-    advanced index picks each sample's window, and one ``where`` flips the chosen samples.
-    uint8 in, uint8 out, ``[B, 3, H, W]``, on ``images``' device.
+    Equivalent to RandomCrop((H, W), padding) + RandomHorizontalFlip per sample. uint8 in,
+    uint8 out, ``[B, 3, H, W]``, on ``images``' device. (The training loop keeps its images
+    padded once and calls :func:`crop_flip_padded` directly.)
     """
-    h, w = images.shape[-2:]
-    dev = images.device
-    x = images[index.to(dev)]
+    x = images[index.to(images.device)]
     if padding:
         x = torch.nn.functional.pad(x, (padding, padding, padding, padding))
-    windows = x.unfold(2, h, 1).unfold(3, w, 1)  # [B, 3, 2p+1, 2p+1, H, W], a view
-    out = windows[torch.arange(len(x), device=dev), :, oy.to(dev), ox.to(dev)]
-    return torch.where(flip.to(dev)[:, None, None, None], out.flip(-1), out)
+    return crop_flip_padded(x, torch.arange(len(x), device=x.device), oy, ox, flip, padding)
 
 
-def normalize(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
-    """uint8 ``[B, 3, H, W]`` → float32 ``(x/255 − mean)/std``, as one fused multiply-add."""
-    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=images.device)[None, :, None, None]
-    std_t = torch.as_tensor(std, dtype=torch.float32, device=images.device)[None, :, None, None]
-    return torch.addcmul(-mean_t / std_t, images.float(), 1.0 / (255.0 * std_t))
+def crop_flip_padded(padded: Tensor, index: Tensor, oy: Tensor, ox: Tensor, flip: Tensor,
+                     padding: int) -> Tensor:
+    """The crop + flip of :func:`crop_flip` from images already zero-padded by ``padding``.
+
+    Every (2p+1)² crop window is a strided view of the padded images (``unfold``); one advanced
+    index gathers each sample's window; the flipped samples (indices computed on the CPU, so no
+    device sync) are reversed in place.
+    """
+    h, w = padded.shape[-2] - 2 * padding, padded.shape[-1] - 2 * padding
+    dev = padded.device
+    windows = padded.unfold(2, h, 1).unfold(3, w, 1)  # [N, 3, 2p+1, 2p+1, H, W], a view
+    out = windows[index.to(dev), :, oy.to(dev), ox.to(dev)]
+    flipped = torch.nonzero(flip.cpu(), as_tuple=True)[0]
+    if len(flipped):
+        flipped = flipped.to(dev, non_blocking=True)
+        out[flipped] = out[flipped].flip(-1)
+    return out
+
+
+def norm_params(mean: Sequence[float], std: Sequence[float], device=None) -> tuple[Tensor, Tensor]:
+    """(scale, bias) with x·scale + bias = (x/255 − mean)/std, shaped ``[1, 3, 1, 1]``."""
+    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=device)[None, :, None, None]
+    std_t = torch.as_tensor(std, dtype=torch.float32, device=device)[None, :, None, None]
+    return 1.0 / (255.0 * std_t), -mean_t / std_t
+
+
+def normalize(images: Tensor, mean: Sequence[float], std: Sequence[float],
+              params: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """uint8 ``[B, 3, H, W]`` → float32 ``(x/255 − mean)/std`` (one cast, two in-place ops)."""
+    scale, bias = params or norm_params(mean, std, images.device)
+    return images.float().mul_(scale).add_(bias)
 
 
 def channel_stats(images: Tensor, chunk: int = 4096) -> tuple[list[float], list[float]]:
@@ -106,43 +127,45 @@ class TensorData(LongTailedData):
         self.padding = min(h, w) // 8 if padding is None else padding  # 4 for 32×32
         self._device_copies: dict[str, tuple[Tensor, ...]] = {}
 
-    def _on(self, device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _on(self, device) -> tuple[Tensor, ...]:
+        """(padded train images, train labels, test images, test labels, norm) on ``device``."""
         key = str(torch.device(device))
         if key not in self._device_copies:
-            self._device_copies = {key: tuple(t.to(device) for t in (
-                self.train_images, self.train_labels, self.test_images, self.test_labels))}
+            p = self.padding if self.augment != "none" else 0
+            train = self.train_images.to(device)
+            if p:
+                train = torch.nn.functional.pad(train, (p, p, p, p))
+            self._device_copies = {key: (
+                train, self.train_labels.to(device), self.test_images.to(device),
+                self.test_labels.to(device), norm_params(self.mean, self.std, device))}
         return self._device_copies[key]
 
     def train_batches(self, epoch, batch_size, *, device, seed, rank=0, world_size=1,
                       drop_last=False) -> Iterator[tuple[Tensor, Tensor]]:
-        images, labels, _, _ = self._on(device)
+        padded, labels, _, _, norm = self._on(device)
         index = self.train_indices(epoch, seed=seed, rank=rank, world_size=world_size)
-        n = self.num_train_batches(batch_size, world_size, drop_last) * batch_size
-        index = index[:n]
+        index = index[:self.num_train_batches(batch_size, world_size, drop_last) * batch_size]
         gen = generator(seed, epoch, rank, 1)
-        if self.augment == "none":
-            oy = ox = torch.full((len(index),), self.padding)
-            flip = torch.zeros(len(index), dtype=torch.bool)
-        else:
-            h, w = images.shape[-2:]
-            oy, ox, flip = crop_flip_params(len(index), h, w, self.padding, gen)
-        dev = images.device
-        index, oy, ox, flip = (t.to(dev, non_blocking=True) for t in (index, oy, ox, flip))
+        p = self.padding if self.augment != "none" else 0
+        h, w = self.train_images.shape[-2:]
+        oy, ox, flip = crop_flip_params(len(index), h, w, p, gen, flip=self.augment != "none")
+        dev = padded.device
+        index_d, oy_d, ox_d = (t.to(dev, non_blocking=True) for t in (index, oy, ox))
         for start in range(0, len(index), batch_size):
             sl = slice(start, start + batch_size)
-            x = crop_flip(images, index[sl], oy[sl], ox[sl], flip[sl], self.padding)
+            x = crop_flip_padded(padded, index_d[sl], oy_d[sl], ox_d[sl], flip[sl], p)
             if self.augment == "randaugment":
                 x = _randaugment_each(x, gen)
-            yield normalize(x, self.mean, self.std), labels[index[sl]]
+            yield normalize(x, self.mean, self.std, norm), labels[index_d[sl]]
 
     def test_batches(self, batch_size, *, device, rank=0, world_size=1
                      ) -> Iterator[tuple[Tensor, Tensor]]:
-        _, _, images, labels = self._on(device)
+        _, _, images, labels, norm = self._on(device)
         idx = self.test_indices(rank, world_size)
         lo, hi = (int(idx[0]), int(idx[-1]) + 1) if len(idx) else (0, 0)
         for start in range(lo, hi, batch_size):
             end = min(start + batch_size, hi)
-            yield normalize(images[start:end], self.mean, self.std), labels[start:end]
+            yield normalize(images[start:end], self.mean, self.std, norm), labels[start:end]
 
 
 # -- large data: DataLoader workers -------------------------------------------------------------
