@@ -50,8 +50,10 @@ def lt_bench_register_losses(register):
 def lt_bench_register_datasets(register):
     """Register long-tailed data sets: ``register(name, factory)``.
 
-    ``factory(cfg)`` receives the resolved data settings (see ``lt_bench.data``) and returns an
-    ``lt_bench.data.LongTailedData``.
+    ``factory(cfg, *, imbalance)`` receives the ``data:`` settings (an
+    ``lt_bench.data.DataConfig``) and the imbalance factor (None: as stored) and returns an
+    ``lt_bench.data.LongTailedData`` (``TensorData`` for small images held on the device,
+    ``LoaderData`` for files read by DataLoader workers).
     """
 
 
