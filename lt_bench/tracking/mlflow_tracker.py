@@ -1,0 +1,307 @@
+"""The "mlflow" tracker: every training run recorded in an MLflow tracking store.
+
+Layout:
+
+* one **experiment** per benchmark setting (``cifar10_lt-IF100-resnet32``), unless
+  ``tracking.experiment`` names one;
+* one **group run** (parent, tag ``lt.role=group``) per (method, config hash without the seed),
+  carrying the mean and std over its finished seeds (``final/acc_mean``, ``final/acc_std``,
+  ``seeds`` …, logged at ``step`` = number of seeds, so the latest value is the most complete);
+* one **seed run** (child, ``lt.role=seed``) per seed, with the flattened resolved config as
+  params, per-epoch metrics at ``step=epoch``, ``final/*`` and ``best/*`` metrics, the data set as
+  an input (metadata only) and the artifacts of ``lt_bench.tracking.report``.
+
+Tags on both: ``lt.method``, ``lt.dataset``, ``lt.imbalance``, ``lt.backbone``, ``lt.protocol``,
+``lt.cfg_hash`` (and ``lt.seed`` on seed runs). Resuming (``start`` with the id the harness
+saved in its checkpoint) continues the same MLflow run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from lt_bench.config import config_hash, flatten
+from lt_bench.errors import LtBenchError
+from lt_bench.tracking.base import Tracker
+from lt_bench.tracking.store import (
+    TAG,
+    artifact_root,
+    client,
+    ensure_experiment,
+    get,
+    retry,
+    setting_experiment,
+    store_lock,
+    tracking_uri,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_PARAM_VALUE = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH
+MAX_KEY = 250
+MAX_TAG_VALUE = 8000
+BATCH_PARAMS = 100
+SUMMARY_KEYS = ("acc", "acc_many", "acc_medium", "acc_few")
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def param_value(value: Any) -> str:
+    """A param value as MLflow stores it, cut to its length limit with a visible marker."""
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    if len(text) > MAX_PARAM_VALUE:
+        marker = f"...[{len(text)} chars, cut]"
+        text = text[:MAX_PARAM_VALUE - len(marker)] + marker
+    return text
+
+
+def config_params(cfg: dict, drop: tuple[str, ...] = ()) -> dict[str, str]:
+    """The flattened config as MLflow params (``protocol.lr`` → ``"0.1"``)."""
+    return {k[:MAX_KEY]: param_value(v) for k, v in flatten(cfg).items() if k not in drop}
+
+
+def setting_tags(cfg: dict) -> dict[str, str]:
+    imbalance = cfg.get("imbalance")
+    return {
+        f"{TAG}method": str(get(cfg, "method.name", "")),
+        f"{TAG}dataset": str(cfg.get("dataset", "")),
+        f"{TAG}imbalance": "none" if imbalance is None else f"{float(imbalance):g}",
+        f"{TAG}backbone": str(get(cfg, "backbone.name", "")),
+        f"{TAG}protocol": str(get(cfg, "protocol.name", "")),
+        f"{TAG}cfg_hash": config_hash(cfg),
+    }
+
+
+def quote(value: str) -> str:
+    return "'" + str(value).replace("'", "\\'") + "'"
+
+
+def summary_metrics(results: dict) -> dict[str, float]:
+    """``final/acc``, ``best/acc_few``, ``final/epoch``, … and ``wall_time_s`` from a results
+    dict; groups without a class (None) are left out."""
+    out: dict[str, float] = {}
+    for which in ("final", "best"):
+        part = results.get(which) or {}
+        for key in (*SUMMARY_KEYS, "epoch"):
+            value = _number(part.get(key))
+            if value is not None:
+                out[f"{which}/{key}"] = value
+    wall = _number(results.get("wall_time_s"))
+    if wall is not None:
+        out["wall_time_s"] = wall
+    return out
+
+
+class MlflowTracker(Tracker):
+    """Records the run in MLflow (``tracking.uri``; default ``sqlite:///<workspace>/mlflow.db``)."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.uri = tracking_uri(cfg)
+        self.run_id: str | None = None
+        self.group_id: str | None = None
+        self.resolved: dict | None = None
+        self._client = None
+
+    # -- plumbing --------------------------------------------------------------------------------
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = client(self.uri)
+        return self._client
+
+    def _call(self, method: str, *args, **kwargs):
+        return retry(getattr(self.client, method), *args, **kwargs)
+
+    def _log_batch(self, run_id: str, metrics=(), params=(), tags=()) -> None:
+        from mlflow.entities import Param, RunTag
+
+        params = [Param(k, v) for k, v in dict(params).items()]
+        tags = [RunTag(k, str(v)[:MAX_TAG_VALUE]) for k, v in dict(tags).items()]
+        for i in range(0, max(len(params), len(tags), 1), BATCH_PARAMS):
+            self._call("log_batch", run_id, params=params[i:i + BATCH_PARAMS],
+                       tags=tags[i:i + BATCH_PARAMS])
+        metrics = list(metrics)
+        for i in range(0, len(metrics), 1000):
+            self._call("log_batch", run_id, metrics=metrics[i:i + 1000])
+
+    @staticmethod
+    def _metrics(values: dict, step: int, timestamp: int | None = None):
+        from mlflow.entities import Metric
+
+        ts = timestamp or int(time.time() * 1000)
+        return [Metric(k[:MAX_KEY], float(v), ts, int(step)) for k, v in values.items()
+                if _number(v) is not None]
+
+    # -- the tracker interface ------------------------------------------------------------------
+    def start(self, cfg: dict, run_dir: Path, data_info: dict,
+              resume_id: str | None = None) -> str | None:
+        self.resolved = cfg
+        exp_id = ensure_experiment(self.client, setting_experiment(cfg),
+                                   artifact_root(cfg, self.uri), self.uri)
+        tags = setting_tags(cfg)
+        if resume_id and self._resume(resume_id):
+            return self.run_id
+        self.group_id = self._ensure_group(exp_id, cfg, tags)
+        seed = cfg.get("seed", 0)
+        run = self._call("create_run", exp_id, run_name=f"{tags[TAG + 'method']}-seed{seed}",
+                         tags={**tags, f"{TAG}role": "seed", f"{TAG}seed": str(seed),
+                               PARENT_TAG: self.group_id, f"{TAG}run_dir": str(run_dir)})
+        self.run_id = run.info.run_id
+        self._log_batch(self.run_id, params=config_params(cfg))
+        self._log_dataset(data_info or {}, cfg)
+        return self.run_id
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        if self.run_id is None:
+            return
+        try:
+            self._log_batch(self.run_id, metrics=self._metrics(metrics, step))
+        except Exception as exc:  # a tracking hiccup must not end hours of training
+            warnings.warn(f"lt-bench: MLflow could not log epoch {step} metrics: {exc}",
+                          stacklevel=2)
+
+    def finish(self, results: dict, status: str = "FINISHED") -> None:
+        if self.run_id is None:
+            return
+        if status == "FINISHED" and results.get("final"):
+            summary = summary_metrics(results)
+            self._log_batch(self.run_id, metrics=self._metrics(summary, step=0))
+            with tempfile.TemporaryDirectory(prefix="lt-bench-artifacts-") as tmp:
+                from lt_bench.tracking.report import write_report
+
+                write_report(results, self.resolved, Path(tmp))
+                self._call("log_artifacts", self.run_id, tmp)
+        self._call("set_terminated", self.run_id, status)
+        if status == "FINISHED" and self.group_id:
+            self.update_group(self.group_id)
+
+    # -- runs ------------------------------------------------------------------------------------
+    def _resume(self, run_id: str) -> bool:
+        try:
+            run = self._call("get_run", run_id)
+        except Exception:
+            return False  # another store, or the run was removed: start afresh
+        if run.info.lifecycle_stage == "deleted":
+            return False
+        self._call("update_run", run_id, status="RUNNING")
+        self.run_id = run_id
+        self.group_id = run.data.tags.get(PARENT_TAG)
+        return True
+
+    def _ensure_group(self, exp_id: str, cfg: dict, tags: dict) -> str:
+        """The group run of (method, config hash): found, or created. Racing creators on a server
+        agree on the oldest and delete their own duplicate."""
+        query = (f"tags.`{TAG}role` = 'group' and tags.`{TAG}cfg_hash` = "
+                 f"{quote(tags[TAG + 'cfg_hash'])} and tags.`{TAG}method` = "
+                 f"{quote(tags[TAG + 'method'])}")
+
+        def find():
+            runs = self._call("search_runs", [exp_id], query, max_results=50,
+                              order_by=["attributes.start_time ASC"])
+            return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
+
+        with store_lock(self.uri):
+            found = find()
+            if found:
+                return found[0].info.run_id
+            run = self._call("create_run", exp_id,
+                             run_name=f"{tags[TAG + 'method']}-{tags[TAG + 'cfg_hash']}",
+                             tags={**tags, f"{TAG}role": "group"})
+            mine = run.info.run_id
+            self._log_batch(mine, params=config_params(cfg, drop=("seed",)))
+            winner = find()[0].info.run_id
+            if winner != mine:
+                self._call("delete_run", mine)
+            return winner
+
+    def _log_dataset(self, info: dict, cfg: dict) -> None:
+        """The data set as a run input: class counts as a small table, metadata only."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                import mlflow.data
+                import pandas as pd
+                from mlflow.entities import DatasetInput, InputTag
+
+                classes = [str(c) for c in info.get("classes") or []]
+                counts = [float(c) for c in info.get("counts") or []]
+                test = [float(c) for c in info.get("test_counts") or []]
+                n = len(counts)
+                frame = pd.DataFrame({
+                    "class": (classes + [""] * n)[:n],
+                    "train_count": counts,
+                    "test_count": (test + [math.nan] * n)[:n],
+                })
+                name = setting_experiment({**cfg, "tracking": {}})
+                source = str(get(cfg, "data.root", "") or info.get("name") or "lt_bench")
+                dataset = mlflow.data.from_pandas(frame, source=source, name=name)
+            tags = [InputTag("mlflow.data.context", "train")]
+            self._call("log_inputs", self.run_id, datasets=[
+                DatasetInput(dataset._to_mlflow_entity(), tags)])
+            self._call("set_tag", self.run_id, f"{TAG}data",
+                       json.dumps({k: v for k, v in info.items()
+                                   if k not in ("classes", "counts", "test_counts")},
+                                  default=str)[:MAX_TAG_VALUE])
+        except Exception as exc:  # metadata only: never fail a run over it
+            log.warning("lt-bench: could not log the data set to MLflow: %s", exc)
+
+    def update_group(self, group_id: str) -> dict[str, float]:
+        """Mean and std (ddof=1) over the group's finished seeds, logged on the group run at
+        ``step`` = the number of seeds, so the latest value is the most complete one."""
+        exp_id = self._call("get_run", group_id).info.experiment_id
+        runs = search_all(self.client, [exp_id],
+                          f"tags.`{PARENT_TAG}` = {quote(group_id)} and "
+                          "attributes.status = 'FINISHED'")
+        latest: dict[str, Any] = {}
+        for run in runs:  # one run per seed: the latest if a seed was run twice
+            seed = run.data.tags.get(f"{TAG}seed")
+            if seed not in latest or run.info.end_time > latest[seed].info.end_time:
+                latest[seed] = run
+        summary: dict[str, float] = {"seeds": float(len(latest))}
+        for which in ("final", "best"):
+            for key in SUMMARY_KEYS:
+                values = [r.data.metrics[f"{which}/{key}"] for r in latest.values()
+                          if f"{which}/{key}" in r.data.metrics]
+                if values:
+                    mean = sum(values) / len(values)
+                    summary[f"{which}/{key}_mean"] = mean
+                    if len(values) > 1:
+                        var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+                        summary[f"{which}/{key}_std"] = math.sqrt(var)
+        self._log_batch(group_id, metrics=self._metrics(summary, step=len(latest)))
+        self._call("set_terminated", group_id, "FINISHED")
+        return summary
+
+
+def search_all(c, experiment_ids: list[str], filter_string: str, page: int = 1000) -> list:
+    """Every run matching ``filter_string`` (``search_runs`` page by page)."""
+    out, token = [], None
+    while True:
+        batch = retry(c.search_runs, experiment_ids, filter_string, max_results=page,
+                      page_token=token)
+        out.extend(batch)
+        token = batch.token
+        if not token:
+            return out
+
+
+def mlflow_tracker(cfg) -> Tracker:
+    """MLflow: the workspace's SQLite store by default, any server via tracking.uri."""
+    try:
+        import mlflow  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - mlflow is a dependency
+        raise LtBenchError("tracking.tracker=mlflow needs MLflow: pip install 'mlflow>=3'") from exc
+    return MlflowTracker(cfg)

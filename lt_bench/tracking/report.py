@@ -1,0 +1,152 @@
+"""A finished run's artifact files: per-class table, weight trajectory, and plots (PNG, Agg).
+
+``write_report(results, cfg, folder)`` writes into ``folder``::
+
+    config.yaml                    the resolved config
+    per_class_accuracy.csv         class, train count, group, final and best accuracy
+    class_weights.csv / .json      the class weights at the end of every epoch
+    results.json                   the results dict (as in the run folder)
+    plots/per_class_accuracy.png   accuracy against training count (log x)
+    plots/class_weights.png        each class's weight over epochs
+    plots/confusion_matrix.png     final-epoch confusion matrix (at most 100 classes)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import yaml
+
+MAX_CONFUSION_CLASSES = 100
+
+
+def _groups(results: dict) -> list[str]:
+    if results.get("group_of_class"):
+        return list(results["group_of_class"])
+    counts = results.get("train_counts") or []
+    try:
+        from lt_bench.data import groups
+
+        return list(groups(counts))
+    except Exception:  # the data package is optional here
+        return ["" for _ in counts]
+
+
+def write_report(results: dict, cfg: dict | None, folder: Path) -> list[Path]:
+    """Write the artifact files for ``results`` into ``folder``; return their paths."""
+    folder = Path(folder)
+    (folder / "plots").mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    if cfg is not None:
+        path = folder / "config.yaml"
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        written.append(path)
+
+    classes = [str(c) for c in results.get("classes") or []]
+    counts = list(results.get("train_counts") or [])
+    final = (results.get("final") or {}).get("per_class") or []
+    best = (results.get("best") or {}).get("per_class") or []
+    group = _groups(results)
+    n = len(classes) or len(final)
+    classes = classes or [str(i) for i in range(n)]
+
+    path = folder / "per_class_accuracy.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["class_index", "class", "train_count", "group", "final_acc", "best_acc"])
+        for i in range(n):
+            w.writerow([i, classes[i], counts[i] if i < len(counts) else "",
+                        group[i] if i < len(group) else "",
+                        final[i] if i < len(final) else "", best[i] if i < len(best) else ""])
+    written.append(path)
+
+    weights = results.get("class_weights") or []
+    if weights:
+        path = folder / "class_weights.csv"
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["epoch", *classes[:len(weights[0])]])
+            for epoch, row in enumerate(weights):
+                w.writerow([epoch, *row])
+        written.append(path)
+        path = folder / "class_weights.json"
+        path.write_text(json.dumps({"classes": classes, "train_counts": counts,
+                                    "weights": weights}))
+        written.append(path)
+
+    path = folder / "results.json"
+    path.write_text(json.dumps(results, indent=1, default=str))
+    written.append(path)
+    written += write_plots(results, classes, counts, final, weights, folder / "plots")
+    return written
+
+
+def write_plots(results, classes, counts, per_class, weights, folder: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    title = (f"{results.get('method')} on {results.get('dataset')} "
+             f"(IF {results.get('imbalance')}, seed {results.get('seed')})")
+    written = []
+    if per_class and counts and len(counts) == len(per_class):
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+        ax.scatter([max(c, 1) for c in counts], per_class, s=14, alpha=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("training images of the class (log)")
+        ax.set_ylabel("top-1 accuracy (final epoch)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = folder / "per_class_accuracy.png"
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+    if weights:
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+        cols = list(zip(*weights))
+        cmap = plt.get_cmap("viridis")
+        order = sorted(range(len(cols)), key=lambda i: -(counts[i] if i < len(counts) else 0))
+        for rank, i in enumerate(order):
+            ax.plot(range(1, len(weights) + 1), cols[i], lw=1,
+                    color=cmap(rank / max(1, len(cols) - 1)),
+                    label=classes[i] if len(cols) <= 10 else None)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("class weight")
+        ax.set_title(title + "\n(colour: head → tail)", fontsize=9)
+        if len(cols) <= 10:
+            ax.legend(fontsize=7, ncol=2)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = folder / "class_weights.png"
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+    confusion = results.get("confusion")
+    if confusion and len(confusion) <= MAX_CONFUSION_CLASSES:
+        n = len(confusion)
+        fig, ax = plt.subplots(figsize=(5 + n / 20, 4.5 + n / 20), dpi=100)
+        rows = [[v / max(1, sum(r)) for v in r] for r in confusion]
+        im = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+        if n <= 20:
+            ax.set_xticks(range(n), [c[:10] for c in classes[:n]], rotation=90, fontsize=7)
+            ax.set_yticks(range(n), [c[:10] for c in classes[:n]], fontsize=7)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true (head → tail)")
+        ax.set_title(title, fontsize=9)
+        fig.tight_layout()
+        path = folder / "confusion_matrix.png"
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

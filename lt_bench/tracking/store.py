@@ -1,0 +1,199 @@
+"""Where runs are recorded: the MLflow tracking URI, the artifact location, experiments, retries.
+
+The default store is embedded: ``sqlite:///<workspace>/mlflow.db`` with artifacts under
+``<workspace>/mlartifacts``. ``tracking.uri`` (or ``MLFLOW_TRACKING_URI``) selects any other
+store, e.g. ``http://host:5000`` for a shared ``mlflow server``.
+
+Several processes creating the same fresh SQLite store at once crash inside MLflow (its schema
+migration is not safe to race: "table ... already exists"), so creating the store and an
+experiment happens under a file lock next to the database, and every call to the store is retried
+a bounded number of times with jittered back-off when the database is busy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from lt_bench.errors import LtBenchError
+
+DB_NAME = "mlflow.db"
+ARTIFACTS_DIR = "mlartifacts"
+TAG = "lt."  # prefix of lt-bench's own run tags
+
+T = TypeVar("T")
+
+#: messages of errors that mean "try again": SQLite/PostgreSQL contention, a racing creator
+_TRANSIENT = ("database is locked", "database table is locked", "busy", "already exists",
+              "unique constraint", "duplicate key", "deadlock", "could not serialize",
+              "temporarily unavailable", "connection reset", "connection refused",
+              "too many requests", "503")
+
+
+def get(cfg: Any, dotted: str, default: Any = None) -> Any:
+    """``cfg['a']['b']`` for ``'a.b'`` on a dict or DictConfig, or ``default``."""
+    node = cfg
+    for part in dotted.split("."):
+        try:
+            node = node[part]
+        except (KeyError, TypeError, AttributeError, IndexError):
+            return default
+        if node is None:
+            return default
+    return node
+
+
+def workspace(cfg: Any) -> Path:
+    return Path(str(get(cfg, "workspace", "./workspace"))).expanduser().resolve()
+
+
+def tracking_uri(cfg: Any) -> str:
+    """``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else the workspace's SQLite database."""
+    uri = get(cfg, "tracking.uri") or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        uri = str(uri)
+        if "://" not in uri and not uri.startswith(("databricks", "sqlite:")):
+            raise LtBenchError(
+                f"config key 'tracking.uri' = {uri!r} is not a URI: give e.g. "
+                f"sqlite:///{Path(uri).expanduser().resolve()}/mlflow.db or http://host:5000"
+            )
+        return uri
+    return f"sqlite:///{workspace(cfg) / DB_NAME}"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///"):].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def is_remote(uri: str) -> bool:
+    """A tracking server (which decides where artifacts go) rather than a database."""
+    return uri.split(":", 1)[0] in ("http", "https", "databricks")
+
+
+def artifact_root(cfg: Any, uri: str) -> str | None:
+    """Where new experiments keep their artifacts: inside the workspace for a database store
+    (the default), the server's choice for a tracking server."""
+    if is_remote(uri):
+        return None
+    return (workspace(cfg) / ARTIFACTS_DIR).as_uri()
+
+
+def setting_experiment(cfg: Any) -> str:
+    """``tracking.experiment``, else one experiment per benchmark setting
+    (``cifar10_lt-IF100-resnet32``)."""
+    name = get(cfg, "tracking.experiment")
+    if name:
+        return str(name)
+    dataset = get(cfg, "dataset", "dataset")
+    backbone = get(cfg, "backbone.name", "backbone")
+    imbalance = get(cfg, "imbalance")
+    if imbalance is None:
+        return f"{dataset}-{backbone}"
+    return f"{dataset}-IF{float(imbalance):g}-{backbone}"
+
+
+def is_transient(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return any(marker in text for marker in _TRANSIENT)
+
+
+def retry(fn: Callable[..., T], *args, attempts: int = 10, base_s: float = 0.05,
+          max_s: float = 3.0, **kwargs) -> T:
+    """``fn(*args, **kwargs)``, retried on transient store errors with jittered exponential
+    back-off (at most ``attempts`` tries); any other error is raised at once."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if attempt == attempts or not is_transient(exc):
+                raise
+            delay = min(max_s, base_s * 2 ** attempt)
+            time.sleep(delay * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
+_held: dict[str, int] = {}
+
+
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """An exclusive lock across processes for a local SQLite store (a no-op otherwise);
+    re-entrant within a process."""
+    db = sqlite_path(uri)
+    if db is None or _held.get(str(db)):
+        _held[str(db)] = _held.get(str(db), 0) + 1
+        try:
+            yield
+        finally:
+            _held[str(db)] -= 1
+        return
+    import fcntl
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{db}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        _held[str(db)] = 1
+        try:
+            yield
+        finally:
+            _held[str(db)] = 0
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+_ready: set[str] = set()
+
+
+def client(uri: str):
+    """An ``MlflowClient`` whose store exists (created under the lock on first use)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from mlflow import MlflowClient
+
+    if uri in _ready:
+        return MlflowClient(tracking_uri=uri)
+    try:
+        with store_lock(uri):  # MlflowClient() itself may create (migrate) the store
+            c = retry(MlflowClient, tracking_uri=uri)
+            retry(c.search_experiments, max_results=1)
+    except Exception as exc:
+        raise LtBenchError(
+            f"cannot open the MLflow tracking store {uri!r} (config key 'tracking.uri' or "
+            f"$MLFLOW_TRACKING_URI): {type(exc).__name__}: {str(exc).splitlines()[0]}"
+        ) from exc
+    _ready.add(uri)
+    return c
+
+
+def ensure_experiment(c, name: str, artifact_location: str | None, uri: str = "") -> str:
+    """The id of experiment ``name``, created (with ``artifact_location``) when missing and
+    restored when deleted."""
+
+    def get_or_create() -> str:
+        exp = c.get_experiment_by_name(name)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                c.restore_experiment(exp.experiment_id)
+            return exp.experiment_id
+        return c.create_experiment(name, artifact_location=artifact_location,
+                                   tags={f"{TAG}kind": "benchmark-setting"})
+
+    with store_lock(uri):
+        return retry(get_or_create)
+
+
+def prepare_store(cfg: Any) -> tuple[str, str]:
+    """Create the store and the setting's experiment before workers start; return
+    ``(tracking_uri, experiment_id)``. Safe to call from several processes."""
+    uri = tracking_uri(cfg)
+    c = client(uri)
+    return uri, ensure_experiment(c, setting_experiment(cfg), artifact_root(cfg, uri), uri)
