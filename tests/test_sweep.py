@@ -1,0 +1,157 @@
+"""Sweep grid expansion, local worker processes, and skipping what the store has finished.
+
+The workers run ``fake_train`` below (``train_fn=test_sweep:fake_train``): it records the run
+through the real MLflow tracker and writes ``results.json`` like the harness, in a fraction of a
+second, so the sweep machinery is tested without data sets or backbones.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lt_bench.leaderboard import leaderboard
+from lt_bench.sweep import expand, run_folder, run_sweep
+from lt_bench.tracking.store import client, prepare_store
+
+HERE = Path(__file__).parent
+
+
+def fake_train(cfg) -> dict:
+    """A stand-in for ``lt_bench.train.train``: deterministic accuracy, real tracker."""
+    from omegaconf import OmegaConf
+
+    from lt_bench.config import config_hash, to_dict
+    from lt_bench.tracking.mlflow_tracker import MlflowTracker
+
+    acc = 0.5 + (0.1 if cfg.method.name == "dv" else 0.0) + 0.01 * cfg.seed
+    out = run_folder(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(Path(cfg.workspace) / "calls.txt", "a") as f:
+        f.write(f"{cfg.method.name} {cfg.seed} {cfg.imbalance}\n")
+    part = {"acc": acc, "acc_many": acc + 0.1, "acc_medium": acc - 0.1, "acc_few": None,
+            "epoch": 0, "per_class": [acc, acc]}
+    results = {"status": "FINISHED", "seed": cfg.seed, "method": cfg.method.name,
+               "dataset": cfg.dataset, "imbalance": cfg.imbalance, "backbone": "b",
+               "protocol": "quick", "classes": ["a", "b"], "train_counts": [10, 1],
+               "final": part, "best": part, "confusion": [[1, 0], [0, 1]],
+               "class_weights": [[1.0, 2.0]], "history": [], "wall_time_s": 0.1,
+               "cfg_hash": config_hash(cfg), "group_of_class": ["many", "few"]}
+    if cfg.tracking.tracker == "mlflow":
+        tracker = MlflowTracker(cfg)
+        tracker.start(to_dict(cfg), out, {"classes": ["a", "b"], "counts": [10, 1]})
+        tracker.log_metrics({"train/loss": 1.0, "test/acc": acc}, step=0)
+        tracker.finish(results)
+    (out / "results.json").write_text(json.dumps(results))
+    return results
+
+
+def test_grid_expansion():
+    sweep = expand(["methods=[ce,dv]", "seeds=3", "imbalance=[100,200]",
+                    "protocol.milestones=[3,4]", "protocol.epochs=5", "jobs=2"])
+    assert len(sweep.jobs) == 2 * 3 * 2
+    points = {(j.method, j.cfg.imbalance, j.seed) for j in sweep.jobs}
+    assert points == {(m, i, s) for m in ("ce", "dv") for i in (100.0, 200.0) for s in range(3)}
+    for job in sweep.jobs:
+        assert list(job.cfg.protocol.milestones) == [3, 4]  # a list-typed key is not an axis
+        assert job.cfg.protocol.epochs == 5 and job.cfg.quiet is False
+    # the seeds of one point share the config hash, other points differ
+    hashes = {(j.method, j.cfg.imbalance): set() for j in sweep.jobs}
+    for job in sweep.jobs:
+        hashes[(job.method, job.cfg.imbalance)].add(job.cfg_hash)
+    assert all(len(h) == 1 for h in hashes.values()) and len(
+        set.union(*hashes.values())) == 4
+    assert sweep.options["jobs"] == 2
+    assert [j.seed for j in expand(["seeds=[0,5]"]).jobs] == [0, 5]
+    assert len(expand(["protocol.milestones=[[1,2],[3,4]]"]).jobs) == 2
+    with pytest.raises(Exception, match="seeds"):
+        expand(["seeds=abc"])
+
+
+@pytest.fixture(scope="session")
+def template_db(tmp_path_factory) -> Path:
+    path = tmp_path_factory.getbasetemp() / "mlflow-template" / "mlflow.db"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        client(f"sqlite:///{path}")
+    return path
+
+
+def test_sweep_skips_what_the_store_has_finished(tmp_path, template_db, monkeypatch):
+    """Two of four runs are already in the store (their run folders gone): only two run."""
+    from lt_bench.config import load_config
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    shutil.copy(template_db, ws / "mlflow.db")
+    monkeypatch.setenv("PYTHONPATH", str(HERE))
+    common = [f"workspace={ws}", "tracking.tracker=mlflow", "dataset=cifar10_lt",
+              "imbalance=100"]
+    for method in ("ce", "dv"):
+        fake_train(load_config([], [*common, f"method={method}", "seed=0"]))
+    shutil.rmtree(ws / "runs")
+    lines: list[str] = []
+    summary = run_sweep([*common, "train_fn=test_sweep:fake_train", "methods=[ce,dv]",
+                         "seeds=2", "jobs=2"], out=lines.append)
+    assert sorted(summary["skipped"]) == ["ce seed=0", "dv seed=0"]
+    assert sorted(summary["finished"]) == ["ce seed=1", "dv seed=1"] and not summary["failed"]
+    assert sum(line.startswith("[") and "final acc 6" in line for line in lines) == 1
+    calls = sorted(c for c in (ws / "calls.txt").read_text().split("\n") if c)
+    assert calls == sorted(f"{m} {s} 100.0" for m in ("ce", "dv") for s in (0, 1))
+    rows = {r["method"]: r for r in summary["leaderboard"]}
+    assert rows["dv"]["n"] == 2 and rows["dv"]["mean"] == pytest.approx(0.605)
+    assert rows["dv"]["diff"] == pytest.approx(0.1)
+
+
+@pytest.mark.slow  # 6 worker processes, each importing torch and MLflow
+def test_sweep_runs_workers_and_skips_finished(tmp_path, template_db, monkeypatch):
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    shutil.copy(template_db, ws / "mlflow.db")
+    monkeypatch.setenv("PYTHONPATH", str(HERE))
+    common = [f"workspace={ws}", "tracking.tracker=mlflow", "train_fn=test_sweep:fake_train",
+              "dataset=cifar10_lt", "imbalance=100"]
+    lines: list[str] = []
+    summary = run_sweep([*common, "methods=[ce,dv]", "seeds=2", "jobs=2"], out=lines.append)
+    assert len(summary["finished"]) == 4 and not summary["failed"] and not summary["skipped"]
+    assert sum(line.startswith("[") and "final acc" in line for line in lines) == 4
+    assert any(line.startswith("method") for line in "\n".join(lines).splitlines())
+    rows = {r["method"]: r for r in summary["leaderboard"]}
+    assert rows["dv"]["n"] == 2 and rows["dv"]["mean"] == pytest.approx(0.605)
+    assert rows["dv"]["diff"] == pytest.approx(0.1)
+    # the store, not the run folders, tells what is done: remove the folders, resume, add a seed
+    shutil.rmtree(ws / "runs")
+    summary = run_sweep([*common, "methods=[ce,dv]", "seeds=3", "jobs=2"], out=lines.append)
+    assert len(summary["skipped"]) == 4 and len(summary["finished"]) == 2
+    calls = (ws / "calls.txt").read_text().split("\n")
+    assert sorted(c for c in calls if c) == sorted(
+        f"{m} {s} 100.0" for m in ("ce", "dv") for s in (0, 1, 2))
+    rows = leaderboard({"workspace": str(ws)})
+    assert {r.method: r.n for r in rows} == {"ce": 3, "dv": 3}
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("ray") is None,
+                    reason="ray is not installed (optional extra lt-bench[ray])")
+def test_ray_engine_on_a_local_instance(tmp_path, template_db, monkeypatch):
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    shutil.copy(template_db, ws / "mlflow.db")
+    monkeypatch.setenv("PYTHONPATH", str(HERE))
+    prepare_store({"workspace": str(ws)})
+    summary = run_sweep([f"workspace={ws}", "tracking.tracker=mlflow", "engine=ray",
+                         "train_fn=test_sweep:fake_train", "methods=[ce,dv]", "seeds=2",
+                         "gpus_per_run=0", "cpus_per_run=0.5"], out=print)
+    assert len(summary["finished"]) == 4 and not summary["failed"]
+
+
+def test_sweep_command_reports_a_missing_ray_cleanly(tmp_path):
+    if __import__("importlib").util.find_spec("ray") is not None:
+        pytest.skip("ray is installed")
+    out = subprocess.run([sys.executable, "-m", "lt_bench", "sweep", f"workspace={tmp_path}",
+                          "engine=ray", "methods=[ce]"], capture_output=True, text=True)
+    assert out.returncode == 2 and "pip install 'lt-bench[ray]'" in out.stderr
