@@ -24,7 +24,6 @@ HERE = Path(__file__).parent
 
 def fake_train(cfg) -> dict:
     """A stand-in for ``lt_bench.train.train``: deterministic accuracy, real tracker."""
-    from omegaconf import OmegaConf
 
     from lt_bench.config import config_hash, to_dict
     from lt_bench.tracking.mlflow_tracker import MlflowTracker

@@ -1,0 +1,118 @@
+"""``lt-bench ui`` end to end: a real headless Chromium finds a run and its per-class plot.
+
+Needs Debian's chromium (/usr/bin/chromium) and Playwright from PyPI (``.ci/install-browser``);
+skips otherwise. Playwright's own browser download is never used.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+def template_db(tmp_path_factory) -> Path:
+    from lt_bench.tracking.store import client
+
+    path = tmp_path_factory.getbasetemp() / "mlflow-template" / "mlflow.db"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        client(f"sqlite:///{path}")
+    return path
+
+
+def test_server_command_uses_the_workspace_store(tmp_path, template_db):
+    from lt_bench.commands.ui import server_command
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    shutil.copy(template_db, ws / "mlflow.db")
+    command, uri = server_command({"workspace": str(ws)}, "127.0.0.1", 5123)
+    assert uri == f"sqlite:///{ws.resolve()}/mlflow.db"
+    assert command[1:4] == ["-m", "mlflow", "server"]
+    assert command[command.index("--backend-store-uri") + 1] == uri
+    assert command[command.index("--artifacts-destination") + 1] == str(ws.resolve() / "mlartifacts")
+    assert command[command.index("--host") + 1] == "127.0.0.1"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(url)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="chromium is not installed "
+                    "(.ci/install-browser)")
+def test_browser_finds_run_and_per_class_plot(tmp_path):
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed "
+                                     "(.ci/install-browser)")
+    sys.path.insert(0, str(HERE))
+    from test_tracking import log_run, make_cfg
+
+    ws = tmp_path / "ws"
+    _, run_id = log_run(make_cfg(ws, "dv", 0), 0.64)
+    from lt_bench.tracking.store import client, tracking_uri
+
+    run = client(tracking_uri({"workspace": str(ws)})).get_run(run_id)
+    exp_id = run.info.experiment_id
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "lt_bench", "ui", f"workspace={ws}",
+                             "--port", str(port)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        first = proc.stdout.readline()
+        url = f"http://127.0.0.1:{port}"
+        assert url in first
+        _wait_http(f"{url}/health", 120)
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+            page = browser.new_page()
+            group_name = f"dv-{run.data.tags['lt.cfg_hash']}"  # the group run; seeds nest in it
+            page.goto(f"{url}/#/experiments/{exp_id}/runs", wait_until="domcontentloaded")
+            page.get_by_text(group_name).first.wait_for(timeout=90_000)
+            page.goto(f"{url}/#/experiments/{exp_id}/runs/{run_id}/artifacts",
+                      wait_until="domcontentloaded")
+            page.get_by_text("dv-seed0").first.wait_for(timeout=60_000)
+            page.get_by_text("plots", exact=True).first.click(timeout=60_000)
+            with page.expect_response(lambda r: "per_class_accuracy.png" in r.url,
+                                      timeout=60_000) as response:
+                page.get_by_text("per_class_accuracy.png", exact=True).first.click()
+            assert response.value.ok  # the UI fetched the plot; fetch it again to read it
+            png = page.request.get(response.value.url)
+            assert png.ok and png.body()[:4] == b"\x89PNG"
+            page.locator("img[src*='per_class_accuracy'], img[src^='blob:']").first.wait_for(
+                timeout=30_000)
+            browser.close()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
