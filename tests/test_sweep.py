@@ -154,3 +154,20 @@ def test_sweep_command_reports_a_missing_ray_cleanly(tmp_path):
     out = subprocess.run([sys.executable, "-m", "lt_bench", "sweep", f"workspace={tmp_path}",
                           "engine=ray", "methods=[ce]"], capture_output=True, text=True)
     assert out.returncode == 2 and "pip install 'lt-bench[ray]'" in out.stderr
+
+
+@pytest.mark.slow  # four real (tiny) training runs in worker processes
+def test_end_to_end_sweep_on_synthetic_data(tmp_path, template_db):
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    shutil.copy(template_db, ws / "mlflow.db")
+    out = subprocess.run([sys.executable, "-m", "lt_bench", "sweep", "dataset=synthetic_lt",
+                          "methods=[ce,dv]", "seeds=2", "jobs=2", "protocol.epochs=1",
+                          "device=cpu", "tracking.tracker=mlflow", f"workspace={ws}"],
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert sum(line.startswith("[") and "final acc" in line
+               for line in out.stdout.splitlines()) == 4
+    rows = {r.method: r for r in leaderboard({"workspace": str(ws)})}
+    assert rows["ce"].n == 2 and rows["dv"].n == 2
+    assert rows["dv"].p_value is not None or rows["dv"].test_note
