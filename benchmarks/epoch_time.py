@@ -77,7 +77,38 @@ def plain_loop(root: Path, epochs: int, precision: str, workers: int = 2) -> flo
     return seconds
 
 
-def harness(root: Path, epochs: int, method: str, precision: str, channels_last: bool) -> float:
+def model_only(epochs: int, precision: str, train_images: int = 12406,
+               test_images: int = 10000) -> float:
+    """The floor: ResNet-32 forward+backward on ready-made tensors for the same number of
+    training images, then forward on the test images; no data pipeline at all."""
+    from lt_bench.backbones import build_backbone
+
+    torch.manual_seed(0)
+    model = build_backbone("resnet32", 10)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x, y = torch.randn(128, 3, 32, 32), torch.randint(0, 10, (128,))
+    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16"
+                else nullcontext())
+    seconds = 0.0
+    for _ in range(epochs):
+        started = time.perf_counter()
+        model.train()
+        for start in range(0, train_images, 128):
+            n = min(128, train_images - start)
+            with autocast:
+                loss = F.cross_entropy(model(x[:n]), y[:n])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        with torch.no_grad(), autocast:
+            for start in range(0, test_images, 128):
+                model(x[:min(128, test_images - start)]).argmax(1)
+        seconds = time.perf_counter() - started
+    return seconds
+
+
+def harness(root: Path, epochs: int, method: str, precision: str) -> float:
     from lt_bench.config import load_config
     from lt_bench.train import train
 
@@ -86,7 +117,7 @@ def harness(root: Path, epochs: int, method: str, precision: str, channels_last:
             "dataset=cifar10_lt", "imbalance=100", f"data.root={root}", f"method={method}",
             "protocol=quick", f"protocol.epochs={epochs}", "protocol.milestones=[]",
             "protocol.start_epoch=0", "protocol.warmup_epochs=0", f"precision={precision}",
-            f"channels_last={str(channels_last).lower()}", "quiet=true", f"workspace={workspace}",
+            "quiet=true", f"workspace={workspace}",
             "tracking.tracker=local",
         ])
         results = train(cfg)
@@ -106,16 +137,10 @@ def main() -> None:
         print(f"{name}: {seconds:.1f} s", flush=True)
 
     for precision in ("fp32", "bf16"):
+        record(f"model alone (no data pipeline), {precision}", model_only(args.epochs, precision))
         record(f"plain PyTorch loop, {precision}", plain_loop(root, args.epochs, precision))
-        for channels_last in (False, True):
-            layout = "channels_last" if channels_last else "contiguous"
-            record(f"lt_bench ce, {precision}, {layout}",
-                   harness(root, args.epochs, "ce", precision, channels_last))
-        best_layout = min((s, n) for n, s in rows if n.startswith(f"lt_bench ce, {precision}"))[1]
-        channels_last = best_layout.endswith("channels_last")
-        for method in ("dv", "bv"):
-            record(f"lt_bench {method}, {precision}, {best_layout.rsplit(', ', 1)[1]}",
-                   harness(root, args.epochs, method, precision, channels_last))
+        for method in ("ce", "dv", "bv"):
+            record(f"lt_bench {method}, {precision}", harness(root, args.epochs, method, precision))
 
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; CIFAR-10-LT IF 100 (12,406 train images), "

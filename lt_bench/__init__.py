@@ -1,11 +1,24 @@
-"""lt_bench: a pluggable benchmark framework for loss re-weighting in long-tailed classification."""
+"""lt_bench: a pluggable benchmark framework for loss re-weighting in long-tailed classification.
 
-from lt_bench.api import build_loss, build_method, method_options
+The exports below load on first use, so that commands which need no torch (the leaderboard,
+the UI) start quickly.
+"""
+
 from lt_bench.errors import LtBenchError
 from lt_bench.hookspec import hookimpl
-from lt_bench.method import Method
 
 __version__ = "0.1.0"
 
+_LAZY = {"build_method": "lt_bench.api", "build_loss": "lt_bench.api",
+         "method_options": "lt_bench.api", "Method": "lt_bench.method"}
+
 __all__ = ["LtBenchError", "Method", "build_loss", "build_method", "hookimpl", "method_options",
            "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lt_bench' has no attribute {name!r}")

@@ -46,7 +46,7 @@ class ProtocolConfig:
 
 @dataclass
 class TrackingConfig:
-    tracker: str = "local"
+    tracker: str = "mlflow"  # mlflow (a SQLite store in the workspace by default) | local
     uri: str | None = None
     experiment: str | None = None
 
@@ -68,7 +68,7 @@ class Config:
     resume: bool = True  # continue an interrupted run of the same config from its checkpoint
     deterministic: bool = False
     compile: bool = False
-    channels_last: bool = True
+    channels_last: bool | None = None  # None: on CUDA only (on CPU it slows ResNet-32 down)
     quiet: bool = False
     log_every: int = 50
 

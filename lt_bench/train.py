@@ -120,11 +120,14 @@ def train(cfg: DictConfig) -> dict:
     backbone_options = {k: v for k, v in to_dict(cfg.backbone).items() if k != "name"}
     model = build_backbone(cfg.backbone.name, num_classes, class_names=list(data.classes),
                            **backbone_options).to(device)
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    channels_last = device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     criterion = build_criterion(cfg, data.train_counts).to(device)
     p = cfg.protocol
-    steps_per_epoch = data.num_train_batches(p.batch_size, world_size)
+    # A last batch of one sample would break BatchNorm in training mode: drop it then.
+    drop_last = data.samples_per_rank(world_size) % p.batch_size == 1
+    steps_per_epoch = data.num_train_batches(p.batch_size, world_size, drop_last)
     optimizer = build_optimizer(model, p)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, steps_per_epoch, p))
@@ -174,7 +177,7 @@ def train(cfg: DictConfig) -> dict:
             loss_sum = torch.zeros((), device=device)
             for step, (images, targets) in enumerate(data.train_batches(
                     epoch, p.batch_size, device=device, seed=cfg.seed, rank=rank,
-                    world_size=world_size)):
+                    world_size=world_size, drop_last=drop_last)):
                 images = images.contiguous(memory_format=memory_format)
                 with autocast:
                     outputs = train_model(images)
@@ -229,7 +232,10 @@ def train(cfg: DictConfig) -> dict:
     finally:
         bar.close()
         if status != "FINISHED" and is_main:
-            tracker.finish({"status": status}, status=status)
+            try:
+                tracker.finish({"status": status}, status=status)
+            except Exception as exc:  # never hide the error that stopped the run
+                print(f"lt-bench: the tracker could not record the {status} run: {exc}")
     results = summarize(cfg, data, history, status, elapsed, run_id=tracker_run_id)
     results["run_dir"] = str(out_dir)
     results["cfg_hash"] = config_hash(cfg)

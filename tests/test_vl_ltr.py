@@ -290,9 +290,15 @@ def test_unknown_option_is_named():
         tiny(3, alpha=1.5)
 
 
-def test_real_tower_without_anchors_is_an_error_before_building():
+def test_real_tower_without_anchors_is_an_error_before_building(tmp_path):
     with pytest.raises(LtBenchError, match="no class text anchors"):
-        vl_ltr(3, tower="RN50", tower_source="torchvision")
+        vl_ltr(3, tower="RN50", tower_source="torchvision", weights=str(tmp_path / "w.pth"))
+
+
+def test_random_tower_without_anchors_falls_back_to_random_anchors_with_a_warning():
+    with pytest.warns(UserWarning, match="random class anchors"):
+        model = vl_ltr(3, tower="RN50", tower_source="torchvision", embed_dim=32)
+    assert model.head.anchors.shape[0] == 3
 
 
 def test_open_clip_import_guard(monkeypatch):

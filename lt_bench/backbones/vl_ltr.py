@@ -469,6 +469,14 @@ def vl_ltr(num_classes: int, *, class_names: list[str] | None = None, tower: str
     if anchors not in (None, "random"):
         file_anchors = load_anchors(anchors, num_classes, None, int(max_sentences))
 
+    if (file_anchors is None and anchors != "random" and source != "tiny" and weights is None
+            and not (source == "open_clip" and class_names)):
+        # A tower with random weights has nothing to align with real anchors either: such a
+        # run is a smoke test, and random anchors keep it runnable. Said loudly.
+        warnings.warn("vl_ltr: random tower weights and no anchors file: using random class "
+                      "anchors (a smoke test; give backbone.weights and backbone.anchors for "
+                      "real runs)", stacklevel=2)
+        anchors = "random"
     if (file_anchors is None and anchors != "random" and source != "tiny"
             and not (source == "open_clip" and class_names)):
         raise LtBenchError(
