@@ -29,7 +29,7 @@ GROUPS = ("dataset", "backbone", "method", "protocol")
 @dataclass
 class ProtocolConfig:
     name: str = "quick"
-    epochs: int = 8
+    epochs: int = 7
     batch_size: int = 128
     optimizer: str = "sgd"  # sgd | adamw
     lr: float = 0.1
@@ -37,7 +37,7 @@ class ProtocolConfig:
     nesterov: bool = True
     weight_decay: float = 5e-4
     schedule: str = "step"  # step (× lr_decay at each milestone) | cosine
-    milestones: list[int] = field(default_factory=lambda: [6, 7])
+    milestones: list[int] = field(default_factory=lambda: [5, 6])
     lr_decay: float = 0.01
     warmup_epochs: int = 0  # linear warm-up, per step
     start_epoch: int | None = None  # re-weighting start; overrides the method's when set
