@@ -23,14 +23,6 @@ ACC = {  # method -> final accuracy per seed
 }
 
 
-@pytest.fixture(scope="session")
-def template_db(tmp_path_factory) -> Path:
-    path = tmp_path_factory.getbasetemp() / "mlflow-template" / "mlflow.db"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        client(f"sqlite:///{path}")
-    return path
-
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory, template_db) -> Path:

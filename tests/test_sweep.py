@@ -17,7 +17,7 @@ import pytest
 
 from lt_bench.leaderboard import leaderboard
 from lt_bench.sweep import expand, run_folder, run_sweep
-from lt_bench.tracking.store import client, prepare_store
+from lt_bench.tracking.store import prepare_store
 
 HERE = Path(__file__).parent
 
@@ -71,14 +71,6 @@ def test_grid_expansion():
     with pytest.raises(Exception, match="seeds"):
         expand(["seeds=abc"])
 
-
-@pytest.fixture(scope="session")
-def template_db(tmp_path_factory) -> Path:
-    path = tmp_path_factory.getbasetemp() / "mlflow-template" / "mlflow.db"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        client(f"sqlite:///{path}")
-    return path
 
 
 def test_sweep_skips_what_the_store_has_finished(tmp_path, template_db, monkeypatch):

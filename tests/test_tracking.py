@@ -77,15 +77,6 @@ def log_run(cfg: dict, acc: float, epochs: int = 3, status: str = "FINISHED",
     return tracker, run_id
 
 
-@pytest.fixture(scope="session")
-def template_db(tmp_path_factory) -> Path:
-    """A migrated empty store, made once (MLflow's migrations take seconds) and copied."""
-    path = tmp_path_factory.getbasetemp() / "mlflow-template" / "mlflow.db"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        client(f"sqlite:///{path}")
-    return path
-
 
 @pytest.fixture()
 def workspace(tmp_path, template_db) -> Path:

@@ -24,16 +24,6 @@ LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", 
                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-@pytest.fixture(scope="session")
-def template_db(tmp_path_factory) -> Path:
-    from lt_bench.tracking.store import client
-
-    path = tmp_path_factory.getbasetemp() / "mlflow-template" / "mlflow.db"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        client(f"sqlite:///{path}")
-    return path
-
 
 def test_server_command_uses_the_workspace_store(tmp_path, template_db):
     from lt_bench.commands.ui import server_command

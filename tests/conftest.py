@@ -1,0 +1,17 @@
+"""Fixtures shared by the tracking tests."""
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def template_db(tmp_path_factory) -> Path:
+    """A migrated empty MLflow store, made once (MLflow's migrations take seconds) and copied."""
+    from lt_bench.tracking.store import client
+
+    path = tmp_path_factory.getbasetemp() / "mlflow-template" / "mlflow.db"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        client(f"sqlite:///{path}")
+    return path
