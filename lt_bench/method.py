@@ -87,8 +87,9 @@ class Method(nn.Module):
         self.loss_fn = build_loss(self.loss_name, counts, **loss_options)
         self.register_buffer("class_counts", counts)
         self.register_buffer("class_weights", torch.ones(counts.numel(), dtype=torch.float32))
-        #: completed epochs, i.e. how many times end_epoch() was called
-        self.register_buffer("epoch", torch.zeros((), dtype=torch.long))
+        #: completed epochs, i.e. how many times end_epoch() was called. A Python int, not a
+        #: buffer: the training step reads it, and reading a GPU buffer would sync every step.
+        self.epoch = 0
         self._refresh_weights()
 
     # -- what a subclass overrides -------------------------------------------------------------
@@ -141,7 +142,7 @@ class Method(nn.Module):
         self.reset_statistics()
 
     def _refresh_weights(self) -> None:
-        if int(self.epoch) < self.start_epoch:
+        if self.epoch < self.start_epoch:
             self.class_weights.fill_(1.0)
             return
         raw = self.raw_weights()
@@ -149,6 +150,13 @@ class Method(nn.Module):
             weights = normalize(raw.detach().to(torch.float64).cpu(), self.class_counts.cpu(),
                                 self.normalization)
             self.class_weights.copy_(weights.to(self.class_weights.device))
+
+    # state_dict() carries the epoch counter beside the buffers (weights, statistics)
+    def get_extra_state(self) -> dict:
+        return {"epoch": self.epoch}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.epoch = int(state["epoch"])
 
     # -- introspection (lt-bench methods) ------------------------------------------------------
     @classmethod

@@ -42,6 +42,10 @@ from lt_bench.errors import LtBenchError
 SIGMA_FLOOR = 1e-6
 #: the largest full per-class covariance state (PV) that ClassMoments allocates, in bytes
 MAX_FULL_BYTES = 2 * 1024**3
+#: while the whole state holds at most this many elements per moment (DV/BV: C ≤ 1024; PV:
+#: C ≤ 101), a batch updates every class's row: fixed shapes, no host sync. Above it, only the
+#: rows of the classes present (torch.unique, which syncs on a GPU).
+_DENSE_MAX_ELEMENTS = 2**20
 #: how many float64 elements one chunk of per-sample outer products (PV) may hold
 _OUTER_CHUNK_ELEMENTS = 2**24
 
@@ -148,15 +152,21 @@ class ClassMoments(nn.Module):
             self.to(logits.device)
         x = logits.detach().to(torch.float64)
         targets = targets.detach().to(device=x.device, dtype=torch.long)
-        present, inv = torch.unique(targets, return_inverse=True)
-        if int(present[0]) < 0 or int(present[-1]) >= c:
-            raise LtBenchError(f"targets must be class indices in [0, {c}), got "
-                               f"{int(present[0])}..{int(present[-1])}")
+        if x.device.type == "cpu":  # on an accelerator this check would sync every step
+            low, high = int(targets.min()), int(targets.max())
+            if low < 0 or high >= c:
+                raise LtBenchError(f"targets must be class indices in [0, {c}), got {low}..{high}")
+        if c * c * (c if self.has_full else 1) <= _DENSE_MAX_ELEMENTS:
+            # Every row, fixed shapes: no host sync per step. A class absent from the batch
+            # merges as an empty batch (n_b = 0), which leaves its row unchanged.
+            present, inv = torch.arange(c, device=x.device), targets
+        else:  # iNaturalist-sized C: touch only the classes in the batch, O(B·C), not O(C²)
+            present, inv = torch.unique(targets, return_inverse=True)
         p = present.numel()
         n_b = torch.zeros(p, dtype=torch.float64, device=x.device).index_add_(
             0, inv, torch.ones_like(inv, dtype=torch.float64))
         mean_b = torch.zeros(p, c, dtype=torch.float64, device=x.device).index_add_(0, inv, x)
-        mean_b /= n_b[:, None]
+        mean_b /= n_b.clamp_min(1.0)[:, None]
         dev = x - mean_b[inv]  # two-pass: deviations from the batch's own class means
         moments = {"m2": torch.zeros(p, c, dtype=torch.float64, device=x.device)
                    .index_add_(0, inv, dev * dev)}

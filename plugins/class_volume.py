@@ -51,7 +51,7 @@ class ClassVolume(lt_bench.Method):
     # -- Method hooks --------------------------------------------------------------------------
     def wants_statistics(self) -> bool:
         # this epoch's statistics make the weights of the next one, used from start_epoch on
-        return int(self.epoch) + 1 >= self.start_epoch
+        return self.epoch + 1 >= self.start_epoch
 
     def observe(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
         self.stats.update(logits, targets)

@@ -231,3 +231,25 @@ def test_substitution_rule():
     np.testing.assert_allclose(off[3].item(), np.exp(np.mean([0.0, 1.0, 2.0, 5.0])) / 40)
     none_valid = class_volume_raw_weights(log_r, torch.zeros(5, dtype=torch.bool), counts)
     assert none_valid is None
+
+
+def test_all_rows_and_present_rows_updates_agree(monkeypatch):
+    """Small C merges every class's row each batch (no host sync); large C merges only the
+    classes present. Both must give the same statistics, with classes missing from batches."""
+    import lt_bench.volume as volume
+
+    g = torch.Generator().manual_seed(11)
+    batches = [(torch.randn(16, C, generator=g) * 4 + 7,
+                torch.randint(0, C - 1, (16,), generator=g)) for _ in range(5)]  # class C-1 never
+    results = []
+    for limit in (2**20, 0):
+        monkeypatch.setattr(volume, "_DENSE_MAX_ELEMENTS", limit)
+        m = ClassMoments(C, cross=True, full=True)
+        for x, y in batches:
+            m.update(x, y)
+        results.append(m)
+    dense, sparse = results
+    for name in ("count", "mean", "m2", "cross", "full"):
+        torch.testing.assert_close(getattr(dense, name), getattr(sparse, name),
+                                   rtol=1e-12, atol=1e-9)
+    assert dense.count[C - 1] == 0 and torch.all(dense.mean[C - 1] == 0)
