@@ -32,7 +32,6 @@ def plain_loop(root: Path, epochs: int, precision: str, workers: int = 2) -> flo
     import torchvision
     from torchvision import transforms as T
 
-    from lt_bench.backbones import build_backbone
     from lt_bench.data import DataConfig, cache_dir, make_long_tailed
     from lt_bench.data.cache import stat_key
     from lt_bench.data.sources import extract_tar
@@ -52,6 +51,14 @@ def plain_loop(root: Path, epochs: int, precision: str, workers: int = 2) -> flo
                                          num_workers=workers, persistent_workers=True)
     test_loader = torch.utils.data.DataLoader(test_set, batch_size=128, num_workers=workers,
                                               persistent_workers=True)
+    return time_epochs(lambda: loader, lambda: test_loader, epochs, precision)
+
+
+def time_epochs(train_batches, test_batches, epochs: int, precision: str) -> float:
+    """Seconds of the last of ``epochs`` epochs of a plain SGD loop over ResNet-32: train on
+    ``train_batches()``, then score ``test_batches()``."""
+    from lt_bench.backbones import build_backbone
+
     torch.manual_seed(0)
     model = build_backbone("resnet32", 10)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True,
@@ -62,50 +69,30 @@ def plain_loop(root: Path, epochs: int, precision: str, workers: int = 2) -> flo
     for _ in range(epochs):
         started = time.perf_counter()
         model.train()
-        for x, y in loader:
+        for x, y in train_batches():
             with autocast:
                 loss = F.cross_entropy(model(x), y)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
         model.eval()
-        correct = 0
         with torch.no_grad(), autocast:
-            for x, y in test_loader:
-                correct += (model(x).argmax(1) == y).sum().item()
+            for x, y in test_batches():
+                (model(x).argmax(1) == y).sum().item()
         seconds = time.perf_counter() - started
     return seconds
 
 
 def model_only(epochs: int, precision: str, train_images: int = 12406,
                test_images: int = 10000) -> float:
-    """The floor: ResNet-32 forward+backward on ready-made tensors for the same number of
-    training images, then forward on the test images; no data pipeline at all."""
-    from lt_bench.backbones import build_backbone
-
-    torch.manual_seed(0)
-    model = build_backbone("resnet32", 10)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    """The floor: the same loop on one ready-made batch tensor, no data pipeline at all."""
     x, y = torch.randn(128, 3, 32, 32), torch.randint(0, 10, (128,))
-    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16"
-                else nullcontext())
-    seconds = 0.0
-    for _ in range(epochs):
-        started = time.perf_counter()
-        model.train()
-        for start in range(0, train_images, 128):
-            n = min(128, train_images - start)
-            with autocast:
-                loss = F.cross_entropy(model(x[:n]), y[:n])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        model.eval()
-        with torch.no_grad(), autocast:
-            for start in range(0, test_images, 128):
-                model(x[:min(128, test_images - start)]).argmax(1)
-        seconds = time.perf_counter() - started
-    return seconds
+
+    def batches(total):
+        return lambda: ((x[:min(128, total - s)], y[:min(128, total - s)])
+                        for s in range(0, total, 128))
+
+    return time_epochs(batches(train_images), batches(test_images), epochs, precision)
 
 
 def harness(root: Path, epochs: int, method: str, precision: str) -> float:
