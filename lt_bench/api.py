@@ -55,6 +55,14 @@ def build_loss(name: str, class_counts, **options) -> Callable:
     return entry.factory(as_class_counts(class_counts), **options)
 
 
+def check_method(name: str, options: dict):
+    """The registry entry of method ``name``, after checking that it takes ``options``."""
+    entry = get_registry().get("methods", name)
+    if not _accepts_any(entry.factory):
+        _check_options("method", name, options, method_options(name, options.get("loss")))
+    return entry
+
+
 def build_method(name: str, class_counts, **options) -> Method:
     """A registered re-weighting method as a criterion module.
 
@@ -62,9 +70,7 @@ def build_method(name: str, class_counts, **options) -> Method:
     >>> loss = criterion(logits, targets)  # doctest: +SKIP
     >>> criterion.end_epoch()              # doctest: +SKIP
     """
-    entry = get_registry().get("methods", name)
-    if not _accepts_any(entry.factory):
-        _check_options("method", name, options, method_options(name, options.get("loss")))
+    entry = check_method(name, options)
     try:
         return entry.factory(class_counts, **options)
     except TypeError as exc:

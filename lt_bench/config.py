@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from lt_bench.data import DataConfig
 from lt_bench.errors import LtBenchError, closest
@@ -101,9 +101,10 @@ def _explain(exc: OmegaConfBaseException, cfg: DictConfig, source: str) -> LtBen
             f"unknown config key {key!r} in {source}{closest(leaf, valid)}; "
             f"valid keys{' under ' + parent if parent else ''}: {', '.join(map(str, valid))}"
         )
-    if isinstance(exc, ValidationError):
-        return LtBenchError(f"config key {key!r} in {source}: {exc.msg.splitlines()[0]}")
-    return LtBenchError(f"config {source}: {str(exc).splitlines()[0]}")
+    message = (getattr(exc, "msg", None) or str(exc) or type(exc).__name__).splitlines()[0]
+    if key:
+        return LtBenchError(f"config key {key!r} in {source}: {message}")
+    return LtBenchError(f"config {source}: {message}")
 
 
 def _merge(cfg: DictConfig, update: dict, source: str) -> DictConfig:

@@ -172,7 +172,7 @@ class Registry:
         known = ", ".join(table) or "none (is lt-bench installed? pip install -e .)"
         raise LtBenchError(
             f"unknown {noun} {name!r}{closest(name, table)}; registered: {known}. "
-            f"A plugin can add one: see `lt-bench methods` and the README's plugin section"
+            f"A plugin can add one (README, 'Your own method, data set or backbone')"
         )
 
 

@@ -21,8 +21,8 @@ import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from lt_bench.api import build_method
-from lt_bench.backbones import build_backbone
+from lt_bench.api import build_method, check_method
+from lt_bench.backbones import build_backbone, check_backbone
 from lt_bench.checkpoint import load_checkpoint, save_checkpoint
 from lt_bench.config import config_hash, to_dict
 from lt_bench.data import DataConfig, groups, load_data
@@ -81,11 +81,24 @@ def lr_factor(step: int, steps_per_epoch: int, p) -> float:
     return warm * p.lr_decay ** sum(epoch >= m for m in p.milestones)
 
 
-def build_criterion(cfg: DictConfig, train_counts: list[int]):
+def method_options_of(cfg: DictConfig) -> dict:
     options = {k: v for k, v in to_dict(cfg.method).items() if k != "name"}
     if cfg.protocol.start_epoch is not None:
         options.setdefault("start_epoch", cfg.protocol.start_epoch)
-    return build_method(cfg.method.name, train_counts, **options)
+    return options
+
+
+def backbone_options_of(cfg: DictConfig) -> dict:
+    return {k: v for k, v in to_dict(cfg.backbone).items() if k != "name"}
+
+
+def check_names(cfg: DictConfig) -> None:
+    """Fail on a misspelt name or option now, not after minutes of loading data."""
+    registry = get_registry()
+    registry.get("datasets", cfg.dataset)
+    registry.get("trackers", cfg.tracking.tracker)
+    check_method(cfg.method.name, method_options_of(cfg))
+    check_backbone(cfg.backbone.name, backbone_options_of(cfg))
 
 
 def run_folder(cfg: DictConfig) -> Path:
@@ -103,6 +116,7 @@ def train(cfg: DictConfig) -> dict:
     rank, world_size, device = setup_distributed(cfg.device)
     is_main = rank == 0
     get_registry(cfg.plugins)
+    check_names(cfg)
     seed_everything(cfg.seed, cfg.deterministic)
     out_dir = run_folder(cfg)
     results_path = out_dir / "results.json"
@@ -117,13 +131,13 @@ def train(cfg: DictConfig) -> dict:
     # -- data, model, method --------------------------------------------------------------------
     data = load_data(cfg.dataset, cfg.imbalance, DataConfig(**to_dict(cfg.data)))
     num_classes = len(data.classes)
-    backbone_options = {k: v for k, v in to_dict(cfg.backbone).items() if k != "name"}
     model = build_backbone(cfg.backbone.name, num_classes, class_names=list(data.classes),
-                           **backbone_options).to(device)
+                           **backbone_options_of(cfg)).to(device)
     channels_last = device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
-    criterion = build_criterion(cfg, data.train_counts).to(device)
+    criterion = build_method(cfg.method.name, data.train_counts,
+                             **method_options_of(cfg)).to(device)
     p = cfg.protocol
     # A last batch of one sample would break BatchNorm in training mode: drop it then.
     drop_last = data.samples_per_rank(world_size) % p.batch_size == 1

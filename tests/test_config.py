@@ -58,3 +58,8 @@ def test_hash_ignores_seed_and_bookkeeping_but_not_the_method():
     b = load_config([], ["seed=2", "workspace=/b", "quiet=true"])
     c = load_config([], ["method=dv"])
     assert config_hash(a) == config_hash(b) != config_hash(c)
+
+
+def test_a_value_for_a_whole_section_is_a_clear_error():
+    with pytest.raises(LtBenchError, match=r"override 'data=5'.*DataConfig"):
+        load_config([], ["data=5"])

@@ -112,3 +112,21 @@ def test_two_process_ddp_on_gloo(tmp_path):
     counts = torch.tensor(r["train_counts"], dtype=torch.float64)
     assert float((weights * counts).sum()) == pytest.approx(float(counts.sum()), rel=1e-5)
     assert not torch.allclose(weights, torch.ones(5, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("override,match", [
+    ("method.bta=0.9", "no option 'bta'"),
+    ("backbone=resnet33", "did you mean 'resnet32'"),
+    ("tracking.tracker=wandb", "unknown tracker 'wandb'"),
+])
+def test_misspelt_names_fail_before_any_data_is_loaded(tmp_path, monkeypatch, override, match):
+    import lt_bench.train as harness
+    from lt_bench import LtBenchError
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("data was loaded before the names were checked")
+
+    monkeypatch.setattr(harness, "load_data", no_data)
+    cfg = load_config([], ["method=effective_number", override, f"workspace={tmp_path}"])
+    with pytest.raises(LtBenchError, match=match):
+        train(cfg)

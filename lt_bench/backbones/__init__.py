@@ -38,6 +38,14 @@ def backbone_options(name: str) -> dict[str, object]:
     return options
 
 
+def check_backbone(name: str, options: dict):
+    """The registry entry of backbone ``name``, after checking that it takes ``options``."""
+    entry = get_registry().get("backbones", name)
+    if not _accepts_any(entry.factory):
+        _check_options("backbone", name, options, backbone_options(name))
+    return entry
+
+
 def build_backbone(name: str, num_classes: int, *, class_names: Sequence[str] | None = None,
                    **options) -> nn.Module:
     """A registered backbone with ``num_classes`` outputs.
@@ -48,12 +56,10 @@ def build_backbone(name: str, num_classes: int, *, class_names: Sequence[str] | 
     >>> model = build_backbone("resnet32", 100)
     >>> model = build_backbone("vl_ltr", 5, tower="tiny", class_names=["a", "b", "c", "d", "e"])
     """
-    entry = get_registry().get("backbones", name)
+    entry = check_backbone(name, options)
     if int(num_classes) != num_classes or num_classes < 1:
         raise LtBenchError(f"backbone {name!r}: num_classes must be a whole number >= 1, "
                            f"got {num_classes!r}")
-    if not _accepts_any(entry.factory):
-        _check_options("backbone", name, options, backbone_options(name))
     if class_names is not None:
         class_names = [str(c) for c in class_names]
         if len(class_names) != num_classes:
