@@ -188,6 +188,12 @@ def worker_command(sweep: Sweep, job: Job) -> list[str]:
 
 def worker_env(sweep: Sweep) -> dict[str, str]:
     env = dict(os.environ)
+    jobs = sweep.options["jobs"]
+    if sweep.options["engine"] == "local" and jobs > 1 and "OMP_NUM_THREADS" not in env:
+        # each worker would otherwise start one thread per core: N workers on N cores run
+        # slower together than one at a time (measured: 2 one-thread workers beat one
+        # two-thread run by 16 % on 2 cores, docs/BENCHMARKS.md)
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
     if sweep.plugins:  # plugins given with --plugin reach the workers
         from lt_bench.registry import ENV_VAR
 

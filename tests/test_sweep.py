@@ -73,6 +73,18 @@ def test_grid_expansion():
 
 
 
+def test_parallel_workers_share_the_cores(monkeypatch):
+    from lt_bench.sweep import worker_env
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert worker_env(expand(["jobs=4"]))["OMP_NUM_THREADS"] == "2"
+    assert worker_env(expand(["jobs=16"]))["OMP_NUM_THREADS"] == "1"
+    assert "OMP_NUM_THREADS" not in worker_env(expand(["jobs=1"]))
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's own setting wins
+    assert worker_env(expand(["jobs=4"]))["OMP_NUM_THREADS"] == "3"
+
+
 def test_sweep_skips_what_the_store_has_finished(tmp_path, template_db, monkeypatch):
     """Two of four runs are already in the store (their run folders gone): only two run."""
     from lt_bench.config import load_config
