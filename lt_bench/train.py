@@ -219,8 +219,12 @@ def train(cfg: DictConfig) -> dict:
                 model.eval()
                 with autocast:
                     ev = evaluate(model, data, device, p.batch_size, rank, world_size)
+                    val = (evaluate(model, data, device, p.batch_size, rank, world_size, "val")
+                           if data.num_val else {})
                 metrics.update({f"test/{k}": v for k, v in ev.items()
                                 if isinstance(v, (int, float))})
+                metrics.update({f"val/{k}": v for k, v in val.items()
+                                if isinstance(v, (int, float)) and not k.startswith("classes_")})
             metrics["time/epoch_s"] = time.perf_counter() - started
             elapsed += metrics["time/epoch_s"]
             record = {"epoch": epoch, **metrics, "class_weights": weights_used}

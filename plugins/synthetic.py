@@ -29,9 +29,11 @@ def synthetic_lt(cfg, *, imbalance: float | None = None) -> TensorData:
 
     train_images, train_labels = draw(counts)
     test_images, test_labels = draw([N_TEST] * num_classes)
+    val_images, val_labels = draw([cfg.val_per_class] * num_classes)  # fresh draws, balanced
     return TensorData("synthetic_lt", [f"class{i}" for i in range(num_classes)], train_images,
                       train_labels, test_images, test_labels, mean=[0.5] * 3,
-                      std=[0.3] * 3, sampler=cfg.sampler, augment=cfg.augment, padding=2)
+                      std=[0.3] * 3, sampler=cfg.sampler, augment=cfg.augment, padding=2,
+                      val_images=val_images, val_labels=val_labels)
 
 
 @lt_bench.hookimpl

@@ -13,18 +13,22 @@ from lt_bench.data.sampling import epoch_order, shard_train
 
 
 class LongTailedData:
-    """A long-tailed training set and a balanced test set, with their batch iterators.
+    """A long-tailed training set, a balanced test set and an optional held-out validation set
+    (``data.val_per_class``), with their batch iterators.
 
-    Subclasses implement ``train_batches`` and ``test_batches``; the sample order of an epoch
-    comes from :func:`lt_bench.data.sampling.epoch_order` (seed, epoch and ``sampler``).
+    Subclasses implement ``train_batches`` and ``test_batches`` (``split="test"`` or ``"val"``);
+    the sample order of an epoch comes from :func:`lt_bench.data.sampling.epoch_order` (seed,
+    epoch and ``sampler``).
     """
 
     def __init__(self, name: str, classes: Sequence[str], train_labels: Tensor,
-                 test_labels: Tensor, sampler: str = "none"):
+                 test_labels: Tensor, sampler: str = "none", val_labels: Tensor | None = None):
         self.name = name
         self.classes = list(classes)
         self.train_labels = torch.as_tensor(train_labels, dtype=torch.long)
         self.test_labels = torch.as_tensor(test_labels, dtype=torch.long)
+        self.val_labels = torch.as_tensor([] if val_labels is None else val_labels,
+                                          dtype=torch.long)
         self.sampler = sampler
         c = len(self.classes)
         self.train_counts: list[int] = torch.bincount(self.train_labels, minlength=c).tolist()
@@ -45,6 +49,15 @@ class LongTailedData:
     def num_test(self) -> int:
         return len(self.test_labels)
 
+    @property
+    def num_val(self) -> int:
+        return len(self.val_labels)
+
+    def eval_labels(self, split: str) -> Tensor:
+        if split not in ("test", "val"):
+            raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+        return self.test_labels if split == "test" else self.val_labels
+
     def samples_per_rank(self, world_size: int = 1) -> int:
         """Training samples each rank sees per epoch (the tail is cut to a multiple of ranks)."""
         return self.num_train // world_size
@@ -61,9 +74,9 @@ class LongTailedData:
         order = epoch_order(self.train_labels, self.num_classes, self.sampler, seed, epoch)
         return shard_train(order, rank, world_size)
 
-    def test_indices(self, rank: int = 0, world_size: int = 1) -> Tensor:
-        """A contiguous block of the test set: together the ranks' blocks are the test set."""
-        return torch.tensor_split(torch.arange(self.num_test), world_size)[rank]
+    def test_indices(self, rank: int = 0, world_size: int = 1, split: str = "test") -> Tensor:
+        """A contiguous block of the test (or val) set: together the ranks' blocks are the set."""
+        return torch.tensor_split(torch.arange(len(self.eval_labels(split))), world_size)[rank]
 
     # -- batches (subclasses) -----------------------------------------------------------------
     def train_batches(self, epoch: int, batch_size: int, *, device, seed: int, rank: int = 0,
@@ -71,8 +84,8 @@ class LongTailedData:
                       ) -> Iterator[tuple[Tensor, Tensor]]:
         raise NotImplementedError
 
-    def test_batches(self, batch_size: int, *, device, rank: int = 0, world_size: int = 1
-                     ) -> Iterator[tuple[Tensor, Tensor]]:
+    def test_batches(self, batch_size: int, *, device, rank: int = 0, world_size: int = 1,
+                     split: str = "test") -> Iterator[tuple[Tensor, Tensor]]:
         raise NotImplementedError
 
     # -- description --------------------------------------------------------------------------
@@ -87,6 +100,7 @@ class LongTailedData:
             "groups": group_sizes(self.train_counts),
             "test_counts": list(self.test_counts),
             "test_total": int(sum(self.test_counts)),
+            "val_total": self.num_val,
             "sampler": self.sampler,
         }
 

@@ -12,7 +12,12 @@ import torch
 from lt_bench.data.base import LongTailedData
 from lt_bench.data.cache import cached, stat_key
 from lt_bench.data.config import DataConfig, as_data_config, cache_dir
-from lt_bench.data.longtail import check_imbalance, check_not_empty, make_long_tailed
+from lt_bench.data.longtail import (
+    check_imbalance,
+    check_not_empty,
+    hold_out_validation,
+    make_long_tailed,
+)
 from lt_bench.data.pipeline import LoaderData, TensorData, channel_stats
 from lt_bench.data.sources import (
     CIFAR,
@@ -38,14 +43,32 @@ def _with_stats(data: dict) -> dict:
     return data
 
 
+def _split(labels, classes, cfg: DataConfig, imbalance, source: str):
+    """(train, val) indices: the long-tailed subset, less the validation set when asked for."""
+    keep = make_long_tailed(labels, classes, imbalance, cfg.profile, cfg.subset_seed, source)
+    if not cfg.val_per_class:
+        return keep, keep[:0]
+    return hold_out_validation(labels, keep, cfg.val_per_class, cfg.subset_seed, classes, source)
+
+
 def _tensor_data(name: str, data: dict, cfg: DataConfig, imbalance, source: str) -> TensorData:
-    keep = make_long_tailed(data["train_labels"], data["classes"], imbalance, cfg.profile,
-                            cfg.subset_seed, source)
+    keep, val = _split(data["train_labels"], data["classes"], cfg, imbalance, source)
     return TensorData(
         name, data["classes"], data["train_images"][keep], data["train_labels"][keep],
         data["test_images"], data["test_labels"], mean=data["mean"], std=data["std"],
         sampler=cfg.sampler, augment=cfg.augment,
+        val_images=data["train_images"][val], val_labels=data["train_labels"][val],
     )
+
+
+def _loader_data(name: str, classes, train_paths, train_labels, test_paths, test_labels,
+                 cfg: DataConfig, imbalance, source: str) -> LoaderData:
+    keep, val = _split(train_labels, classes, cfg, imbalance, source)
+    return LoaderData(name, classes, [train_paths[i] for i in keep.tolist()], train_labels[keep],
+                      test_paths, test_labels, image_size=cfg.image_size, augment=cfg.augment,
+                      workers=cfg.workers, sampler=cfg.sampler,
+                      val_paths=[train_paths[i] for i in val.tolist()],
+                      val_labels=train_labels[val])
 
 
 # -- CIFAR-10/100-LT --------------------------------------------------------------------------
@@ -179,11 +202,8 @@ def image_folder_lt(cfg, *, imbalance: float | None = None) -> LongTailedData:
         data = cached(cache_dir(cfg) / f"folder-{root.name}-{key}.pt",
                       lambda: _with_stats(_decode_folder(train_dir, test_dir, cfg.progress)))
         return _tensor_data("image_folder_lt", data, cfg, imbalance, str(train_dir))
-    keep = make_long_tailed(train_labels, classes, imbalance, cfg.profile, cfg.subset_seed,
-                            str(train_dir))
-    return LoaderData("image_folder_lt", classes, [train_paths[i] for i in keep.tolist()],
-                      train_labels[keep], test_paths, test_labels, image_size=cfg.image_size,
-                      augment=cfg.augment, workers=cfg.workers, sampler=cfg.sampler)
+    return _loader_data("image_folder_lt", classes, train_paths, train_labels, test_paths,
+                        test_labels, cfg, imbalance, str(train_dir))
 
 
 # -- naturally long-tailed sets: file lists and iNaturalist json ---------------------------------
@@ -208,9 +228,8 @@ def _paths_data(name: str, classes, train_paths, train_labels, test_paths, test_
     check_not_empty(torch.bincount(train_labels, minlength=len(classes)).tolist(), classes,
                     str(key_files[0]))
     if cfg.pipeline != "tensor":
-        return LoaderData(name, classes, train_paths, train_labels, test_paths, test_labels,
-                          image_size=cfg.image_size, augment=cfg.augment, workers=cfg.workers,
-                          sampler=cfg.sampler)
+        return _loader_data(name, classes, train_paths, train_labels, test_paths, test_labels,
+                            cfg, None, str(key_files[0]))
     digest = hashlib.sha1("\n".join(train_paths + test_paths).encode()).hexdigest()[:8]
     key = stat_key(key_files, digest)
 

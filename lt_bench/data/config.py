@@ -34,6 +34,9 @@ class DataConfig:
     pipeline: str = "auto"  # auto | tensor (decoded uint8 on the device) | loader (DataLoader)
     num_classes: int | None = None  # file lists: the class range; default per data set
     progress: bool = True  # tqdm bars while decoding / caching
+    # a balanced validation set held out of the training images (0: none); when set, the best
+    # epoch is chosen on it instead of on the test set
+    val_per_class: int = 0
 
 
 def as_data_config(cfg) -> DataConfig:
@@ -70,6 +73,9 @@ def as_data_config(cfg) -> DataConfig:
         raise LtBenchError(f"data.image_size must be a positive integer, got {cfg.image_size}")
     if cfg.workers < 0:
         raise LtBenchError(f"data.workers must be ≥ 0, got {cfg.workers}")
+    if cfg.val_per_class < 0:
+        raise LtBenchError(f"data.val_per_class must be ≥ 0 (0: no validation set), "
+                           f"got {cfg.val_per_class}")
     return cfg
 
 

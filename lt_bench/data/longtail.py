@@ -1,4 +1,5 @@
-"""Long-tailed class counts (exp / step profiles) and the seeded per-class subset."""
+"""Long-tailed class counts (exp / step profiles), the seeded per-class subset and the held-out
+validation split."""
 
 from __future__ import annotations
 
@@ -99,3 +100,38 @@ def check_not_empty(counts: Sequence[int], classes: Sequence[str], source: str) 
                 f"class {classes[c]!r} (label {c}) has no training images in {source}; "
                 "add images for it or remove the class"
             )
+
+
+def hold_out_validation(labels, keep: torch.Tensor, per_class: int, subset_seed: int,
+                        classes: Sequence[str], source: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(train, val)`` indices: a balanced validation set of ``per_class`` images per class.
+
+    A class's validation images come first from the images the long-tailed profile left out
+    (CIFAR-LT's tail classes leave thousands), then from its training images: the head class,
+    which keeps everything, gives up ``per_class`` of its training images. The draw has its own
+    seeded generator, so the training subset of the other classes is unchanged.
+    """
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    kept = torch.zeros(len(labels), dtype=torch.bool)
+    kept[keep] = True
+    gen = torch.Generator().manual_seed(int(subset_seed) + 7919)  # not the subset's stream
+    val = []
+    for c, name in enumerate(classes):
+        in_class = labels == c
+        left_out = torch.nonzero(in_class & ~kept, as_tuple=True)[0]
+        trained = torch.nonzero(in_class & kept, as_tuple=True)[0]
+        from_train = per_class - len(left_out)
+        if from_train >= len(trained):
+            raise LtBenchError(
+                f"data.val_per_class={per_class} would leave class {name!r} of {source} with no "
+                f"training image (it has {len(trained)} training and {len(left_out)} unused "
+                f"images); lower data.val_per_class below {len(trained) + len(left_out)}"
+            )
+        pool = torch.cat([left_out[torch.randperm(len(left_out), generator=gen)],
+                          trained[torch.randperm(len(trained), generator=gen)]])
+        val.append(pool[:per_class])
+    val = torch.sort(torch.cat(val)).values
+    held = torch.zeros(len(labels), dtype=torch.bool)
+    held[val] = True
+    train = torch.nonzero(kept & ~held, as_tuple=True)[0]
+    return train, val

@@ -116,10 +116,12 @@ class TensorData(LongTailedData):
     def __init__(self, name: str, classes: Sequence[str], train_images: Tensor,
                  train_labels: Tensor, test_images: Tensor, test_labels: Tensor, *,
                  mean: Sequence[float], std: Sequence[float], sampler: str = "none",
-                 augment: str = "standard", padding: int | None = None):
-        super().__init__(name, classes, train_labels, test_labels, sampler)
+                 augment: str = "standard", padding: int | None = None,
+                 val_images: Tensor | None = None, val_labels: Tensor | None = None):
+        super().__init__(name, classes, train_labels, test_labels, sampler, val_labels)
         self.train_images = train_images
         self.test_images = test_images
+        self.val_images = test_images[:0] if val_images is None else val_images
         self.mean = [float(m) for m in mean]
         self.std = [float(s) for s in std]
         self.augment = augment
@@ -128,7 +130,8 @@ class TensorData(LongTailedData):
         self._device_copies: dict[str, tuple[Tensor, ...]] = {}
 
     def _on(self, device) -> tuple[Tensor, ...]:
-        """(padded train images, train labels, test images, test labels, norm) on ``device``."""
+        """(padded train images, train labels, test images, test labels, norm, val images,
+        val labels) on ``device``."""
         key = str(torch.device(device))
         if key not in self._device_copies:
             p = self.padding if self.augment != "none" else 0
@@ -137,12 +140,13 @@ class TensorData(LongTailedData):
                 train = torch.nn.functional.pad(train, (p, p, p, p))
             self._device_copies = {key: (
                 train, self.train_labels.to(device), self.test_images.to(device),
-                self.test_labels.to(device), norm_params(self.mean, self.std, device))}
+                self.test_labels.to(device), norm_params(self.mean, self.std, device),
+                self.val_images.to(device), self.val_labels.to(device))}
         return self._device_copies[key]
 
     def train_batches(self, epoch, batch_size, *, device, seed, rank=0, world_size=1,
                       drop_last=False) -> Iterator[tuple[Tensor, Tensor]]:
-        padded, labels, _, _, norm = self._on(device)
+        padded, labels, _, _, norm, _, _ = self._on(device)
         index = self.train_indices(epoch, seed=seed, rank=rank, world_size=world_size)
         index = index[:self.num_train_batches(batch_size, world_size, drop_last) * batch_size]
         gen = generator(seed, epoch, rank, 1)
@@ -158,10 +162,12 @@ class TensorData(LongTailedData):
                 x = _randaugment_each(x, gen)
             yield normalize(x, self.mean, self.std, norm), labels[index_d[sl]]
 
-    def test_batches(self, batch_size, *, device, rank=0, world_size=1
+    def test_batches(self, batch_size, *, device, rank=0, world_size=1, split="test"
                      ) -> Iterator[tuple[Tensor, Tensor]]:
-        _, _, images, labels, norm = self._on(device)
-        idx = self.test_indices(rank, world_size)
+        _, _, test_images, test_labels, norm, val_images, val_labels = self._on(device)
+        images, labels = ((test_images, test_labels) if split == "test"
+                          else (val_images, val_labels))
+        idx = self.test_indices(rank, world_size, split)
         lo, hi = (int(idx[0]), int(idx[-1]) + 1) if len(idx) else (0, 0)
         for start in range(lo, hi, batch_size):
             end = min(start + batch_size, hi)
@@ -239,10 +245,12 @@ class LoaderData(LongTailedData):
     def __init__(self, name: str, classes: Sequence[str], train_paths: Sequence[str],
                  train_labels: Tensor, test_paths: Sequence[str], test_labels: Tensor, *,
                  image_size: int = 224, augment: str = "standard", workers: int = 2,
-                 sampler: str = "none", mean=IMAGENET_MEAN, std=IMAGENET_STD):
-        super().__init__(name, classes, train_labels, test_labels, sampler)
+                 sampler: str = "none", mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                 val_paths: Sequence[str] = (), val_labels: Tensor | None = None):
+        super().__init__(name, classes, train_labels, test_labels, sampler, val_labels)
         self.train_paths = list(train_paths)
         self.test_paths = list(test_paths)
+        self.val_paths = list(val_paths)
         self.image_size = image_size
         self.augment = augment
         self.workers = workers
@@ -251,6 +259,8 @@ class LoaderData(LongTailedData):
                                      build_transforms(True, image_size, augment, mean, std))
         self.test_set = FileDataset(self.test_paths, self.test_labels,
                                     build_transforms(False, image_size, augment, mean, std))
+        self.val_set = FileDataset(self.val_paths, self.val_labels,
+                                   build_transforms(False, image_size, augment, mean, std))
         self._loaders: dict = {}
 
     def _loader(self, dataset, batch_size: int, drop_last: bool, device) -> tuple:
@@ -282,8 +292,9 @@ class LoaderData(LongTailedData):
         sampler.items = list(zip(index.tolist(), seeds.tolist()))
         return self._iterate(loader, device)
 
-    def test_batches(self, batch_size, *, device, rank=0, world_size=1
+    def test_batches(self, batch_size, *, device, rank=0, world_size=1, split="test"
                      ) -> Iterator[tuple[Tensor, Tensor]]:
-        loader, sampler = self._loader(self.test_set, batch_size, False, device)
-        sampler.items = self.test_indices(rank, world_size).tolist()
+        dataset = self.test_set if split == "test" else self.val_set
+        loader, sampler = self._loader(dataset, batch_size, False, device)
+        sampler.items = self.test_indices(rank, world_size, split).tolist()
         return self._iterate(loader, device)

@@ -179,6 +179,8 @@ class MlflowTracker(Tracker):
         if status == "FINISHED" and results.get("final"):
             summary = summary_metrics(results)
             self._log_batch(self.run_id, metrics=self._metrics(summary, step=0))
+            self._call("set_tag", self.run_id, f"{TAG}best_chosen_on",
+                       results.get("best_chosen_on", "test"))
             with tempfile.TemporaryDirectory(prefix="lt-bench-artifacts-") as tmp:
                 from lt_bench.tracking.report import write_report
 
