@@ -338,7 +338,15 @@ def format_markdown(rows: list[Row]) -> str:
 
 
 def as_dicts(rows: list[Row]) -> list[dict]:
-    return [asdict(r) for r in rows]
+    """Rows as plain dicts; ``imbalance`` a number (null for a naturally long-tailed set)."""
+    out = []
+    for row in map(asdict, rows):
+        try:
+            row["imbalance"] = float(row["imbalance"])
+        except ValueError:
+            row["imbalance"] = None  # the tag says "None": no imbalance factor was applied
+        out.append(row)
+    return out
 
 
 def format_json(rows: list[Row]) -> str:

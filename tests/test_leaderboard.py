@@ -119,6 +119,7 @@ def test_command_json(store):
     rows = json.loads(out.stdout)
     dv = next(r for r in rows if r["method"] == "dv")
     assert {"mean", "std", "p_value", "p_value_mwu", "n", "diff"} <= set(dv)
+    assert dv["imbalance"] == 100.0  # a number, not the tag's string
     assert dv["std"] == pytest.approx(np.std(ACC["dv"], ddof=1))
     assert dv["p_value"] == pytest.approx(
         stats.ttest_ind(ACC["dv"], ACC["ce"], equal_var=False).pvalue)
