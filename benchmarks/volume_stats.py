@@ -7,8 +7,8 @@ iNaturalist 2018 has C = 8,142 classes and N = 437,513 training images. One epoc
 that, through the method's own ``observe`` (what the training step calls) and ``end_epoch``
 (all-reduce, radii, S30, NE normalisation, reset). The logits are random, drawn before the clock
 starts (a pool of 8 batches reused with fresh targets), because the training pass computes them
-anyway; the class counts follow an exponential long tail (largest/smallest = 500) scaled to
-sum to N, and the targets are a shuffle of those labels.
+anyway; the class counts are 2 each plus an exponential long tail (shape ratio 500) scaled
+so that they sum to N, and the targets are a shuffle of those labels.
 
 Each method runs in a fresh process so that its peak resident memory (``ru_maxrss``) is its
 own; the table gives the peak and the increase over the process before the method was built.
@@ -30,8 +30,11 @@ POOL = 8
 def counts_for(classes: int, samples: int, imbalance: float = 500.0) -> list[int]:
     import torch
 
+    if samples < 2 * classes:
+        raise SystemExit(f"--samples must be at least 2 per class ({2 * classes})")
     shape = imbalance ** (-torch.arange(classes, dtype=torch.float64) / max(1, classes - 1))
-    counts = (shape / shape.sum() * samples).floor().clamp_min(2).long()
+    # two per class (ddof=1 needs them), the rest shared along the exponential tail
+    counts = 2 + (shape / shape.sum() * (samples - 2 * classes)).floor().long()
     counts[0] += samples - int(counts.sum())  # the head class absorbs the rounding
     return counts.tolist()
 
@@ -50,6 +53,7 @@ def one(method: str, classes: int, samples: int, batch: int) -> dict:
     labels = torch.repeat_interleave(torch.arange(classes), torch.tensor(counts))
     targets = labels[torch.randperm(samples, generator=gen)]
     pool = [torch.randn(batch, classes, generator=gen) * 3 for _ in range(POOL)]
+    build_method(method, [3, 2])  # loads the plugins first: their imports are not the method's
     before = rss_mib()
     criterion = build_method(method, counts, start_epoch=0).train()
     started = time.perf_counter()

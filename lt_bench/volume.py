@@ -54,6 +54,7 @@ __all__ = [
     "SIGMA_FLOOR",
     "ClassMoments",
     "bv_variances",
+    "class_log_radii",
     "class_volume_raw_weights",
     "dv_variances",
     "log_radii",
@@ -150,7 +151,7 @@ class ClassMoments(nn.Module):
             return
         if logits.device != self.device:
             self.to(logits.device)
-        x = logits.detach().to(torch.float64)
+        x = logits.detach().to(torch.float64, copy=True)  # updated in place below
         targets = targets.detach().to(device=x.device, dtype=torch.long)
         if x.device.type == "cpu":  # on an accelerator this check would sync every step
             low, high = int(targets.min()), int(targets.max())
@@ -167,9 +168,8 @@ class ClassMoments(nn.Module):
             0, inv, torch.ones_like(inv, dtype=torch.float64))
         mean_b = torch.zeros(p, c, dtype=torch.float64, device=x.device).index_add_(0, inv, x)
         mean_b /= n_b.clamp_min(1.0)[:, None]
-        dev = x - mean_b[inv]  # two-pass: deviations from the batch's own class means
-        moments = {"m2": torch.zeros(p, c, dtype=torch.float64, device=x.device)
-                   .index_add_(0, inv, dev * dev)}
+        dev = x.sub_(mean_b[inv])  # two-pass: deviations from the batch's own class means
+        moments = {}
         if self.has_cross:
             own = dev.gather(1, targets[:, None])
             moments["cross"] = torch.zeros(p, c, dtype=torch.float64, device=x.device) \
@@ -181,26 +181,34 @@ class ClassMoments(nn.Module):
                 d = dev[start:start + step]
                 full_b.index_add_(0, inv[start:start + step], d[:, :, None] * d[:, None, :])
             moments["full"] = full_b
+        moments["m2"] = torch.zeros(p, c, dtype=torch.float64, device=x.device) \
+            .index_add_(0, inv, dev.square_())  # dev is spent
         self._merge_rows(present, n_b, mean_b, moments)
 
     @torch.no_grad()
     def _merge_rows(self, rows: torch.Tensor, n_b: torch.Tensor, mean_b: torch.Tensor,
                     moments_b: dict[str, torch.Tensor]) -> None:
         """Chan et al.'s parallel merge of (n_b, mean_b, moments_b) into the given rows."""
+        # In place where it can be: at iNaturalist size every [rows, C] temporary is a pass
+        # over memory (benchmarks/volume_stats.py). moments_b is the caller's to overwrite.
         n_a = self.count[rows]
         n = n_a + n_b
         safe_n = torch.where(n > 0, n, torch.ones_like(n))
-        mean_a = self.mean[rows]
-        delta = mean_b - mean_a
-        self.mean[rows] = mean_a + delta * (n_b / safe_n)[:, None]
-        w = n_a * n_b / safe_n  # 0 when either side is empty
-        self.m2[rows] = self.m2[rows] + moments_b["m2"] + delta * delta * w[:, None]
+        mean = self.mean.index_select(0, rows)
+        delta = mean_b.sub_(mean)  # mean_b is not needed any more
+        mean.addcmul_(delta, (n_b / safe_n)[:, None])
+        self.mean.index_copy_(0, rows, mean)
+        w = (n_a * n_b / safe_n)[:, None]  # 0 when either side is empty
+        dw = delta.mul_(w.sqrt())  # √w·δ: every cross term below is a product of two of them
+        m2 = moments_b["m2"].add_(self.m2.index_select(0, rows))
+        self.m2.index_copy_(0, rows, m2.addcmul_(dw, dw))
         if self.has_cross:
-            own = delta.gather(1, rows[:, None])  # δ of each class's own logit
-            self.cross[rows] = self.cross[rows] + moments_b["cross"] + own * delta * w[:, None]
+            own = dw.gather(1, rows[:, None])  # √w·δ of each class's own logit
+            cross = moments_b["cross"].add_(self.cross.index_select(0, rows))
+            self.cross.index_copy_(0, rows, cross.addcmul_(dw, own))
         if self.has_full:
             self.full[rows] = self.full[rows] + moments_b["full"] \
-                + delta[:, :, None] * delta[:, None, :] * w[:, None, None]
+                + dw[:, :, None] * dw[:, None, :]
         self.count[rows] = n
         self.synced = False
 
@@ -260,8 +268,11 @@ class ClassMoments(nn.Module):
     # -- reading -------------------------------------------------------------------------------
     def is_finite(self) -> bool:
         """Whether every statistic is finite (False once a NaN or inf logit was seen)."""
-        return all(bool(torch.isfinite(getattr(self, name)).all())
-                   for name in ["mean", *self._moment_names()])
+        # by blocks of rows: isfinite over a whole [C, C] float64 state makes float64
+        # temporaries of its size (0.6 GB more at iNaturalist size)
+        return all(bool(torch.isfinite(block).all())
+                   for name in ["mean", *self._moment_names()]
+                   for block in getattr(self, name).split(256))
 
     def valid(self) -> torch.Tensor:
         """[C] bool: classes with at least two samples, hence a variance."""
@@ -274,37 +285,45 @@ def _denominator(moments: ClassMoments) -> torch.Tensor:
     return torch.where(n >= 2, n - 1, torch.ones_like(n))
 
 
-def dv_variances(moments: ClassMoments) -> torch.Tensor:
-    """[C, C] float64: variance (ddof=1) of logit k over class c's samples, row c."""
-    return (moments.m2 / _denominator(moments)[:, None]).clamp_min(0.0)
+def dv_variances(moments: ClassMoments, rows: slice = slice(None)) -> torch.Tensor:
+    """[C, C] float64: variance (ddof=1) of logit k over class c's samples, row c (only the
+    classes in ``rows``)."""
+    return (moments.m2[rows] / _denominator(moments)[rows, None]).clamp_min_(0.0)
 
 
-def bv_variances(moments: ClassMoments) -> torch.Tensor:
-    """[C, C−1] float64: Var_c(x_c − x_j) for j ≠ c (ddof=1), row c, j in increasing order."""
+def bv_variances(moments: ClassMoments, rows: slice = slice(None)) -> torch.Tensor:
+    """[C, C−1] float64: Var_c(x_c − x_j) for j ≠ c (ddof=1), row c, j in increasing order (only
+    the classes in ``rows``)."""
     if not moments.has_cross:
         raise LtBenchError("bv_variances needs ClassMoments(cross=True)")
     c = moments.num_classes
-    m2_own = moments.cross.diagonal()[:, None]  # Σ (x_c − m_c)²
-    diff = (m2_own + moments.m2 - 2.0 * moments.cross) / _denominator(moments)[:, None]
-    off_diagonal = ~torch.eye(c, dtype=torch.bool, device=diff.device)
-    return diff[off_diagonal].reshape(c, c - 1).clamp_min(0.0)
+    own = torch.arange(c, device=moments.device)[rows]
+    m2_own = moments.cross[rows].gather(1, own[:, None])  # Σ (x_c − m_c)²
+    diff = (moments.m2[rows] + m2_own).sub_(moments.cross[rows], alpha=2.0)
+    diff /= _denominator(moments)[rows, None]
+    off_diagonal = torch.ones_like(diff, dtype=torch.bool)
+    off_diagonal[torch.arange(len(own), device=diff.device), own] = False
+    return diff[off_diagonal].reshape(len(own), c - 1).clamp_min_(0.0)
 
 
 def pv_variances(moments: ClassMoments, components: int | None = None,
-                 chunk: int = 64) -> torch.Tensor:
+                 rows: slice = slice(None), chunk: int = 64) -> torch.Tensor:
     """[C, D†] float64: the D† largest eigenvalues of each class's covariance (ddof=1), largest
-    first, tiny negative round-off clamped to 0. ``components=None`` keeps all C."""
+    first, tiny negative round-off clamped to 0 (only the classes in ``rows``). ``components=None``
+    keeps all C."""
     if not moments.has_full:
         raise LtBenchError("pv_variances needs ClassMoments(full=True)")
     c = moments.num_classes
     d = c if components is None else min(int(components), c)
+    first, last, _ = rows.indices(c)
     denominator = _denominator(moments)
-    out = torch.zeros(c, d, dtype=torch.float64, device=moments.device)
-    for start in range(0, c, chunk):
-        cov = moments.full[start:start + chunk] / denominator[start:start + chunk, None, None]
+    out = torch.zeros(max(0, last - first), d, dtype=torch.float64, device=moments.device)
+    for start in range(first, last, chunk):
+        stop = min(start + chunk, last)
+        cov = moments.full[start:stop] / denominator[start:stop, None, None]
         cov = 0.5 * (cov + cov.transpose(1, 2))
         eig = torch.linalg.eigvalsh(cov)  # ascending
-        out[start:start + chunk] = eig.flip(1)[:, :d]
+        out[start - first:stop - first] = eig.flip(1)[:, :d]
     return out.clamp_min(0.0)
 
 
@@ -313,13 +332,32 @@ def log_radii(variances: torch.Tensor, valid: torch.Tensor,
     """[C] float64: log r_c = mean_k log σ_c,k, σ floored at ``floor`` × the largest σ of the
     valid classes (at least the smallest normal float64); NaN for the classes not ``valid``."""
     variances = variances.to(torch.float64)
-    valid = valid.to(variances.device)
-    sigma = variances.clamp_min(0.0).sqrt()
-    sigma_max = sigma[valid].max() if bool(valid.any()) else sigma.new_zeros(())
+    return class_log_radii(lambda rows: variances[rows], len(variances), valid, floor,
+                           chunk=max(1, len(variances)))
+
+
+def class_log_radii(variances_of, num_classes: int, valid: torch.Tensor,
+                    floor: float = SIGMA_FLOOR, chunk: int = 512) -> torch.Tensor:
+    """:func:`log_radii` of ``variances_of(slice(None))``, computed ``chunk`` classes at a time
+    from ``variances_of(rows)``: the same numbers with chunk × D temporaries instead of C × D
+    ones (at iNaturalist size each C × C float64 temporary is 0.5 GB)."""
+    blocks = [slice(a, min(a + chunk, num_classes)) for a in range(0, num_classes, chunk)]
+    valid = valid.bool()
+    largest = torch.zeros((), dtype=torch.float64)
+    for rows in blocks:  # pass 1: the largest variance of a valid class, for the floor
+        mask = valid[rows]
+        if bool(mask.any()):
+            variances = variances_of(rows).to(torch.float64)
+            largest = torch.maximum(largest, variances[mask.to(variances.device)].max().cpu())
+    sigma_max = float(largest.clamp_min(0.0).sqrt())
     tiny = torch.finfo(torch.float64).tiny
-    lowest = max(float(sigma_max) * floor, tiny) if math.isfinite(float(sigma_max)) else tiny
-    log_r = sigma.clamp_min(lowest).log().mean(dim=1)
-    return torch.where(valid, log_r, torch.full_like(log_r, float("nan")))
+    lowest = max(sigma_max * floor, tiny) if math.isfinite(sigma_max) else tiny
+    out = []
+    for rows in blocks:  # pass 2: log r of each class
+        sigma = variances_of(rows).to(torch.float64).clamp_min(0.0).sqrt_()
+        out.append(sigma.clamp_min_(lowest).log_().mean(dim=1).cpu())
+    log_r = torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+    return torch.where(valid.cpu(), log_r, torch.full_like(log_r, float("nan")))
 
 
 def class_volume_raw_weights(log_r: torch.Tensor, valid: torch.Tensor,

@@ -18,9 +18,9 @@ from lt_bench.errors import LtBenchError
 from lt_bench.volume import (
     ClassMoments,
     bv_variances,
+    class_log_radii,
     class_volume_raw_weights,
     dv_variances,
-    log_radii,
     pv_variances,
 )
 
@@ -44,8 +44,8 @@ class ClassVolume(lt_bench.Method):
         self.stats = ClassMoments(self.num_classes, cross=self.needs_cross, full=self.needs_full)
 
     # -- the axes ------------------------------------------------------------------------------
-    def axis_variances(self) -> torch.Tensor:
-        """[C, D] float64 variances of each class along its D axes."""
+    def axis_variances(self, rows: slice = slice(None)) -> torch.Tensor:
+        """[C, D] float64 variances of each class along its D axes (the classes in ``rows``)."""
         raise NotImplementedError
 
     # -- Method hooks --------------------------------------------------------------------------
@@ -82,7 +82,7 @@ class ClassVolume(lt_bench.Method):
         valid = stats.valid()
         if not bool(valid.any()):
             return None
-        log_r = log_radii(self.axis_variances(), valid)
+        log_r = class_log_radii(self.axis_variances, self.num_classes, valid)
         return class_volume_raw_weights(log_r, valid, self.class_counts, self.substitute_below)
 
     def extra_repr(self) -> str:
@@ -92,8 +92,8 @@ class ClassVolume(lt_bench.Method):
 class DiagonalVolume(ClassVolume):
     """Class volume along the C logit axes (DV): α ∝ (∏_k σ_k)^(1/C) / n, normalised Σ n α = Σ n."""
 
-    def axis_variances(self):
-        return dv_variances(self.stats)
+    def axis_variances(self, rows=slice(None)):
+        return dv_variances(self.stats, rows)
 
 
 class BinaryVolume(ClassVolume):
@@ -101,8 +101,8 @@ class BinaryVolume(ClassVolume):
 
     needs_cross = True
 
-    def axis_variances(self):
-        return bv_variances(self.stats)
+    def axis_variances(self, rows=slice(None)):
+        return bv_variances(self.stats, rows)
 
 
 class PrincipalVolume(ClassVolume):
@@ -122,8 +122,8 @@ class PrincipalVolume(ClassVolume):
         self.components = None if components is None else int(components)
         super().__init__(class_counts, **options)
 
-    def axis_variances(self):
-        return pv_variances(self.stats, self.components)
+    def axis_variances(self, rows=slice(None)):
+        return pv_variances(self.stats, self.components, rows)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, components={self.components}"

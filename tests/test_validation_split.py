@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from test_data_sources import cfg, write_cifar_pickle, write_folder
+from test_train import TINY
 
 from lt_bench.config import load_config
 from lt_bench.data import load_data
@@ -9,8 +11,6 @@ from lt_bench.data.longtail import hold_out_validation
 from lt_bench.errors import LtBenchError
 from lt_bench.evaluate import summarize
 from lt_bench.train import train
-from test_data_sources import cfg, write_cifar_pickle, write_folder
-from test_train import TINY
 
 
 def test_validation_comes_from_left_out_images_first():

@@ -11,6 +11,7 @@ from lt_bench.volume import (
     SIGMA_FLOOR,
     ClassMoments,
     bv_variances,
+    class_log_radii,
     class_volume_raw_weights,
     dv_variances,
     log_radii,
@@ -253,3 +254,30 @@ def test_all_rows_and_present_rows_updates_agree(monkeypatch):
         torch.testing.assert_close(getattr(dense, name), getattr(sparse, name),
                                    rtol=1e-12, atol=1e-9)
     assert dense.count[C - 1] == 0 and torch.all(dense.mean[C - 1] == 0)
+
+
+def test_radii_by_blocks_equal_the_whole_matrix():
+    """The criterion computes the radii a few classes at a time (iNaturalist-sized C would need
+    several C x C temporaries otherwise): the same numbers as from the whole matrices."""
+    x, t = make_data(n=400, c=7, missing=(5,))
+    x[t == 2, 3] = 1.5  # a degenerate axis: the floor applies
+    moments = ClassMoments(7, cross=True, full=True)
+    feed(moments, x, t)
+    valid = moments.valid()
+    for whole, of_rows in ((dv_variances(moments), lambda r: dv_variances(moments, r)),
+                           (bv_variances(moments), lambda r: bv_variances(moments, r)),
+                           (pv_variances(moments, 3), lambda r: pv_variances(moments, 3, r))):
+        torch.testing.assert_close(of_rows(slice(2, 5)), whole[2:5], rtol=0, atol=0)
+        expected = log_radii(whole, valid)
+        for chunk in (1, 3, 7):
+            got = class_log_radii(of_rows, 7, valid, chunk=chunk)
+            torch.testing.assert_close(got, expected, rtol=1e-15, atol=0, equal_nan=True)
+    assert torch.isnan(expected[5]) and torch.isfinite(expected[valid]).all()
+
+
+def test_update_leaves_the_callers_logits_alone():
+    moments = ClassMoments(C, cross=True)
+    x = torch.randn(8, C, dtype=torch.float64)
+    before = x.clone()
+    moments.update(x, torch.tensor([0, 1, 1, 2, 2, 2, 3, 3]))
+    assert torch.equal(x, before)
