@@ -221,10 +221,9 @@ def train(cfg: DictConfig) -> dict:
                     ev = evaluate(model, data, device, p.batch_size, rank, world_size)
                     val = (evaluate(model, data, device, p.batch_size, rank, world_size, "val")
                            if data.num_val else {})
-                metrics.update({f"test/{k}": v for k, v in ev.items()
-                                if isinstance(v, (int, float))})
-                metrics.update({f"val/{k}": v for k, v in val.items()
-                                if isinstance(v, (int, float)) and not k.startswith("classes_")})
+                for split, report in (("test", ev), ("val", val)):
+                    metrics.update({f"{split}/{k}": v for k, v in report.items()
+                                    if isinstance(v, (int, float))})
             metrics["time/epoch_s"] = time.perf_counter() - started
             elapsed += metrics["time/epoch_s"]
             record = {"epoch": epoch, **metrics, "class_weights": weights_used}

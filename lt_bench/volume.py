@@ -340,7 +340,9 @@ def class_log_radii(variances_of, num_classes: int, valid: torch.Tensor,
                     floor: float = SIGMA_FLOOR, chunk: int = 512) -> torch.Tensor:
     """:func:`log_radii` of ``variances_of(slice(None))``, computed ``chunk`` classes at a time
     from ``variances_of(rows)``: the same numbers with chunk × D temporaries instead of C × D
-    ones (at iNaturalist size each C × C float64 temporary is 0.5 GB)."""
+    ones (at iNaturalist size each C × C float64 temporary is 0.5 GB). Each block's variances are
+    computed twice, once for the floor and once for the logs: an O(C·D) pass once an epoch,
+    traded for not holding them all."""
     blocks = [slice(a, min(a + chunk, num_classes)) for a in range(0, num_classes, chunk)]
     valid = valid.bool()
     largest = torch.zeros((), dtype=torch.float64)

@@ -57,6 +57,8 @@ def test_cifar_lt_and_image_folder_with_validation(tmp_path):
     assert torch.cat(ys).tolist() == loader_data.val_labels.tolist()
     with pytest.raises(LtBenchError, match="val_per_class"):
         load_data("image_folder_lt", None, cfg(folder, tmp_path, val_per_class=6))
+    with pytest.raises(LtBenchError, match=r"data.val_per_class must be ≥ 0"):
+        load_data("cifar10_lt", 10, cfg(tmp_path, tmp_path, val_per_class=-1))
 
 
 def test_best_epoch_is_chosen_on_validation_when_there_is_one(tmp_path):
