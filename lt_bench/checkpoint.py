@@ -20,7 +20,9 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 def load_checkpoint(path: Path, map_location=None) -> dict:
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
+        # weights_only: a checkpoint is tensors and plain containers; unpickling arbitrary
+        # objects would run code planted in a run folder.
+        return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
         raise LtBenchError(
             f"checkpoint {str(path)!r} cannot be read ({type(exc).__name__}: {exc}); "

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    try:
+    try:  # commands import their dependencies (torch, omegaconf, mlflow) inside ``run``
         if args.plugin:
             from lt_bench.registry import get_registry
 
@@ -59,6 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lt-bench: interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as exc:
+        if not exc.name or exc.name.split(".")[0] in ("lt_bench", "lt_bench_plugins"):
+            raise  # our own module missing is a bug or a broken install: show it whole
+        print(f"lt-bench: error: this command needs the package {exc.name.split('.')[0]!r}, "
+              "which is not installed: pip install it (pip install -e . installs them all; "
+              "a machine without a package index can carry wheels, see "
+              "benchmarks/device_check.md)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Run configuration: a structured OmegaConf schema, YAML files, groups and ``key=value`` overrides.
 
 A run is described by one config. It starts from the schema's defaults, then each argument is
-applied in order: a YAML file is merged; ``key=value`` sets one key. Four keys are *groups*:
-``dataset=NAME``, ``backbone=NAME``, ``method=NAME`` and ``protocol=NAME`` select a name and merge
-``configs/<group>/NAME.yaml`` when it exists (it may set keys anywhere, e.g. a protocol sets
+applied in order: a YAML file is merged; ``key=value`` sets one key, and keeps winning over the
+files of groups selected after it. Four keys
+are *groups*: ``dataset=NAME``, ``backbone=NAME``, ``method=NAME`` and ``protocol=NAME`` select a
+name and merge ``configs/<group>/NAME.yaml`` when it exists (it may set keys anywhere, e.g. a protocol sets
 ``data.augment``). Selecting another backbone or method drops the previous one's options.
 """
 
@@ -24,6 +25,7 @@ from lt_bench.data import DataConfig
 from lt_bench.errors import LtBenchError, closest
 
 GROUPS = ("dataset", "backbone", "method", "protocol")
+PRECISIONS = ("auto", "fp32", "bf16")  # resolved per device by lt_bench.precision
 
 
 @dataclass
@@ -59,7 +61,7 @@ class Config:
     backbone: dict[str, Any] = field(default_factory=lambda: {"name": "resnet32"})
     method: dict[str, Any] = field(default_factory=lambda: {"name": "ce"})
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
-    precision: str = "fp32"  # fp32 | bf16
+    precision: str = "auto"  # auto (bf16 where the device runs it natively, else fp32) | fp32 | bf16
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     workspace: str = "./workspace"
@@ -68,13 +70,17 @@ class Config:
     resume: bool = True  # continue an interrupted run of the same config from its checkpoint
     deterministic: bool = False
     compile: bool = False
+    compile_mode: str = "default"  # torch.compile's mode: default | reduce-overhead | max-autotune
+    eval_batch_size: int | None = None  # None: at least 1,000 for small images, else the batch
     channels_last: bool | None = None  # None: on CUDA only (on CPU it slows ResNet-32 down)
     quiet: bool = False
     log_every: int = 50
 
 
 #: keys that do not change what a run computes, left out of its identity hash
-NOT_HASHED = ("seed", "workspace", "tracking", "resume", "quiet", "log_every", "device", "plugins")
+NOT_HASHED = ("seed", "workspace", "tracking", "resume", "quiet", "log_every", "device", "plugins",
+              "compile_mode", "eval_batch_size", "precision_used")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def config_dir() -> Path:
@@ -169,23 +175,35 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key, value
 
 
+def _set_key(cfg: DictConfig, key: str, value: Any, item: str) -> DictConfig:
+    update: dict = {}
+    node = update
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+    return _merge(cfg, update, f"override {item!r}")
+
+
 def load_config(paths: list[str] = (), overrides: list[str] = ()) -> DictConfig:
     """The resolved run config from YAML files then ``key=value`` overrides, validated."""
     cfg = _schema()
     for path in paths:
         cfg = _apply_mapping(cfg, _read_yaml(Path(path)), str(path))
+    explicit: list[tuple[str, str, Any]] = []
     for item in overrides:
         key, value = parse_override(item)
         if key in GROUPS and isinstance(value, str):
             cfg = _select_group(cfg, key, value, f"override {item!r}")
+            # A key typed before the group still wins over the group's file (as in Hydra:
+            # `precision=fp32 protocol=quick` trains in fp32), except a backbone's or method's
+            # options, which selecting another backbone or method drops on purpose.
+            for e_item, e_key, e_value in explicit:
+                if not (key in ("backbone", "method") and e_key.split(".")[0] == key):
+                    cfg = _set_key(cfg, e_key, e_value, e_item)
             continue
-        update: dict = {}
-        node = update
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-        cfg = _merge(cfg, update, f"override {item!r}")
+        explicit.append((item, key, value))
+        cfg = _set_key(cfg, key, value, item)
     _check(cfg)
     return cfg
 
@@ -205,10 +223,18 @@ def _check(cfg: DictConfig) -> None:
     for group in ("backbone", "method"):
         if not cfg[group].get("name"):
             raise LtBenchError(f"config key '{group}.name' is missing: set e.g. {group}=NAME")
-    if cfg.precision not in ("fp32", "bf16"):
-        raise LtBenchError(f"config key 'precision' must be fp32 or bf16, got {cfg.precision!r}")
+    if cfg.precision not in PRECISIONS:
+        raise LtBenchError(f"config key 'precision' must be one of {', '.join(PRECISIONS)}, "
+                           f"got {cfg.precision!r}")
     if cfg.imbalance is not None and cfg.imbalance < 1:
         raise LtBenchError(f"config key 'imbalance' must be >= 1 (n_max/n_min), got {cfg.imbalance}")
+    if cfg.compile_mode not in COMPILE_MODES:
+        raise LtBenchError(f"config key 'compile_mode' must be one of {', '.join(COMPILE_MODES)}, "
+                           f"got {cfg.compile_mode!r}")
+    for key in ("log_every", "eval_batch_size", "protocol.eval_every"):
+        value = OmegaConf.select(cfg, key)
+        if value is not None and value < 1:
+            raise LtBenchError(f"config key {key!r} must be >= 1, got {value}")
     p = cfg.protocol
     if p.epochs < 1 or p.batch_size < 1:
         raise LtBenchError("config keys 'protocol.epochs' and 'protocol.batch_size' must be >= 1")

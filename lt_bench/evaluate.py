@@ -19,18 +19,19 @@ def evaluate(model, data, device, batch_size: int, rank: int = 0, world_size: in
     ranks."""
     num_classes = len(data.classes)
     with_confusion = num_classes <= MAX_CONFUSION_CLASSES
+    # Counts accumulate on the device with index_add_ (bincount and boolean masks would each
+    # wait for the GPU); the host reads them once, after the last batch.
     confusion = torch.zeros(num_classes * num_classes if with_confusion else 1,
                             dtype=torch.long, device=device)
     correct = torch.zeros(num_classes, dtype=torch.long, device=device)
     total = torch.zeros(num_classes, dtype=torch.long, device=device)
     for images, targets in data.test_batches(batch_size, device=device, rank=rank,
                                              world_size=world_size, split=split):
-        predicted = model(images).argmax(dim=1)
-        total += torch.bincount(targets, minlength=num_classes)
-        correct += torch.bincount(targets[predicted == targets], minlength=num_classes)
+        predicted = model(images).float().argmax(dim=1)
+        total.index_add_(0, targets, torch.ones_like(targets))
+        correct.index_add_(0, targets, (predicted == targets).long())
         if with_confusion:
-            confusion += torch.bincount(targets * num_classes + predicted,
-                                        minlength=num_classes * num_classes)
+            confusion.index_add_(0, targets * num_classes + predicted, torch.ones_like(targets))
     if world_size > 1:
         for t in (correct, total, confusion):
             dist.all_reduce(t)

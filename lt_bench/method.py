@@ -90,6 +90,9 @@ class Method(nn.Module):
         #: completed epochs, i.e. how many times end_epoch() was called. A Python int, not a
         #: buffer: the training step reads it, and reading a GPU buffer would sync every step.
         self.epoch = 0
+        #: wants_statistics() of the current epoch, asked once per epoch rather than every step
+        #: (a compiled criterion would otherwise guard on, and recompile for, each epoch)
+        self._observing: bool | None = None
         self._refresh_weights()
 
     # -- what a subclass overrides -------------------------------------------------------------
@@ -128,7 +131,9 @@ class Method(nn.Module):
                 "the model produced non-finite logits (NaN or inf): lower the learning rate, "
                 "use fp32 precision, or check the input data"
             )
-        if observe and self.training and self.wants_statistics():
+        if self._observing is None:
+            self._observing = bool(self.wants_statistics())
+        if observe and self.training and self._observing:
             self.observe(logits.detach(), targets)
         per_sample = self.loss_fn(logits, targets)
         return (self.class_weights[targets].to(per_sample.dtype) * per_sample).mean()
@@ -138,6 +143,7 @@ class Method(nn.Module):
         """Close an epoch: recompute the weights from the statistics gathered since the last call."""
         self.sync_statistics()
         self.epoch += 1
+        self._observing = None
         self._refresh_weights()
         self.reset_statistics()
 
@@ -157,6 +163,7 @@ class Method(nn.Module):
 
     def set_extra_state(self, state: dict) -> None:
         self.epoch = int(state["epoch"])
+        self._observing = None
 
     # -- introspection (lt-bench methods) ------------------------------------------------------
     @classmethod

@@ -25,9 +25,10 @@ from lt_bench.api import build_method, check_method
 from lt_bench.backbones import build_backbone, check_backbone
 from lt_bench.checkpoint import load_checkpoint, save_checkpoint
 from lt_bench.config import config_hash, to_dict
-from lt_bench.data import DataConfig, groups, load_data
+from lt_bench.data import DataConfig, TensorData, groups, load_data
 from lt_bench.errors import LtBenchError
 from lt_bench.evaluate import evaluate, summarize
+from lt_bench.precision import resolve_precision
 from lt_bench.registry import get_registry
 
 
@@ -37,8 +38,14 @@ def setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device_name == "auto":
-        device_name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device_name)
+        device_name = "cuda" if torch.cuda.is_available() else "cpu"
+    if device_name == "cuda":  # each torchrun process its own GPU, not all of them GPU 0
+        device_name = f"cuda:{local_rank}"
+    try:
+        device = torch.device(device_name)
+    except RuntimeError:
+        raise LtBenchError(f"config key 'device' must be auto, cpu, cuda or cuda:N, "
+                           f"got {device_name!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise LtBenchError("device=cuda was asked for but no CUDA GPU is visible; use device=cpu")
     if world_size > 1 and not dist.is_initialized():
@@ -61,12 +68,15 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-def build_optimizer(model: torch.nn.Module, p) -> torch.optim.Optimizer:
+def build_optimizer(model: torch.nn.Module, p, device: torch.device) -> torch.optim.Optimizer:
     params = [q for q in model.parameters() if q.requires_grad]
+    # On CUDA one fused kernel updates every parameter; the default (foreach) launches several
+    # per step, which dominates a small model's step time there.
+    fused = device.type == "cuda"
     if p.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=p.lr, weight_decay=p.weight_decay)
+        return torch.optim.AdamW(params, lr=p.lr, weight_decay=p.weight_decay, fused=fused)
     return torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, nesterov=p.nesterov,
-                           weight_decay=p.weight_decay)
+                           weight_decay=p.weight_decay, fused=fused)
 
 
 def lr_factor(step: int, steps_per_epoch: int, p) -> float:
@@ -127,6 +137,11 @@ def train(cfg: DictConfig) -> dict:
             if is_main and not cfg.quiet:
                 print(f"lt-bench: {out_dir} already finished; pass resume=false to train again")
             return results
+    precision, why = resolve_precision(cfg.precision, device)
+    if is_main and not cfg.quiet:
+        print(f"lt-bench: precision: {precision} ({why})")
+    # Before the data: a tracker that cannot start (MLflow not installed) fails in one line now.
+    tracker = build_tracker(cfg) if is_main else None
 
     # -- data, model, method --------------------------------------------------------------------
     data = load_data(cfg.dataset, cfg.imbalance, DataConfig(**to_dict(cfg.data)))
@@ -142,19 +157,23 @@ def train(cfg: DictConfig) -> dict:
     # A last batch of one sample would break BatchNorm in training mode: drop it then.
     drop_last = data.samples_per_rank(world_size) % p.batch_size == 1
     steps_per_epoch = data.num_train_batches(p.batch_size, world_size, drop_last)
-    optimizer = build_optimizer(model, p)
+    optimizer = build_optimizer(model, p, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, steps_per_epoch, p))
 
     # -- resume ----------------------------------------------------------------------------------
     first_epoch, history, tracker_run_id, elapsed = 0, [], None, 0.0
     if cfg.resume and checkpoint_path.is_file():
-        state = load_checkpoint(checkpoint_path, map_location=device)
+        # Read onto the CPU: load_state_dict copies each tensor to its owner's device, and the
+        # RNG states must stay CPU byte tensors whatever device the run trains on.
+        state = load_checkpoint(checkpoint_path, map_location="cpu")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         criterion.load_state_dict(state["criterion"])
         torch.set_rng_state(state["rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
         first_epoch, history = state["epoch"] + 1, state["history"]
         tracker_run_id, elapsed = state.get("tracker_run_id"), state.get("elapsed", 0.0)
         if is_main and not cfg.quiet:
@@ -167,17 +186,19 @@ def train(cfg: DictConfig) -> dict:
         train_model = torch.nn.parallel.DistributedDataParallel(
             train_model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:  # after DDP, so that DDP sees the model's own parameter and buffer names
-        train_model = torch.compile(train_model)
+        # dynamic=False: the last, smaller batch gets a graph of its own instead of turning the
+        # whole model into a dynamic-shape graph (which CUDA graphs cannot replay).
+        train_model = torch.compile(train_model, mode=cfg.compile_mode, dynamic=False)
 
-    tracker = build_tracker(cfg) if is_main else None
-    resolved = to_dict(cfg)
+    resolved = {**to_dict(cfg), "precision_used": precision}
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
         tracker_run_id = tracker.start(resolved, out_dir, data.describe(), tracker_run_id)
 
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16)
-                if cfg.precision == "bf16" else nullcontext())
+                if precision == "bf16" else nullcontext())
+    eval_batch = cfg.eval_batch_size or default_eval_batch(data, p.batch_size)
     bar = tqdm(total=p.epochs * steps_per_epoch, initial=first_epoch * steps_per_epoch,
                disable=cfg.quiet or not is_main, unit="step", dynamic_ncols=True,
                mininterval=1.0, desc=f"{cfg.method.name} seed {cfg.seed}")
@@ -207,8 +228,8 @@ def train(cfg: DictConfig) -> dict:
                 loss_sum += loss.detach()
                 bar.update(1)
                 if (step + 1) % cfg.log_every == 0:  # the only host sync in the step loop
-                    check_finite(loss_sum, epoch, step)
-                    bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum.item() / (step + 1):.3f}")
+                    mean_loss = check_finite(loss_sum, epoch, step) / (step + 1)
+                    bar.set_postfix(epoch=epoch + 1, loss=f"{mean_loss:.3f}")
             train_loss = check_finite(loss_sum, epoch, step) / (step + 1)
             criterion.end_epoch()
             train_time = time.perf_counter() - started
@@ -218,8 +239,8 @@ def train(cfg: DictConfig) -> dict:
             if evaluated:
                 model.eval()
                 with autocast:
-                    ev = evaluate(model, data, device, p.batch_size, rank, world_size)
-                    val = (evaluate(model, data, device, p.batch_size, rank, world_size, "val")
+                    ev = evaluate(model, data, device, eval_batch, rank, world_size)
+                    val = (evaluate(model, data, device, eval_batch, rank, world_size, "val")
                            if data.num_val else {})
                 for split, report in (("test", ev), ("val", val)):
                     metrics.update({f"{split}/{k}": v for k, v in report.items()
@@ -231,12 +252,15 @@ def train(cfg: DictConfig) -> dict:
                 record["per_class"] = ev["per_class"]
                 record["confusion"] = ev.get("confusion")
             history.append(record)
+            drop_old_confusions(history)
             if is_main:
                 tracker.log_metrics(metrics, step=epoch)
                 save_checkpoint(checkpoint_path, {
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "criterion": criterion.state_dict(),
                     "rng": torch.get_rng_state(), "epoch": epoch, "history": history,
+                    "cuda_rng": (torch.cuda.get_rng_state(device)
+                                 if device.type == "cuda" else None),
                     "tracker_run_id": tracker_run_id, "elapsed": elapsed,
                 })
                 if not cfg.quiet and evaluated:
@@ -257,6 +281,7 @@ def train(cfg: DictConfig) -> dict:
     results["run_dir"] = str(out_dir)
     results["cfg_hash"] = config_hash(cfg)
     results["group_of_class"] = groups(data.train_counts)
+    results["precision"] = precision
     if is_main:
         tmp = results_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(results, indent=1))
@@ -271,6 +296,24 @@ def format_accuracy(ev: dict) -> str:
         return "n/a" if v is None else f"{v:.4f}"
     return "  ".join(f"{k} {pct(ev.get(f'acc_{k}' if k != 'acc' else k))}"
                      for k in ("acc", "many", "medium", "few"))
+
+
+def default_eval_batch(data, batch_size: int) -> int:
+    """Small images on the device are scored 1,000 at a time: fewer, fuller launches on a GPU."""
+    return max(batch_size, 1000) if isinstance(data, TensorData) else batch_size
+
+
+def drop_old_confusions(history: list[dict]) -> None:
+    """Keep the confusion matrix of the newest and of the best evaluated epochs only, so a
+    checkpoint's size does not grow with the epoch count (C² numbers an epoch)."""
+    scored = [h for h in history if h.get("confusion") is not None]
+    if len(scored) < 2:
+        return
+    key = "val/acc" if all("val/acc" in h for h in scored) else "test/acc"
+    best = max(scored, key=lambda h: h[key])
+    for h in scored[:-1]:
+        if h is not best:
+            h.pop("confusion")
 
 
 def check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> float:

@@ -7,8 +7,11 @@ log-softmax in bf16 loses the small probabilities of tail classes.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 import lt_bench
 from lt_bench.errors import LtBenchError
@@ -32,29 +35,46 @@ def focal(class_counts, *, gamma: float = 2.0):
     return loss
 
 
+class _ConstantLoss(nn.Module):
+    """A loss with per-class constants held as a (non-persistent) buffer: it moves with the
+    criterion's ``.to(device)``, so no step copies it from the host (a blocking copy that also
+    rules out CUDA graphs), and checkpoints stay as they were."""
+
+    def __init__(self, constants: torch.Tensor):
+        super().__init__()
+        self.register_buffer("constants", constants.float(), persistent=False)
+
+
+class _Ldam(_ConstantLoss):
+    def __init__(self, margins: torch.Tensor, scale: float):
+        super().__init__(margins)
+        self.scale = scale
+
+    def forward(self, logits, targets):
+        logits = logits.float()
+        shift = torch.zeros_like(logits).scatter_(1, targets[:, None],
+                                                  self.constants[targets][:, None])
+        return F.cross_entropy(self.scale * (logits - shift), targets, reduction="none")
+
+
+class _LogitAdjusted(_ConstantLoss):
+    def forward(self, logits, targets):
+        return F.cross_entropy(logits.float() + self.constants, targets, reduction="none")
+
+
 def ldam(class_counts, *, max_margin: float = 0.5, scale: float = 30.0):
     """LDAM: margin ∝ n^(-1/4) subtracted from the true logit, largest margin max_margin, scaled."""
     if max_margin <= 0 or scale <= 0:
         raise LtBenchError("ldam loss: max_margin and scale must be > 0")
     margins = class_counts.to(torch.float64) ** -0.25
-    margins = (margins * (max_margin / margins.max())).float()
-
-    def loss(logits, targets):
-        logits = logits.float()
-        shift = torch.zeros_like(logits).scatter_(1, targets[:, None],
-                                                  margins.to(logits.device)[targets][:, None])
-        return F.cross_entropy(scale * (logits - shift), targets, reduction="none")
-    return loss
+    return _Ldam(margins * (max_margin / margins.max()), float(scale))
 
 
 def logit_adjusted(class_counts, *, tau: float = 1.0):
     """Logit-adjusted cross-entropy: logits + tau · log(prior) (Menon et al. 2021)."""
-    log_prior = (class_counts / class_counts.sum()).log().float()
-
-    def loss(logits, targets):
-        return F.cross_entropy(logits.float() + tau * log_prior.to(logits.device), targets,
-                               reduction="none")
-    return loss
+    if not math.isfinite(tau):
+        raise LtBenchError(f"logit_adjusted loss: tau must be a finite number, got {tau}")
+    return _LogitAdjusted(tau * (class_counts / class_counts.sum()).log())
 
 
 def balanced_softmax(class_counts):

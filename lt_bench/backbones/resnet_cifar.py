@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lt_bench.backbones.heads import Fp32Linear
+
 
 class ShortcutA(nn.Module):
     """Parameter-free shortcut: stride-2 subsampling and symmetric zero-padding of channels."""
@@ -69,7 +71,7 @@ class CifarResNet(nn.Module):
                 in_planes = planes
             stages.append(nn.Sequential(*layers))
         self.layer1, self.layer2, self.layer3 = stages
-        self.fc = nn.Linear(in_planes, num_classes)
+        self.fc = Fp32Linear(in_planes, num_classes)
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(module.weight)

@@ -15,6 +15,7 @@ import torch
 import torchvision
 from torch import nn
 
+from lt_bench.backbones.heads import fp32_classifier
 from lt_bench.errors import LtBenchError
 
 
@@ -77,6 +78,7 @@ def resnet50(num_classes: int, *, weights: str | None = None) -> nn.Module:
     model = torchvision.models.resnet50(weights=None, num_classes=num_classes)
     if weights:
         load_into(model, read_state_dict(weights), weights, classifier="fc")
+    fp32_classifier(model.fc)
     return model
 
 
@@ -94,4 +96,5 @@ def vit_b_16(num_classes: int, *, weights: str | None = None, image_size: int = 
 
             state = dict(interpolate_embeddings(int(image_size), 16, state))
         load_into(model, state, weights, classifier="heads")
+    fp32_classifier(model.heads.head)
     return model

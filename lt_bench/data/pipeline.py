@@ -52,18 +52,14 @@ def crop_flip_padded(padded: Tensor, index: Tensor, oy: Tensor, ox: Tensor, flip
     """The crop + flip of :func:`crop_flip` from images already zero-padded by ``padding``.
 
     Every (2p+1)² crop window is a strided view of the padded images (``unfold``); one advanced
-    index gathers each sample's window; the flipped samples (indices computed on the CPU, so no
-    device sync) are reversed in place.
+    index gathers each sample's window; the flip is a select between the batch and its mirror,
+    with no ``nonzero``, so a GPU never waits for the host and the step can be graph-captured.
     """
     h, w = padded.shape[-2] - 2 * padding, padded.shape[-1] - 2 * padding
     dev = padded.device
     windows = padded.unfold(2, h, 1).unfold(3, w, 1)  # [N, 3, 2p+1, 2p+1, H, W], a view
     out = windows[index.to(dev), :, oy.to(dev), ox.to(dev)]
-    flipped = torch.nonzero(flip.cpu(), as_tuple=True)[0]
-    if len(flipped):
-        flipped = flipped.to(dev, non_blocking=True)
-        out[flipped] = out[flipped].flip(-1)
-    return out
+    return torch.where(flip.to(dev)[:, None, None, None], out.flip(-1), out)
 
 
 def norm_params(mean: Sequence[float], std: Sequence[float], device=None) -> tuple[Tensor, Tensor]:
@@ -154,10 +150,11 @@ class TensorData(LongTailedData):
         h, w = self.train_images.shape[-2:]
         oy, ox, flip = crop_flip_params(len(index), h, w, p, gen, flip=self.augment != "none")
         dev = padded.device
-        index_d, oy_d, ox_d = (t.to(dev, non_blocking=True) for t in (index, oy, ox))
+        index_d, oy_d, ox_d, flip_d = (t.to(dev, non_blocking=True)
+                                       for t in (index, oy, ox, flip))
         for start in range(0, len(index), batch_size):
             sl = slice(start, start + batch_size)
-            x = crop_flip_padded(padded, index_d[sl], oy_d[sl], ox_d[sl], flip[sl], p)
+            x = crop_flip_padded(padded, index_d[sl], oy_d[sl], ox_d[sl], flip_d[sl], p)
             if self.augment == "randaugment":
                 x = _randaugment_each(x, gen)
             yield normalize(x, self.mean, self.std, norm), labels[index_d[sl]]
