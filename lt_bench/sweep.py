@@ -182,8 +182,15 @@ def finished_in_folder(job: Job) -> dict | None:
 
 # -- running ------------------------------------------------------------------------------------
 def worker_command(sweep: Sweep, job: Job) -> list[str]:
-    return [sys.executable, "-m", "lt_bench.sweep", str(sweep.options["train_fn"]),
+    return [sys.executable, "-c", WORKER_BOOTSTRAP, str(sweep.options["train_fn"]),
             *sweep.paths, *job.overrides, "quiet=true"]
+
+
+#: ``python -m`` would put the current folder first on sys.path, so an ``omegaconf.py`` (or any
+#: module's name) in the folder a sweep was started from would run in every worker. ``-c`` puts
+#: '' there instead, which this drops before anything but ``sys`` and ``runpy`` is imported.
+WORKER_BOOTSTRAP = ("import sys, runpy; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
+                    "runpy.run_module('lt_bench.sweep', run_name='__main__', alter_sys=True)")
 
 
 def worker_env(sweep: Sweep) -> dict[str, str]:

@@ -175,3 +175,17 @@ def test_end_to_end_sweep_on_synthetic_data(tmp_path, template_db):
     rows = {r.method: r for r in leaderboard({"workspace": str(ws)})}
     assert rows["ce"].n == 2 and rows["dv"].n == 2
     assert rows["dv"].p_value is not None or rows["dv"].test_note
+
+
+def test_workers_do_not_import_modules_from_the_current_folder(tmp_path, monkeypatch):
+    """A module planted in the folder a sweep is started from (here ``omegaconf.py``, which
+    every worker imports) must not run: workers start without the current folder on sys.path."""
+    monkeypatch.setenv("PYTHONPATH", str(HERE))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "omegaconf.py").write_text(
+        "from pathlib import Path\nPath('planted-ran').write_text('yes')\nraise SystemExit(99)\n")
+    summary = run_sweep([f"workspace={tmp_path / 'ws'}", "tracking.tracker=local",
+                         "train_fn=test_sweep:fake_train", "methods=[ce]", "seeds=1"],
+                        out=lambda *a, **k: None)
+    assert not (tmp_path / "planted-ran").exists()
+    assert summary["failed"] == []
