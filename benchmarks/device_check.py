@@ -181,14 +181,15 @@ COMPILE_WORTH = 1.3
 
 def compile_args(speed: dict) -> list[str]:
     """``compile=true compile_mode=M`` when the fastest variant whose logits matched eager is a
-    compiled one and beats the fastest eager step by COMPILE_WORTH; else nothing."""
+    compiled one and beats the fastest eager step by COMPILE_WORTH; else ``compile=false``
+    (explicit: the harness compiles a one-process CUDA run by default)."""
     variants = speed.get("variants") or {}
     best, eager = variants.get(speed.get("best_overall") or ""), variants.get(
         speed.get("best_eager") or "")
     if not (best and eager and best.get("compile")):
-        return []
+        return ["compile=false"]
     if eager["ms_per_step"] / best["ms_per_step"] < COMPILE_WORTH:
-        return []
+        return ["compile=false"]
     return ["compile=true", f"compile_mode={best['compile']}"]
 
 

@@ -316,7 +316,7 @@ def long_runs(ctx, sec: dict, deadline: float, concurrency: int, estimate_s: flo
     extra += ["tracking.tracker=local"]
     # the compile options go last, so that a failed compiled run can drop them for the next
     compiled = list(compiled)
-    sec["compile"] = " ".join(compiled) or "no (eager)"
+    sec["compile"] = " ".join(compiled) or "the harness's default"
     env = child_env({**ctx.env_extra,
                      **({"OMP_NUM_THREADS": max(1, ctx.cores // n)} if n > 1 else {})})
     sec.update(concurrency=n, data=ctx.data_kind, args=[*ctx.data_args, *extra],
@@ -358,10 +358,10 @@ def long_runs(ctx, sec: dict, deadline: float, concurrency: int, estimate_s: flo
             if results is None:
                 record["status"] = "killed at the budget's end" if child.kill_reason else "failed"
                 record.update(read_checkpoint(ws) or {"epochs_done": 0})
-                if compiled and not child.kill_reason:
-                    ctx.notes.append(f"a compiled long run failed ({' '.join(compiled)}); "
+                if "compile=false" not in compiled and not child.kill_reason:
+                    ctx.notes.append(f"a long run failed ({' '.join(compiled) or 'defaults'}); "
                                      "the runs started after it are eager")
-                    compiled = []
+                    compiled = ["compile=false"]
             running.remove(entry)
             ctx.say(f"long run {record['method']} seed {record['seed']}: {record['status']}, "
                     f"{record.get('epochs_done')} epochs in {child.wall_s:.0f} s")

@@ -25,7 +25,7 @@ from lt_bench.data import DataConfig
 from lt_bench.errors import LtBenchError, closest
 
 GROUPS = ("dataset", "backbone", "method", "protocol")
-PRECISIONS = ("auto", "fp32", "bf16")  # resolved per device by lt_bench.precision
+PRECISIONS = ("auto", "fp32", "bf16")  # resolved per device by lt_bench.device_defaults
 
 
 @dataclass
@@ -69,8 +69,8 @@ class Config:
     plugins: list[str] = field(default_factory=list)
     resume: bool = True  # continue an interrupted run of the same config from its checkpoint
     deterministic: bool = False
-    compile: bool = False
-    compile_mode: str = "default"  # torch.compile's mode: default | reduce-overhead | max-autotune
+    compile: bool | None = None  # None: on for a one-process CUDA run, off elsewhere
+    compile_mode: str | None = None  # None: reduce-overhead (CUDA graphs) on CUDA, else default
     eval_batch_size: int | None = None  # None: at least 1,000 for small images, else the batch
     channels_last: bool | None = None  # None: on CUDA only (on CPU it slows ResNet-32 down)
     quiet: bool = False
@@ -228,7 +228,7 @@ def _check(cfg: DictConfig) -> None:
                            f"got {cfg.precision!r}")
     if cfg.imbalance is not None and cfg.imbalance < 1:
         raise LtBenchError(f"config key 'imbalance' must be >= 1 (n_max/n_min), got {cfg.imbalance}")
-    if cfg.compile_mode not in COMPILE_MODES:
+    if cfg.compile_mode is not None and cfg.compile_mode not in COMPILE_MODES:
         raise LtBenchError(f"config key 'compile_mode' must be one of {', '.join(COMPILE_MODES)}, "
                            f"got {cfg.compile_mode!r}")
     for key in ("log_every", "eval_batch_size", "protocol.eval_every"):

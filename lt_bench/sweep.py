@@ -7,7 +7,8 @@
 * any config key given a list (``imbalance=[100,200]``) is an axis of the grid; a key whose value
   is itself a list (``protocol.milestones``) is an axis only when given a list of lists.
 
-Sweep-only options: ``jobs=N`` parallel local workers (processes, never threads), ``engine=local|
+Sweep-only options: ``jobs=N`` parallel local workers (processes, never threads; by default one
+on a CPU and, on GPUs, four per GPU for ResNet-32, one per GPU otherwise), ``engine=local|
 ray``, ``gpus_per_run=0.25`` and ``cpus_per_run=1`` (Ray resources), ``ray.address=auto|HOST:PORT``,
 ``baseline=ce`` and ``metric=final|best`` for the closing leaderboard.
 
@@ -75,7 +76,7 @@ def expand(args: list[str]) -> Sweep:
     from lt_bench.config import config_hash, load_config, parse_override, split_args
 
     paths, pairs = split_args(args)
-    options: dict[str, Any] = {"jobs": 1, "engine": "local", "gpus_per_run": 0.0,
+    options: dict[str, Any] = {"jobs": None, "engine": "local", "gpus_per_run": 0.0,
                                "cpus_per_run": 1.0, "ray.address": None, "baseline": "ce",
                                "metric": "final", "train_fn": DEFAULT_TRAIN_FN}
     base = load_config(paths, [])
@@ -110,7 +111,8 @@ def expand(args: list[str]) -> Sweep:
             axes.append((key, value))
         else:
             fixed.append(item)
-    if not isinstance(options["jobs"], int) or options["jobs"] < 1:
+    if options["jobs"] is not None and (not isinstance(options["jobs"], int)
+                                        or options["jobs"] < 1):
         raise LtBenchError(f"sweep: jobs={options['jobs']!r}: give a number of workers >= 1")
     if options["engine"] not in ("local", "ray"):
         raise LtBenchError(f"sweep: engine={options['engine']!r}: choose local or ray")
@@ -129,6 +131,11 @@ def expand(args: list[str]) -> Sweep:
                               f"seed={seed}"])
             jobs.append(Job(overrides, cfg, str(cfg.method.name), int(seed), config_hash(cfg),
                             label, run_folder(cfg)))
+    if options["jobs"] is None:
+        from lt_bench.device_defaults import cuda_devices, default_jobs
+
+        options["jobs"] = default_jobs(jobs, cuda_devices() if options["engine"] == "local"
+                                       else 0)
     return Sweep(paths, jobs, options)
 
 
@@ -218,18 +225,24 @@ def run_local(sweep: Sweep, todo: list[Job], report) -> None:
     """``jobs`` worker processes at a time; ``report(job, results|None, seconds, note)``."""
     pending = list(todo)
     running: list[tuple[subprocess.Popen, Job, float, Any]] = []
+    from lt_bench.device_defaults import cuda_devices, least_busy_gpu
+
     env = worker_env(sweep)
+    # several GPUs and no CUDA_VISIBLE_DEVICES of the user's: spread the workers over them
+    gpus = cuda_devices() if "CUDA_VISIBLE_DEVICES" not in env else 0
     try:
         while pending or running:
             while pending and len(running) < sweep.options["jobs"]:
                 job = pending.pop(0)
                 log = open(_log_path(job), "w")
-                proc = subprocess.Popen(worker_command(sweep, job), stdout=log,
-                                        stderr=subprocess.STDOUT, env=env)
-                running.append((proc, job, time.perf_counter(), log))
+                gpu = least_busy_gpu([r[4] for r in running], gpus)
+                proc = subprocess.Popen(
+                    worker_command(sweep, job), stdout=log, stderr=subprocess.STDOUT,
+                    env=env if gpu is None else {**env, "CUDA_VISIBLE_DEVICES": str(gpu)})
+                running.append((proc, job, time.perf_counter(), log, gpu))
             time.sleep(0.2)
             for entry in list(running):
-                proc, job, started, log = entry
+                proc, job, started, log, _gpu = entry
                 if proc.poll() is None:
                     continue
                 running.remove(entry)
@@ -238,9 +251,9 @@ def run_local(sweep: Sweep, todo: list[Job], report) -> None:
                 note = "" if results else f"exit code {proc.returncode}, log {log.name}"
                 report(job, results, time.perf_counter() - started, note)
     finally:
-        for proc, _, _, _log in running:  # interrupted: stop our workers (they can resume)
+        for proc, *_ in running:  # interrupted: stop our workers (they can resume)
             proc.terminate()
-        for proc, _, _, log in running:
+        for proc, *_ in running:
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:

@@ -26,9 +26,9 @@ from lt_bench.backbones import build_backbone, check_backbone
 from lt_bench.checkpoint import load_checkpoint, save_checkpoint
 from lt_bench.config import config_hash, to_dict
 from lt_bench.data import DataConfig, TensorData, groups, load_data
+from lt_bench.device_defaults import resolve_compile, resolve_precision
 from lt_bench.errors import LtBenchError
 from lt_bench.evaluate import evaluate, summarize
-from lt_bench.precision import resolve_precision
 from lt_bench.registry import get_registry
 
 
@@ -185,10 +185,14 @@ def train(cfg: DictConfig) -> dict:
     if world_size > 1:
         train_model = torch.nn.parallel.DistributedDataParallel(
             train_model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile:  # after DDP, so that DDP sees the model's own parameter and buffer names
+    compile_mode, compile_why = resolve_compile(cfg.compile, cfg.compile_mode, device,
+                                                world_size, cfg.deterministic)
+    if compile_mode:  # after DDP, so that DDP sees the model's own parameter and buffer names
+        if is_main and not cfg.quiet:
+            print(f"lt-bench: compile: {compile_mode} ({compile_why}; the first epoch compiles)")
         # dynamic=False: the last, smaller batch gets a graph of its own instead of turning the
         # whole model into a dynamic-shape graph (which CUDA graphs cannot replay).
-        train_model = torch.compile(train_model, mode=cfg.compile_mode, dynamic=False)
+        train_model = torch.compile(train_model, mode=compile_mode, dynamic=False)
 
     resolved = {**to_dict(cfg), "precision_used": precision}
     if is_main:

@@ -15,8 +15,8 @@ from lt_bench import LtBenchError
 from lt_bench.backbones import build_backbone
 from lt_bench.backbones.heads import Fp32Linear
 from lt_bench.config import load_config
+from lt_bench.device_defaults import resolve_compile, resolve_precision
 from lt_bench.evaluate import evaluate
-from lt_bench.precision import resolve_precision
 
 TINY = ["dataset=synthetic_lt", "imbalance=20", "protocol.lr=0.05", "protocol.warmup_epochs=0",
         "precision=fp32", "quiet=true", "deterministic=true", "tracking.tracker=local"]
@@ -194,13 +194,13 @@ def test_without_omegaconf_the_cli_says_what_to_install(tmp_path):
     ({"amx_bf16", "amx_tile"}, "bf16"), (None, "fp32"),
 ])
 def test_auto_precision_follows_the_cpu_flags(monkeypatch, flags, expected):
-    monkeypatch.setattr("lt_bench.precision.cpu_flags", lambda: flags)
+    monkeypatch.setattr("lt_bench.device_defaults.cpu_flags", lambda: flags)
     chosen, why = resolve_precision("auto", torch.device("cpu"))
     assert chosen == expected and why
 
 
 def test_explicit_bf16_on_an_emulating_cpu_warns_and_runs(monkeypatch):
-    monkeypatch.setattr("lt_bench.precision.cpu_flags", lambda: {"avx2"})
+    monkeypatch.setattr("lt_bench.device_defaults.cpu_flags", lambda: {"avx2"})
     with pytest.warns(UserWarning, match="emulated and slow"):
         assert resolve_precision("bf16", torch.device("cpu"))[0] == "bf16"
     assert resolve_precision("fp32", torch.device("cpu"))[0] == "fp32"
@@ -219,3 +219,48 @@ def test_an_explicit_key_wins_over_a_group_given_after_it():
     assert cfg.precision == "fp32" and cfg.protocol.epochs == 3
     assert cfg.protocol.batch_size == 100  # the rest of the protocol still applies
     assert load_config([], ["protocol=quick"]).precision == "auto"
+
+
+CUDA, CPU = torch.device("cuda:0"), torch.device("cpu")
+
+
+@pytest.mark.parametrize("asked,mode,device,world,det,expected", [
+    (None, None, CUDA, 1, False, "reduce-overhead"),  # the measured default on a GPU
+    (None, None, CPU, 1, False, None),
+    (None, None, CUDA, 2, False, None),  # CUDA graphs under DDP: not measured, so eager
+    (None, None, CUDA, 1, True, None),  # deterministic runs stay on the checked eager path
+    (None, "max-autotune", CUDA, 1, False, "max-autotune"),
+    (True, None, CPU, 1, False, "default"),
+    (True, None, CUDA, 4, True, "reduce-overhead"),  # asked for: always honoured
+    (False, "reduce-overhead", CUDA, 1, False, None),
+])
+def test_compile_default_follows_the_device(asked, mode, device, world, det, expected):
+    assert resolve_compile(asked, mode, device, world, det)[0] == expected
+
+
+def fake_jobs(backbone: str, device: str = "auto", n: int = 3):
+    from types import SimpleNamespace
+
+    cfg = SimpleNamespace(device=device, backbone=SimpleNamespace(name=backbone))
+    return [SimpleNamespace(cfg=cfg)] * n
+
+
+@pytest.mark.parametrize("backbone,device,gpus,expected", [
+    ("resnet32", "auto", 0, 1), ("resnet32", "auto", 1, 4), ("resnet32", "auto", 2, 8),
+    ("resnet50", "auto", 2, 2), ("resnet32", "cpu", 1, 1),
+])
+def test_sweep_workers_default_to_the_measured_share_of_a_gpu(backbone, device, gpus, expected):
+    from lt_bench.device_defaults import default_jobs
+
+    assert default_jobs(fake_jobs(backbone, device), gpus) == expected
+
+
+def test_workers_spread_over_the_gpus():
+    from lt_bench.device_defaults import least_busy_gpu
+
+    assert least_busy_gpu([], 1) is None  # one GPU: leave CUDA_VISIBLE_DEVICES alone
+    in_use: list = []
+    for _ in range(5):
+        in_use.append(least_busy_gpu(in_use, 2))
+    assert in_use == [0, 1, 0, 1, 0]
+    assert least_busy_gpu([0, 0, 1], 3) == 2
