@@ -21,9 +21,11 @@ from device_check_common import MARK
 BATCH = 100  # paper_cifar's batch size
 
 
-def cifar10_lt_counts(imbalance: float = 100.0, n_max: int = 5000, classes: int = 10) -> list[int]:
-    """CIFAR-10-LT: n_i = int(n_max · IF^(−i/(C−1))), as lt_bench.data.lt_counts."""
-    return [int(n_max * (1.0 / imbalance) ** (i / (classes - 1.0))) for i in range(classes)]
+def cifar10_lt_counts() -> list[int]:
+    """CIFAR-10-LT IF 100's class counts (5000 … 50), as the data set builds them."""
+    from lt_bench.data import lt_counts
+
+    return lt_counts(5000, 10, 100.0)
 
 
 def emit(record: dict) -> None:

@@ -70,8 +70,8 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 def build_optimizer(model: torch.nn.Module, p, device: torch.device) -> torch.optim.Optimizer:
     params = [q for q in model.parameters() if q.requires_grad]
-    # On CUDA one fused kernel updates every parameter; the default (foreach) launches several
-    # per step, which dominates a small model's step time there.
+    # On CUDA one fused kernel updates every parameter instead of several launches a step: the
+    # same update, no slower in eager (docs/BENCHMARKS.md), and fewer launches beside a CUDA graph.
     fused = device.type == "cuda"
     if p.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=p.lr, weight_decay=p.weight_decay, fused=fused)
