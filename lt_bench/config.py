@@ -266,5 +266,7 @@ def config_hash(cfg: DictConfig | dict) -> str:
     d = to_dict(cfg) if isinstance(cfg, (DictConfig, ListConfig)) else dict(cfg)
     for key in NOT_HASHED:
         d.pop(key, None)
+    for key in ("download", "progress", "cache_dir"):  # how the images arrive, not which
+        (d.get("data") or {}).pop(key, None)
     blob = json.dumps(d, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]

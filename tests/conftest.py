@@ -15,3 +15,12 @@ def template_db(tmp_path_factory) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         client(f"sqlite:///{path}")
     return path
+
+
+@pytest.fixture(autouse=True)
+def no_downloads(monkeypatch):
+    """Tests never download: CIFAR's fetch fails as it does offline, unless a test replaces it."""
+    def offline(variant, root):
+        raise OSError("downloads are off in tests")
+
+    monkeypatch.setattr("lt_bench.data.builders.fetch_cifar", offline)

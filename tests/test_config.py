@@ -55,9 +55,12 @@ def test_missing_yaml_file():
 
 def test_hash_ignores_seed_and_bookkeeping_but_not_the_method():
     a = load_config([], ["seed=1", "workspace=/a"])
-    b = load_config([], ["seed=2", "workspace=/b", "quiet=true"])
+    b = load_config([], ["seed=2", "workspace=/b", "quiet=true", "data.download=false",
+                         "data.cache_dir=/c", "compile_mode=max-autotune"])
     c = load_config([], ["method=dv"])
+    d = load_config([], ["data.subset_seed=1"])
     assert config_hash(a) == config_hash(b) != config_hash(c)
+    assert config_hash(d) != config_hash(a)  # which images: part of the identity
 
 
 def test_a_value_for_a_whole_section_is_a_clear_error():

@@ -65,7 +65,7 @@ def test_fallback_parser_without_lt_bench_config(cifar_root, monkeypatch, capsys
 def test_errors_are_one_line(tmp_path, capsys):
     assert main(["data", "describe", "dataset=cifar10_lt", f"data.root={tmp_path}/none"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("lt-bench: error:") and "\n" not in err and "data.download" in err
+    assert err.startswith("lt-bench: error:") and "\n" not in err and "data.root" in err
 
 
 def test_histogram_bins_many_classes():

@@ -110,13 +110,37 @@ def test_cifar_folder_and_tar_give_the_same_data(tmp_path):
     assert first.shape == (32, 32, 3)
 
 
-def test_missing_cifar_root_explains_where_to_get_it(tmp_path):
+def test_missing_cifar_offline_says_which_archive_to_put_where(tmp_path):
+    """data.download=auto (the default) tries the fetch; offline (conftest) it fails in one
+    line that names the archive, the folder and the key."""
     with pytest.raises(LtBenchError) as info:
         load_data("cifar10_lt", 100, cfg(tmp_path / "nowhere", tmp_path))
     msg = str(info.value)
-    assert "\n" not in msg
-    for part in ("cifar-10-batches-py", "cifar10-jpeg.tar.gz", "data.download=true", "data.root"):
+    assert "\n" not in msg and "downloading it failed" in msg
+    for part in ("cifar-10-batches-py", "cifar10-jpeg.tar.gz", str(tmp_path / "nowhere"),
+                 "data.root"):
         assert part in msg
+
+
+def test_missing_cifar_is_fetched_into_data_root(tmp_path, monkeypatch):
+    """A stand-in for torchvision's download writes the pickles where it is told; the data set
+    then loads from them."""
+    calls = []
+
+    def fetch(variant, root):
+        calls.append((variant, root))
+        write_cifar_pickle(root)
+
+    monkeypatch.setattr("lt_bench.data.builders.fetch_cifar", fetch)
+    data = load_data("cifar10_lt", 5, cfg(tmp_path / "fresh", tmp_path))
+    assert calls == [("cifar10", tmp_path / "fresh")] and len(data.classes) == 10
+
+
+def test_download_false_never_fetches(tmp_path, monkeypatch):
+    monkeypatch.setattr("lt_bench.data.builders.fetch_cifar",
+                        lambda *a: pytest.fail("fetched with data.download=false"))
+    with pytest.raises(LtBenchError, match="data.download=false"):
+        load_data("cifar10_lt", 100, cfg(tmp_path / "nowhere", tmp_path, download=False))
 
 
 def test_image_folder_small_goes_on_tensors(tmp_path):

@@ -72,7 +72,7 @@ def _loader_data(name: str, classes, train_paths, train_labels, test_paths, test
 
 
 # -- CIFAR-10/100-LT --------------------------------------------------------------------------
-def _locate_cifar(root: Path, variant: str, download: bool, progress: bool) -> tuple[str, Path]:
+def _locate_cifar(root: Path, variant: str, download: str) -> tuple[str, Path]:
     pickled = CIFAR[variant]["folder"]
     jpeg = f"{variant}-jpeg"
     if root.name == pickled and root.is_dir():
@@ -85,32 +85,36 @@ def _locate_cifar(root: Path, variant: str, download: bool, progress: bool) -> t
     for archive in (root / f"{jpeg}.tar.gz", root):
         if archive.name == f"{jpeg}.tar.gz" and archive.is_file():
             return "tar", archive
-    if download:
-        import torchvision
+    where = (f"put {jpeg}.tar.gz or torchvision's {pickled} folder in {str(root)!r}, "
+             "or point data.root at a folder holding one")
+    if download == "false":
+        raise LtBenchError(f"{variant} not found under data.root={str(root)!r} and "
+                           f"data.download=false: {where}, or set data.download=auto")
+    try:
+        fetch_cifar(variant, root)
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        raise LtBenchError(f"{variant} not found under data.root={str(root)!r} and downloading "
+                           f"it failed ({reason}): {where}") from None
+    return "pickle", root / pickled
 
-        cls = torchvision.datasets.CIFAR10 if variant == "cifar10" else torchvision.datasets.CIFAR100
-        try:
-            cls(str(root), train=True, download=True)
-            cls(str(root), train=False, download=True)
-        except Exception as exc:
-            raise LtBenchError(
-                f"downloading {variant} into {root} failed ({type(exc).__name__}: {exc}); "
-                f"download it by hand or point data.root at a folder holding {jpeg}.tar.gz"
-            ) from exc
-        return "pickle", root / pickled
-    raise LtBenchError(
-        f"{variant} not found under data.root={str(root)!r}: looked for {root / pickled} "
-        f"(torchvision's pickled data), {root / jpeg}/train|test (ImageFolder) and "
-        f"{root / jpeg}.tar.gz; set data.download=true to let torchvision download it, or point "
-        f"data.root at a folder holding {jpeg}.tar.gz"
-    )
+
+def fetch_cifar(variant: str, root: Path) -> None:
+    """torchvision's standard download of CIFAR-10/100 (python pickles) into ``root``."""
+    import torchvision
+
+    cls = torchvision.datasets.CIFAR10 if variant == "cifar10" else torchvision.datasets.CIFAR100
+    print(f"lt-bench: {variant} not found under {root}: downloading it with torchvision "
+          "(data.download=false turns this off)", flush=True)
+    cls(str(root), train=True, download=True)
+    cls(str(root), train=False, download=True)
 
 
 def cifar_lt(cfg, *, imbalance: float | None, variant: str = "cifar10") -> TensorData:
     cfg = as_data_config(cfg)
     check_imbalance(imbalance)
     root = Path(cfg.root).expanduser()
-    kind, src = _locate_cifar(root, variant, cfg.download, cfg.progress)
+    kind, src = _locate_cifar(root, variant, cfg.download)
     if kind == "pickle":
         spec = CIFAR[variant]
         files = [src / f for f in spec["train"] + spec["test"] + [spec["meta"][0]]]
@@ -118,7 +122,7 @@ def cifar_lt(cfg, *, imbalance: float | None, variant: str = "cifar10") -> Tenso
         if missing:
             raise LtBenchError(
                 f"the pickled {variant} folder {src} lacks {', '.join(missing[:3])}; "
-                "re-download it with data.download=true"
+                "delete the folder and let data.download=auto fetch it again"
             )
         key = stat_key(files, variant, kind)
 

@@ -13,6 +13,7 @@ PROFILES = ("exp", "step")
 SAMPLERS = ("none", "sqrt", "balanced")
 AUGMENTS = ("standard", "randaugment", "none")
 PIPELINES = ("auto", "tensor", "loader")
+DOWNLOADS = ("auto", "true", "false")
 
 
 @dataclass
@@ -27,7 +28,9 @@ class DataConfig:
     image_size: int = 224  # large data only
     workers: int = 2  # DataLoader workers, large data only
     cache_dir: str | None = None  # default $LT_BENCH_CACHE or ~/.cache/lt_bench
-    download: bool = False  # let torchvision download CIFAR (online only)
+    # CIFAR-10/100 missing under root: auto fetches it with torchvision's download and, offline,
+    # says which archive to put where; true fetches (or fails); false only says where
+    download: str = "auto"  # auto | true | false
     train_list: str | None = None  # file list / json, relative to root; default per data set
     test_list: str | None = None
     # -- additions -------------------------------------------------------------------------
@@ -69,6 +72,11 @@ def as_data_config(cfg) -> DataConfig:
                 f"data.{key}={value!r} is not valid{closest(value, allowed)}; "
                 f"choose one of: {', '.join(allowed)}"
             )
+    download = str(cfg.download).lower()  # YAML gives true/false as booleans
+    if download not in DOWNLOADS:
+        raise LtBenchError(f"data.download={cfg.download!r} is not valid; choose one of: "
+                           f"{', '.join(DOWNLOADS)}")
+    cfg = dataclasses.replace(cfg, download=download)
     if cfg.image_size < 1:
         raise LtBenchError(f"data.image_size must be a positive integer, got {cfg.image_size}")
     if cfg.workers < 0:
