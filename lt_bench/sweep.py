@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from lt_bench.errors import LtBenchError
+from lt_bench.progress import SweepDisplay
 
 SWEEP_ONLY = ("methods", "seeds", "jobs", "engine", "gpus_per_run", "cpus_per_run",
               "ray.address", "baseline", "metric", "train_fn")
@@ -57,9 +58,7 @@ class Sweep:
 
 def _format(value: Any) -> str:
     """A value back as an override's right-hand side (YAML flow style)."""
-    if isinstance(value, str):
-        return value
-    return json.dumps(value)
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _is_list_key(default_cfg, key: str) -> bool:
@@ -221,7 +220,7 @@ def _log_path(job: Job) -> Path:
     return folder / f"{job.run_dir.name}.log"
 
 
-def run_local(sweep: Sweep, todo: list[Job], report) -> None:
+def run_local(sweep: Sweep, todo: list[Job], report, display=None) -> None:
     """``jobs`` worker processes at a time; ``report(job, results|None, seconds, note)``."""
     pending = list(todo)
     running: list[tuple[subprocess.Popen, Job, float, Any]] = []
@@ -241,6 +240,8 @@ def run_local(sweep: Sweep, todo: list[Job], report) -> None:
                     env=env if gpu is None else {**env, "CUDA_VISIBLE_DEVICES": str(gpu)})
                 running.append((proc, job, time.perf_counter(), log, gpu))
             time.sleep(0.2)
+            if display:
+                display.update([(j.label, j.run_dir) for _, j, *_ in running])
             for entry in list(running):
                 proc, job, started, log, _gpu = entry
                 if proc.poll() is None:
@@ -251,6 +252,8 @@ def run_local(sweep: Sweep, todo: list[Job], report) -> None:
                 note = "" if results else f"exit code {proc.returncode}, log {log.name}"
                 report(job, results, time.perf_counter() - started, note)
     finally:
+        if display:
+            display.close()
         for proc, *_ in running:  # interrupted: stop our workers (they can resume)
             proc.terminate()
         for proc, *_ in running:
@@ -326,9 +329,14 @@ def run_sweep(args: list[str], plugins: list[str] = (), out=print) -> dict:
     summary = {"total": len(sweep.jobs), "skipped": [j.label for j in skipped],
                "finished": [], "failed": []}
     count = [0]
+    display = (SweepDisplay(len(todo)) if out is print and sweep.options["engine"] == "local"
+               else None)
+    out = display.message if display else out  # finished runs print above the live lines
 
     def report(job: Job, results: dict | None, seconds: float, note: str) -> None:
         count[0] += 1
+        if display:
+            display.finished()
         prefix = f"[{count[0]}/{len(todo)}] {job.label}"
         if results:
             acc = results.get(sweep.options["metric"], {}).get("acc")
@@ -339,8 +347,10 @@ def run_sweep(args: list[str], plugins: list[str] = (), out=print) -> dict:
             out(f"{prefix}: FAILED ({note})")
             summary["failed"].append(job.label)
 
-    if todo:
-        (run_ray if sweep.options["engine"] == "ray" else run_local)(sweep, todo, report)
+    if todo and sweep.options["engine"] == "ray":
+        run_ray(sweep, todo, report)
+    elif todo:
+        run_local(sweep, todo, report, display)
     if "mlflow" in trackers:
         from lt_bench import leaderboard as lb
 

@@ -29,6 +29,7 @@ from lt_bench.data import DataConfig, TensorData, groups, load_data
 from lt_bench.device_defaults import resolve_compile, resolve_precision
 from lt_bench.errors import LtBenchError
 from lt_bench.evaluate import evaluate, summarize
+from lt_bench.progress import RunProgress
 from lt_bench.registry import get_registry
 
 
@@ -199,6 +200,7 @@ def train(cfg: DictConfig) -> dict:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
         tracker_run_id = tracker.start(resolved, out_dir, data.describe(), tracker_run_id)
+    progress = RunProgress(out_dir, p.epochs, steps_per_epoch, enabled=is_main)
 
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16)
                 if precision == "bf16" else nullcontext())
@@ -231,6 +233,7 @@ def train(cfg: DictConfig) -> dict:
                 scheduler.step()
                 loss_sum += loss.detach()
                 bar.update(1)
+                progress.step(epoch, step + 1)
                 if (step + 1) % cfg.log_every == 0:  # the only host sync in the step loop
                     mean_loss = check_finite(loss_sum, epoch, step) / (step + 1)
                     bar.set_postfix(epoch=epoch + 1, loss=f"{mean_loss:.3f}")
@@ -267,9 +270,13 @@ def train(cfg: DictConfig) -> dict:
                                  if device.type == "cuda" else None),
                     "tracker_run_id": tracker_run_id, "elapsed": elapsed,
                 })
+                line = f"epoch {epoch + 1}/{p.epochs}  loss {train_loss:.3f}" + (
+                    "  " + format_accuracy(ev) if evaluated else "")
                 if not cfg.quiet and evaluated:
-                    bar.write(f"epoch {epoch + 1}/{p.epochs}  loss {train_loss:.3f}  "
-                              + format_accuracy(ev))
+                    bar.write(line)
+                elif cfg.quiet:  # a sweep worker: its log gets one plain line an epoch
+                    print(line, flush=True)
+                progress.epoch_done(epoch, ev["acc"] if evaluated else None)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"

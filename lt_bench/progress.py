@@ -1,0 +1,152 @@
+"""Progress a person can follow: a run writes where it is, a sweep shows every run's place.
+
+A run (rank 0) keeps ``progress.json`` in its folder up to date: epoch, step, the last test
+accuracy. It writes at most every ``WRITE_EVERY_S`` seconds, so the cost is one clock read a
+step. The sweep reads those files while it waits for its workers. In a terminal it redraws one
+line per running worker and a total line with an ETA; otherwise (CI, nohup, a log file) it
+prints a plain line per run at most every ``PLAIN_EVERY_S`` seconds, never a carriage return.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+WRITE_EVERY_S = 2.0
+PLAIN_EVERY_S = 30.0
+FILE = "progress.json"
+
+
+class RunProgress:
+    """The run's side: ``step()`` every training step, ``epoch_done()`` after each epoch."""
+
+    def __init__(self, run_dir: Path, epochs: int, steps_per_epoch: int, enabled: bool = True):
+        self.path = Path(run_dir) / FILE
+        self.state = {"epoch": 0, "epochs": epochs, "step": 0, "steps": steps_per_epoch,
+                      "acc": None}
+        self.enabled = enabled
+        self.next_write = 0.0
+
+    def step(self, epoch: int, step: int) -> None:
+        if self.enabled and time.monotonic() >= self.next_write:
+            self.state.update(epoch=epoch, step=step)
+            self._write()
+
+    def epoch_done(self, epoch: int, acc: float | None) -> None:
+        if self.enabled:
+            self.state.update(epoch=epoch + 1, step=0)
+            if acc is not None:
+                self.state["acc"] = acc
+            self._write()
+
+    def _write(self) -> None:
+        self.next_write = time.monotonic() + WRITE_EVERY_S
+        tmp = self.path.with_name(f".{FILE}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps(self.state))
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # progress is a courtesy: a full disk shows up at the checkpoint instead
+
+
+def read_progress(run_dir: Path) -> dict | None:
+    try:
+        return json.loads((Path(run_dir) / FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def fraction(p: dict | None) -> float:
+    """How much of a run is done, from its progress (0 before its first write)."""
+    if not p or not p.get("epochs"):
+        return 0.0
+    steps = max(1, p.get("steps") or 1)
+    return min(1.0, (p["epoch"] + min(p.get("step", 0), steps) / steps) / p["epochs"])
+
+
+def bar(f: float, width: int = 20) -> str:
+    full = int(round(f * width))
+    return "█" * full + "·" * (width - full)
+
+
+def duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def run_line(label: str, p: dict | None) -> str:
+    if not p:
+        return f"{label}: starting"
+    acc = "" if p.get("acc") is None else f"  test acc {100 * p['acc']:.2f} %"
+    return (f"{label}: epoch {min(p['epoch'] + 1, p['epochs'])}/{p['epochs']} "
+            f"{bar(fraction(p))} {100 * fraction(p):3.0f} %{acc}")
+
+
+class SweepDisplay:
+    """The sweep's side: ``update(running)`` with ``[(label, run_dir), ...]`` as often as it
+    likes, ``finished()`` when a run ends, ``close()`` at the end."""
+
+    def __init__(self, total: int, stream=None, live: bool | None = None):
+        self.stream = stream or sys.stdout
+        self.live = self.stream.isatty() if live is None else live
+        self.total, self.done = total, 0
+        self.started = time.monotonic()
+        self.drawn = 0  # lines of the live block on screen
+        self.last_plain: dict[str, float] = {}
+        self.next_draw = 0.0
+
+    def eta(self, running_fractions: list[float]) -> str:
+        f = (self.done + sum(running_fractions)) / max(1, self.total)
+        if f <= 0.01:
+            return "ETA --"
+        return f"ETA {duration((time.monotonic() - self.started) * (1 - f) / f)}"
+
+    def update(self, running: list[tuple[str, Path]]) -> None:
+        now = time.monotonic()
+        progress = [(label, read_progress(d)) for label, d in running]
+        if self.live:
+            if now < self.next_draw:
+                return
+            self.next_draw = now + 0.5
+            fractions = [fraction(p) for _, p in progress]
+            f = (self.done + sum(fractions)) / max(1, self.total)
+            lines = [run_line(label, p) for label, p in progress]
+            lines.append(f"total: {self.done}/{self.total} runs {bar(f)} {100 * f:3.0f} %  "
+                         f"{self.eta(fractions)}")
+            self._draw(lines)
+            return
+        for label, p in progress:
+            if p and now - self.last_plain.get(label, -PLAIN_EVERY_S) >= PLAIN_EVERY_S:
+                self.last_plain[label] = now
+                fractions = [fraction(q) for _, q in progress]
+                print(f"{run_line(label, p)}  ({self.eta(fractions)})", file=self.stream,
+                      flush=True)
+
+    def message(self, text: str) -> None:
+        """A line that stays (a finished run), printed above the live block."""
+        self._clear()
+        print(text, file=self.stream, flush=True)
+        self.next_draw = 0.0
+
+    def finished(self) -> None:
+        self.done += 1
+
+    def close(self) -> None:
+        self._clear()
+
+    def _clear(self) -> None:
+        if self.live and self.drawn:
+            self.stream.write(f"\x1b[{self.drawn}F\x1b[J")  # up to the block's start, erase
+            self.stream.flush()
+            self.drawn = 0
+
+    def _draw(self, lines: list[str]) -> None:
+        self._clear()
+        self.stream.write("".join(line[:160] + "\n" for line in lines))
+        self.stream.flush()
+        self.drawn = len(lines)
