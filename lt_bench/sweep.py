@@ -189,7 +189,8 @@ def finished_in_folder(job: Job) -> dict | None:
 # -- running ------------------------------------------------------------------------------------
 def worker_command(sweep: Sweep, job: Job) -> list[str]:
     return [sys.executable, "-c", WORKER_BOOTSTRAP, str(sweep.options["train_fn"]),
-            *sweep.paths, *job.overrides, "quiet=true"]
+            *sweep.paths, *job.overrides, "quiet=true",
+            "data.progress=false"]  # a worker's log: one line an epoch, no decoding bars
 
 
 #: ``python -m`` would put the current folder first on sys.path, so an ``omegaconf.py`` (or any

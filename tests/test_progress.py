@@ -82,5 +82,6 @@ def test_sweep_into_a_log_writes_plain_lines_and_epoch_lines_per_run(tmp_path):
     logs = list((tmp_path / "sweeps" / "logs").glob("*.log"))
     assert len(logs) == 2
     for log in logs:
+        assert "\r" not in log.read_text()
         lines = [ln for ln in log.read_text().splitlines() if ln.startswith("epoch ")]
         assert [ln.split()[1] for ln in lines] == [f"{k}/6" for k in range(1, 7)]
