@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 
@@ -97,4 +98,15 @@ def vit_b_16(num_classes: int, *, weights: str | None = None, image_size: int = 
             state = dict(interpolate_embeddings(int(image_size), 16, state))
         load_into(model, state, weights, classifier="heads")
     fp32_classifier(model.heads.head)
+    size = int(image_size)
+
+    def resize(module, args):
+        # ViT's patch grid is fixed at image_size; smaller images (CIFAR's 32 px on the tensor
+        # pipeline, which does not resize) are upsampled to it, as ViT-on-CIFAR set-ups do.
+        x = args[0]
+        if tuple(x.shape[-2:]) != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+        return (x, *args[1:])
+
+    model.register_forward_pre_hook(resize)
     return model
