@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -14,8 +15,21 @@ def save_checkpoint(path: Path, state: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # a full disk surfaces as either
+        tmp.unlink(missing_ok=True)
+        free = shutil.disk_usage(path.parent).free / 2**20
+        raise LtBenchError(f"cannot write the checkpoint in {str(path.parent)!r} ({free:.0f} MiB "
+                           f"free): {str(exc).splitlines()[0]}; free some space and start the "
+                           "same command again to resume from the last checkpoint") from None
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Half-written checkpoints of killed processes (``.checkpoint.pt.PID.tmp``)."""
+    for tmp in Path(folder).glob(".checkpoint.pt.*.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path, map_location=None) -> dict:

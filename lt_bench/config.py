@@ -236,6 +236,16 @@ def _check(cfg: DictConfig) -> None:
         if value is not None and value < 1:
             raise LtBenchError(f"config key {key!r} must be >= 1, got {value}")
     p = cfg.protocol
+    for key, ok, want in (("lr", p.lr > 0, "> 0"), ("weight_decay", p.weight_decay >= 0, ">= 0"),
+                          ("lr_decay", 0 < p.lr_decay <= 1, "in (0, 1]"),
+                          ("momentum", 0 <= p.momentum < 1, "in [0, 1)"),
+                          ("warmup_epochs", p.warmup_epochs >= 0, ">= 0")):
+        if not ok:
+            raise LtBenchError(f"config key 'protocol.{key}' must be {want}, "
+                               f"got {p[key]}")
+    if cfg.data.num_classes is not None and cfg.data.num_classes < 2:
+        raise LtBenchError("config key 'data.num_classes' must be >= 2 (or unset for the data "
+                           f"set's own), got {cfg.data.num_classes}")
     if p.epochs < 1 or p.batch_size < 1:
         raise LtBenchError("config keys 'protocol.epochs' and 'protocol.batch_size' must be >= 1")
     if p.optimizer not in ("sgd", "adamw"):

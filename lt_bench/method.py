@@ -120,6 +120,8 @@ class Method(nn.Module):
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor,
                 observe: bool = True) -> torch.Tensor:
+        if logits.shape[0] == 0:
+            raise LtBenchError("the batch is empty: a criterion needs at least one sample")
         if logits.dim() != 2 or logits.shape[1] != self.num_classes:
             raise LtBenchError(
                 f"logits must have shape [batch, {self.num_classes}], got {tuple(logits.shape)}"

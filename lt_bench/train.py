@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from lt_bench.api import build_method, check_method
 from lt_bench.backbones import build_backbone, check_backbone
-from lt_bench.checkpoint import load_checkpoint, save_checkpoint
+from lt_bench.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
 from lt_bench.config import config_hash, to_dict
 from lt_bench.data import DataConfig, TensorData, groups, load_data
 from lt_bench.device_defaults import resolve_compile, resolve_precision
@@ -168,19 +168,27 @@ def train(cfg: DictConfig) -> dict:
         # Read onto the CPU: load_state_dict copies each tensor to its owner's device, and the
         # RNG states must stay CPU byte tensors whatever device the run trains on.
         state = load_checkpoint(checkpoint_path, map_location="cpu")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        criterion.load_state_dict(state["criterion"])
-        torch.set_rng_state(state["rng"])
-        if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
-        first_epoch, history = state["epoch"] + 1, state["history"]
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            criterion.load_state_dict(state["criterion"])
+            torch.set_rng_state(state["rng"])
+            if device.type == "cuda" and state.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(state["cuda_rng"], device)
+            first_epoch, history = state["epoch"] + 1, state["history"]
+        except (KeyError, TypeError, RuntimeError, ValueError) as exc:
+            raise LtBenchError(
+                f"checkpoint {str(checkpoint_path)!r} is not one of this run's "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); delete it or "
+                "pass resume=false to start the run again") from None
         tracker_run_id, elapsed = state.get("tracker_run_id"), state.get("elapsed", 0.0)
         if is_main and not cfg.quiet:
             print(f"lt-bench: resuming {out_dir.name} after epoch {first_epoch}")
     elif is_main and checkpoint_path.exists():
         checkpoint_path.unlink()
+    if is_main:
+        remove_stale_temporaries(out_dir)
 
     train_model = model
     if world_size > 1:
@@ -327,12 +335,17 @@ def drop_old_confusions(history: list[dict]) -> None:
             h.pop("confusion")
 
 
+#: a mean training loss above this has diverged (cross-entropy of a uniform guess over 10^4
+#: classes is 9.2; LDAM's scale 30 multiplies by at most 30)
+DIVERGED = 1e6
+
+
 def check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> float:
     value = loss_sum.item()
-    if not math.isfinite(value):
+    if not math.isfinite(value) or value / (step + 1) > DIVERGED:
         raise LtBenchError(
-            f"training diverged in epoch {epoch + 1} by step {step + 1}: the loss is {value}; "
-            "lower protocol.lr, use precision=fp32, or check the data"
+            f"training diverged in epoch {epoch + 1} by step {step + 1}: the mean loss is "
+            f"{value / (step + 1):.3g}; lower protocol.lr, use precision=fp32, or check the data"
         )
     return value
 

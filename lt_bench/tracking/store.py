@@ -153,8 +153,16 @@ def store_lock(uri: str) -> Iterator[None]:
 _ready: set[str] = set()
 
 
+#: MLflow's own HTTP retries default to 7 with back-off factor 2: minutes of silence before an
+#: unreachable server is reported. These bound it to about 15 s (the user's settings win).
+HTTP_BOUNDS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+               "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+
+
 def client(uri: str):
     """An ``MlflowClient`` whose store exists (created under the lock on first use)."""
+    for key, value in HTTP_BOUNDS.items():
+        os.environ.setdefault(key, value)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from mlflow import MlflowClient
@@ -162,9 +170,12 @@ def client(uri: str):
     if uri in _ready:
         return MlflowClient(tracking_uri=uri)
     try:
+        # a server has MLflow's own bounded HTTP retries (HTTP_BOUNDS); ours are for SQLite's
+        # lock contention, and on top of those they would multiply the wait
+        attempts = 1 if uri.startswith(("http://", "https://")) else 10
         with store_lock(uri):  # MlflowClient() itself may create (migrate) the store
-            c = retry(MlflowClient, tracking_uri=uri)
-            retry(c.search_experiments, max_results=1)
+            c = retry(MlflowClient, tracking_uri=uri, attempts=attempts)
+            retry(c.search_experiments, max_results=1, attempts=attempts)
     except Exception as exc:
         raise LtBenchError(
             f"cannot open the MLflow tracking store {uri!r} (config key 'tracking.uri' or "

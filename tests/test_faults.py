@@ -1,0 +1,80 @@
+"""Bad input and faults end in one line that names the key or the file, before any data where
+the config alone shows the problem (issue 17's cases)."""
+
+import time
+
+import pytest
+import torch
+
+import lt_bench.train as harness
+from lt_bench import LtBenchError, build_method
+from lt_bench.config import load_config
+
+TINY = ["dataset=synthetic_lt", "imbalance=10", "protocol.epochs=1", "precision=fp32",
+        "quiet=true", "tracking.tracker=local"]
+
+
+@pytest.mark.parametrize("override,key", [
+    ("protocol.lr=-1", "protocol.lr"), ("protocol.lr=0", "protocol.lr"),
+    ("protocol.weight_decay=-1", "protocol.weight_decay"),
+    ("protocol.lr_decay=-1", "protocol.lr_decay"), ("protocol.lr_decay=2", "protocol.lr_decay"),
+    ("protocol.momentum=1.5", "protocol.momentum"), ("data.num_classes=0", "data.num_classes"),
+    ("protocol.eval_every=0", "protocol.eval_every"), ("log_every=0", "log_every"),
+])
+def test_out_of_range_values_are_rejected_with_the_key(override, key):
+    with pytest.raises(LtBenchError, match=key.replace(".", r"\.")):
+        load_config([], [override])
+
+
+def test_a_diverging_run_stops_in_one_line_naming_the_lr(tmp_path):
+    cfg = load_config([], TINY + ["protocol.lr=1e6", "protocol.warmup_epochs=0",
+                                  f"workspace={tmp_path}"])
+    with pytest.raises(LtBenchError, match="diverged.*protocol.lr"):
+        harness.train(cfg)
+
+
+def test_an_empty_batch_is_a_clear_error():
+    criterion = build_method("ce", [5, 3, 1])
+    with pytest.raises(LtBenchError, match="empty"):
+        criterion(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long))
+
+
+def test_stale_checkpoint_temporaries_are_removed(tmp_path):
+    cfg = load_config([], TINY + [f"workspace={tmp_path}"])
+    folder = harness.run_folder(cfg)
+    folder.mkdir(parents=True)
+    stale = folder / ".checkpoint.pt.12345.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    harness.train(cfg)
+    assert not stale.exists()
+
+
+def test_a_full_disk_at_a_checkpoint_is_one_line_and_leaves_no_temporary(tmp_path, monkeypatch):
+    def full(obj, f, *a, **k):
+        open(f, "wb").write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc] No space left on device")
+
+    monkeypatch.setattr("lt_bench.checkpoint.torch.save", full)
+    cfg = load_config([], TINY + [f"workspace={tmp_path}"])
+    with pytest.raises(LtBenchError, match="cannot write the checkpoint in .*MiB free"):
+        harness.train(cfg)
+    assert not list(tmp_path.glob("runs/*/.checkpoint.pt.*.tmp"))
+
+
+def test_a_checkpoint_of_another_structure_says_how_to_start_again(tmp_path):
+    cfg = load_config([], TINY + [f"workspace={tmp_path}"])
+    folder = harness.run_folder(cfg)
+    folder.mkdir(parents=True)
+    torch.save({"something": 1}, folder / "checkpoint.pt")
+    with pytest.raises(LtBenchError, match="not one of this run's.*resume=false"):
+        harness.train(cfg)
+
+
+def test_an_unreachable_tracking_server_fails_fast_in_one_line(tmp_path):
+    cfg = load_config([], [a for a in TINY if not a.startswith("tracking")]
+                      + ["tracking.uri=http://127.0.0.1:1", f"workspace={tmp_path}"])
+    started = time.monotonic()
+    with pytest.raises(LtBenchError) as info:
+        harness.train(cfg)
+    assert time.monotonic() - started < 30
+    assert "http://127.0.0.1:1" in str(info.value) and "\n" not in str(info.value)
