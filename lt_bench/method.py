@@ -122,6 +122,9 @@ class Method(nn.Module):
                 observe: bool = True) -> torch.Tensor:
         if logits.shape[0] == 0:
             raise LtBenchError("the batch is empty: a criterion needs at least one sample")
+        if targets.dtype.is_floating_point or targets.dtype == torch.bool:
+            raise LtBenchError(f"targets must be class indices (an integer tensor), got "
+                               f"{targets.dtype}: convert them with targets.long()")
         if logits.dim() != 2 or logits.shape[1] != self.num_classes:
             raise LtBenchError(
                 f"logits must have shape [batch, {self.num_classes}], got {tuple(logits.shape)}"
@@ -158,6 +161,13 @@ class Method(nn.Module):
             weights = normalize(raw.detach().to(torch.float64).cpu(), self.class_counts.cpu(),
                                 self.normalization)
             self.class_weights.copy_(weights.to(self.class_weights.device))
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        saved = state_dict.get("class_counts")
+        if saved is not None and tuple(saved.shape) != tuple(self.class_counts.shape):
+            raise LtBenchError(f"this state is of a criterion for {saved.numel()} classes, not "
+                               f"{self.num_classes}: it belongs to another data set or run")
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     # state_dict() carries the epoch counter beside the buffers (weights, statistics)
     def get_extra_state(self) -> dict:

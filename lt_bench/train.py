@@ -141,7 +141,10 @@ def train(cfg: DictConfig) -> dict:
     precision, why = resolve_precision(cfg.precision, device)
     if is_main and not cfg.quiet:
         print(f"lt-bench: precision: {precision} ({why})")
-    # Before the data: a tracker that cannot start (MLflow not installed) fails in one line now.
+    # Before the data: a tracker that cannot start (MLflow not installed) or a workspace that
+    # cannot be written fails in one line now, not after minutes of decoding.
+    if is_main:
+        check_writable(Path(cfg.workspace).expanduser())
     tracker = build_tracker(cfg) if is_main else None
 
     # -- data, model, method --------------------------------------------------------------------
@@ -315,6 +318,17 @@ def format_accuracy(ev: dict) -> str:
         return "n/a" if v is None else f"{v:.4f}"
     return "  ".join(f"{k} {pct(ev.get(f'acc_{k}' if k != 'acc' else k))}"
                      for k in ("acc", "many", "medium", "few"))
+
+
+def check_writable(folder: Path) -> None:
+    probe = folder / f".lt-bench-write-probe-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise LtBenchError(f"config key 'workspace': cannot write in {str(folder)!r} "
+                           f"({exc.strerror or exc}); choose a writable folder") from None
 
 
 def default_eval_batch(data, batch_size: int) -> int:

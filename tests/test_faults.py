@@ -78,3 +78,40 @@ def test_an_unreachable_tracking_server_fails_fast_in_one_line(tmp_path):
         harness.train(cfg)
     assert time.monotonic() - started < 30
     assert "http://127.0.0.1:1" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_float_targets_are_a_clear_error():
+    criterion = build_method("ce", [5, 3, 1])
+    with pytest.raises(LtBenchError, match=r"targets.long\(\)"):
+        criterion(torch.zeros(2, 3), torch.tensor([0.0, 1.0]))
+
+
+def test_a_state_of_another_class_count_is_a_clear_error():
+    state = build_method("dv", [5, 3, 1]).state_dict()
+    with pytest.raises(LtBenchError, match="3 classes, not 4"):
+        build_method("dv", [5, 3, 2, 1]).load_state_dict(state)
+
+
+def test_an_unwritable_workspace_fails_before_the_data(tmp_path, monkeypatch):
+    monkeypatch.setattr(harness, "load_data",
+                        lambda *a, **k: pytest.fail("data loaded before the workspace check"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    cfg = load_config([], TINY + [f"workspace={blocker}"])
+    with pytest.raises(LtBenchError, match="config key 'workspace'"):
+        harness.train(cfg)
+
+
+@pytest.mark.parametrize("port,match", [(99999, "not a port"), (None, "choose another --port")])
+def test_ui_on_a_bad_or_taken_port_is_one_line_and_exit_2(port, match, capsys):
+    import socket
+
+    from lt_bench.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        chosen = port or taken.getsockname()[1]
+        assert main(["ui", "--port", str(chosen)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert match in err and "\n" not in err

@@ -45,10 +45,20 @@ def server_command(cfg, host: str, port: int) -> tuple[list[str], str]:
 
 
 def run(args) -> int:
+    import socket
     import subprocess
 
     from lt_bench.config import load_config, split_args
+    from lt_bench.errors import LtBenchError
 
+    if not 1 <= args.port <= 65535:
+        raise LtBenchError(f"--port {args.port} is not a port: give 1 to 65535")
+    with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as probe:
+        try:  # mlflow server would say it only in its own log, and the UI would never come
+            probe.bind((args.host, args.port))
+        except OSError as exc:
+            raise LtBenchError(f"cannot serve on {args.host}:{args.port} ({exc.strerror}); "
+                               "choose another --port") from None
     paths, overrides = split_args(args.args)
     cfg = load_config(paths, overrides)
     command, uri = server_command(cfg, args.host, args.port)
