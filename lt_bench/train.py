@@ -109,6 +109,12 @@ def check_names(cfg: DictConfig) -> None:
     registry.get("datasets", cfg.dataset)
     registry.get("trackers", cfg.tracking.tracker)
     check_method(cfg.method.name, method_options_of(cfg))
+    try:  # option values (beta=1.5) too: a trial build on made-up counts, before any decoding
+        build_method(cfg.method.name, [100, 10], **method_options_of(cfg))
+    except LtBenchError:
+        raise
+    except Exception:
+        pass  # a plugin that needs the real counts is checked when they are known
     check_backbone(cfg.backbone.name, backbone_options_of(cfg))
 
 

@@ -115,3 +115,12 @@ def test_ui_on_a_bad_or_taken_port_is_one_line_and_exit_2(port, match, capsys):
         assert main(["ui", "--port", str(chosen)]) == 2
     err = capsys.readouterr().err.strip()
     assert match in err and "\n" not in err
+
+
+def test_a_method_option_out_of_range_fails_before_the_data(tmp_path, monkeypatch):
+    monkeypatch.setattr(harness, "load_data",
+                        lambda *a, **k: pytest.fail("data loaded before the option check"))
+    cfg = load_config([], ["dataset=cifar10_lt", "data.root=/nonexistent", "method=effective_number",
+                           "method.beta=1.5", "tracking.tracker=local", f"workspace={tmp_path}"])
+    with pytest.raises(LtBenchError, match="beta must be in"):
+        harness.train(cfg)
