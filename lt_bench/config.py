@@ -2,10 +2,10 @@
 
 A run is described by one config. It starts from the schema's defaults, then each argument is
 applied in order: a YAML file is merged; ``key=value`` sets one key, and keeps winning over the
-files of groups selected after it. Four keys
-are *groups*: ``dataset=NAME``, ``backbone=NAME``, ``method=NAME`` and ``protocol=NAME`` select a
-name and merge ``configs/<group>/NAME.yaml`` when it exists (it may set keys anywhere, e.g. a protocol sets
-``data.augment``). Selecting another backbone or method drops the previous one's options.
+files of groups selected after it. Four keys are *groups*: ``dataset=NAME``, ``backbone=NAME``,
+``method=NAME`` and ``protocol=NAME`` select a name and merge ``configs/<group>/NAME.yaml`` when
+it exists (it may set keys anywhere, e.g. a protocol sets ``data.augment``). Selecting another
+backbone or method drops the previous one's options.
 """
 
 from __future__ import annotations
@@ -276,7 +276,8 @@ def config_hash(cfg: DictConfig | dict) -> str:
     d = to_dict(cfg) if isinstance(cfg, (DictConfig, ListConfig)) else dict(cfg)
     for key in NOT_HASHED:
         d.pop(key, None)
-    for key in ("download", "progress", "cache_dir"):  # how the images arrive, not which
-        (d.get("data") or {}).pop(key, None)
+    if isinstance(d.get("data"), dict):  # how the images arrive, not which: a copy, not the
+        d["data"] = {k: v for k, v in d["data"].items()  # caller's dict
+                     if k not in ("download", "progress", "cache_dir")}
     blob = json.dumps(d, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]

@@ -66,3 +66,11 @@ def test_hash_ignores_seed_and_bookkeeping_but_not_the_method():
 def test_a_value_for_a_whole_section_is_a_clear_error():
     with pytest.raises(LtBenchError, match=r"override 'data=5'.*DataConfig"):
         load_config([], ["data=5"])
+
+
+def test_hashing_a_dict_leaves_it_as_it_was():
+    from lt_bench.config import to_dict
+
+    d = to_dict(load_config([], ["data.download=false"]))
+    config_hash(d)
+    assert "download" in d["data"] and "seed" in d  # nothing popped from the caller's dict
