@@ -57,7 +57,6 @@ class Ctx:
         self.device, self.smoke = args.device, args.smoke
         self.cores = os.cpu_count() or 1
         self.notes: list[str] = report.data["notes"]
-        self.precision_asked = self.precision = "auto"
         self.replace: dict[str, str] = {}  # run arguments changed by a fallback
         self.env_extra = {"LT_BENCH_CACHE": os.environ.get("LT_BENCH_CACHE") or work / "cache",
                           # deterministic cuBLAS for the deterministic runs; harmless elsewhere

@@ -101,8 +101,7 @@ def correctness(sec: dict) -> list[str]:
             if "final_acc" in r:
                 detail = f"final acc {r['final_acc']}; equal parts: {r.get('parts')} {detail}"
             if key == "precision":
-                detail = (f"found {r.get('found')} ({r.get('source')}); asked "
-                          f"{r.get('asked')}, ran with {r.get('ran_with')}; {r.get('reason') or ''}")
+                detail = f"precision=auto chose {r.get('found')} ({r.get('source')})"
             rows.append([key, verdict(r.get("passed")), detail])
         lines += [f"Runs through the CLI ({sec.get('data')}):", ""]
         lines += table(["check", "result", "detail"], rows)

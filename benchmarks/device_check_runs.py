@@ -5,7 +5,6 @@ runs as the budget allows). Each run gets its own workspace under the check's wo
 
 from __future__ import annotations
 
-import re
 import shutil
 import statistics
 import sys
@@ -83,49 +82,23 @@ def results_summary(results: dict) -> dict:
 
 
 # -- precision --------------------------------------------------------------------------------------
-PRECISION_LINE = re.compile(r"precision:\s*(bf16|fp32|fp16|bfloat16|float32)\b(?:\s*\((.*)\))?")
-
-
-def precision_used(results: dict | None, output: str, workspace: Path) -> dict:
-    """What the run trained in: results.json's ``precision``, else the ``precision: …`` line
-    train() prints, else (not what it resolved to) the configured value."""
-    if results and results.get("precision") is not None:
-        value = results["precision"]
-        if isinstance(value, dict):
-            found = value.get("used") or value.get("precision") or value.get("name")
-            return {"found": found, "detail": value, "source": "results.json"}
-        return {"found": value, "source": "results.json"}
-    match = PRECISION_LINE.search(output)
-    if match:
-        return {"found": match.group(1), "reason": match.group(2), "source": "stdout"}
-    config = run_file(workspace, "config.yaml")
-    if config is not None:
-        m = re.search(r"(?m)^precision:\s*(\S+)", config.read_text())
-        if m:
-            return {"found": None, "configured": m.group(1),
-                    "source": "config.yaml (the configured value only: neither results.json "
-                              "nor stdout said what it resolved to)"}
-    return {"found": None, "source": "not found"}
-
-
-def precision_rejected(output: str) -> bool:
-    return "'precision'" in output and "auto" in output and "error" in output
+def precision_used(results: dict | None) -> dict:
+    """What the run trained in: results.json's ``precision`` (what ``precision=auto`` chose)."""
+    found = (results or {}).get("precision")
+    return {"found": found, "source": "results.json" if found else "not found"}
 
 
 # -- running ------------------------------------------------------------------------------------------
 def train_cmd(ctx, workspace: Path, extra: list[str]) -> list[str]:
     extra = [ctx.replace.get(a, a) for a in extra]
     return [sys.executable, "-m", "lt_bench", "train", *ctx.data_args, *extra,
-            f"precision={ctx.precision}", f"workspace={workspace}"]
+            "precision=auto", f"workspace={workspace}"]
 
 
 def fallback(ctx, output: str) -> str | None:
-    """A change that lets a run which failed on the config go through, once: this lt_bench
-    without ``precision=auto``, or an op without a deterministic implementation on this device.
-    The run's results are still worth having; the change is recorded in the notes."""
-    if ctx.precision == "auto" and precision_rejected(output):
-        ctx.precision = "bf16" if ctx.device == "cuda" else "fp32"
-        return f"this lt_bench rejected precision=auto; the runs used precision={ctx.precision}"
+    """A change that lets a run which failed on the config go through, once: an op without a
+    deterministic implementation on this device. The run's results are still worth having; the
+    change is recorded in the notes."""
     if ("deterministic" in output and "deterministic=true" not in ctx.replace
             and ("does not have a deterministic implementation" in output
                  or "use_deterministic_algorithms" in output)):
@@ -143,14 +116,11 @@ def start(ctx, name: str, workspace: Path, extra: list[str], env=None) -> Child:
 
 
 def run_to_end(ctx, name: str, workspace: Path, extra: list[str], deadline: float):
-    """Start, wait, and once retry with an explicit precision if this lt_bench has no
-    ``precision=auto`` yet."""
+    """Start, wait, and retry once after a fallback (see ``fallback``)."""
     child = start(ctx, name, workspace, extra)
     rc = child.wait(deadline)
-    for _ in range(2):
-        change = fallback(ctx, child.output()) if rc != 0 and not child.kill_reason else None
-        if change is None:
-            break
+    change = fallback(ctx, child.output()) if rc != 0 and not child.kill_reason else None
+    if change is not None:
         ctx.notes.append(change)
         ctx.say(change)
         shutil.rmtree(workspace, ignore_errors=True)
@@ -219,10 +189,8 @@ def correctness_runs(ctx, sec: dict, deadline: float, save) -> None:
     first = read_results(ws["i"])
     if first is None:  # cut off: its checkpoint still tells the epoch time
         runs["i_uninterrupted"].update(read_checkpoint(ws["i"]) or {"epochs_done": 0})
-    checks["precision"] = precision_used(first, child.output(), ws["i"])
-    checks["precision"]["asked"] = ctx.precision_asked
-    checks["precision"]["ran_with"] = f"precision={ctx.precision}"
-    checks["precision"]["passed"] = (checks["precision"]["found"] in ("bf16", "bfloat16")
+    checks["precision"] = precision_used(first)
+    checks["precision"]["passed"] = (checks["precision"]["found"] == "bf16"
                                      if ctx.device == "cuda" else None)
     sec["harness_epoch_s"] = runs["i_uninterrupted"].get("epoch_s")
     ctx.say(f"run (i): exit {rc} in {child.wall_s:.1f} s, precision {checks['precision']}")
