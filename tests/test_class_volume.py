@@ -301,6 +301,9 @@ def _distributed_worker(rank, world_size, init_file, out_dir):
             result[kind] = torch.as_tensor(run_epoch(method, x[half], t[half]))
         torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
+        # Without the barrier one rank may tear gloo down while the other still talks to it,
+        # and gloo's thread then aborts the process (seen once in CI as SIGABRT).
+        dist.barrier()
         dist.destroy_process_group()
 
 
