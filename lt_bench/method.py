@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lt_bench.errors import LtBenchError
@@ -61,7 +62,23 @@ def normalize(raw: torch.Tensor, counts: torch.Tensor, how: str) -> torch.Tensor
     return weights
 
 
-class Method(nn.Module):
+class _WeighsAfterInit(type(nn.Module)):
+    """Computes the first weights once the whole ``__init__`` chain has run, so a subclass may
+    set its attributes before or after ``super().__init__()``."""
+
+    def __call__(cls, *args, **kwargs):
+        method = super().__call__(*args, **kwargs)
+        method._refresh_weights()
+        return method
+
+
+def cross_entropy_per_sample(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Softmax cross-entropy of each sample, in float32: log-softmax in bf16 would lose the
+    small probabilities of tail classes."""
+    return F.cross_entropy(logits.float(), targets, reduction="none")
+
+
+class Method(nn.Module, metaclass=_WeighsAfterInit):
     """Uniform weights: the plain loss (cross-entropy unless another ``loss`` is chosen)."""
 
     #: the loss used when ``loss=`` is not given
@@ -69,8 +86,10 @@ class Method(nn.Module):
     #: the normalisation used when ``normalization=`` is not given
     default_normalization = "mean"
 
-    def __init__(self, class_counts, *, loss: str | None = None,
-                 normalization: str | None = None, start_epoch: int = 0, **loss_options):
+    def __init__(self, class_counts, *, loss: str | None = None, loss_fn=None,
+                 normalization: str | None = None, start_epoch: int = 0):
+        """``loss`` names the per-sample loss and ``loss_fn`` is it, built by
+        ``lt_bench.build_method`` from the registry; without it only cross-entropy is known."""
         super().__init__()
         counts = as_class_counts(class_counts)
         self.loss_name = loss or self.default_loss
@@ -82,9 +101,10 @@ class Method(nn.Module):
         if int(start_epoch) != start_epoch or start_epoch < 0:
             raise LtBenchError(f"start_epoch must be a whole number >= 0, got {start_epoch!r}")
         self.start_epoch = int(start_epoch)
-        from lt_bench.api import build_loss  # late: the registry imports plugins importing us
-
-        self.loss_fn = build_loss(self.loss_name, counts, **loss_options)
+        if loss_fn is None and self.loss_name != "ce":
+            raise LtBenchError(f"loss {self.loss_name!r} needs its function: build the method "
+                               "with lt_bench.build_method(name, counts, loss=...)")
+        self.loss_fn = loss_fn if loss_fn is not None else cross_entropy_per_sample
         self.register_buffer("class_counts", counts)
         self.register_buffer("class_weights", torch.ones(counts.numel(), dtype=torch.float32))
         #: completed epochs, i.e. how many times end_epoch() was called. A Python int, not a
@@ -93,7 +113,6 @@ class Method(nn.Module):
         #: wants_statistics() of the current epoch, asked once per epoch rather than every step
         #: (a compiled criterion would otherwise guard on, and recompile for, each epoch)
         self._observing: bool | None = None
-        self._refresh_weights()
 
     # -- what a subclass overrides -------------------------------------------------------------
     def raw_weights(self) -> torch.Tensor | None:
@@ -187,7 +206,7 @@ class Method(nn.Module):
             if init is None or not issubclass(klass, Method):
                 continue
             for p in inspect.signature(init).parameters.values():
-                if p.kind is p.KEYWORD_ONLY:
+                if p.kind is p.KEYWORD_ONLY and p.name != "loss_fn":  # given by build_method
                     found[p.name] = None if p.default is p.empty else p.default
         found["loss"] = cls.default_loss
         found["normalization"] = cls.default_normalization

@@ -36,6 +36,27 @@ KINDS = {
 }
 
 
+def factory_options(factory: Callable, positional: int = 1) -> dict[str, object]:
+    """A factory's keyword options with their defaults (None: required). A factory that lists
+    its own with an ``options()`` classmethod (``lt_bench.Method`` does, over its class tree) is
+    asked; otherwise its signature is read, past the ``positional`` leading arguments."""
+    listed = getattr(factory, "options", None)
+    if isinstance(factory, type) and callable(listed):
+        return dict(listed())
+    target = factory.__init__ if isinstance(factory, type) else factory
+    params = [p for p in inspect.signature(target).parameters.values() if p.name != "self"]
+    return {p.name: (None if p.default is p.empty else p.default) for p in params[positional:]
+            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+
+
+def accepts_any(factory: Callable) -> bool:
+    """Whether the factory takes ``**options`` it does not list (then nothing is checked)."""
+    if isinstance(factory, type) and callable(getattr(factory, "options", None)):
+        return False
+    target = factory.__init__ if isinstance(factory, type) else factory
+    return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(target).parameters.values())
+
+
 @dataclass(frozen=True)
 class Entry:
     name: str
@@ -174,6 +195,39 @@ class Registry:
             f"unknown {noun} {name!r}{closest(name, table)}; registered: {known}. "
             f"A plugin can add one (README, 'Your own method, data set or backbone')"
         )
+
+
+    # -- building ----------------------------------------------------------------------------
+    def check_options(self, kind: str, name: str, given: dict,
+                      allowed: dict | None = None, positional: int = 1) -> Entry:
+        """The entry of ``name``, after checking that it takes the ``given`` options (those of
+        its factory unless ``allowed`` lists them)."""
+        entry = self.get(kind, name)
+        if allowed is None:
+            if accepts_any(entry.factory):
+                return entry
+            allowed = factory_options(entry.factory, positional)
+        for key in given:
+            if key not in allowed:
+                listed = ", ".join(sorted(allowed)) or "none"
+                raise LtBenchError(f"{KINDS[kind][1]} {name!r} has no option {key!r}"
+                                   f"{closest(key, allowed)}; its options: {listed}")
+        return entry
+
+    def build(self, kind: str, name: str, *args, **options):
+        """``factory(*args, **options)`` of the registered ``name``, its options checked first:
+        the one way every method, loss, data set, backbone and tracker is made."""
+        entry = self.check_options(kind, name, options, positional=len(args))
+        return self.construct(kind, entry, *args, **options)
+
+    @staticmethod
+    def construct(kind: str, entry: Entry, *args, **options):
+        """``entry.factory(*args, **options)``, options already checked."""
+        try:
+            return entry.factory(*args, **options)
+        except TypeError as exc:  # a required option missing, say: name the plugin
+            raise LtBenchError(f"{KINDS[kind][1]} {entry.name!r} (plugin {entry.plugin!r}): "
+                               f"{exc}") from exc
 
 
 _default: Registry | None = None

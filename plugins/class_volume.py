@@ -40,7 +40,7 @@ class ClassVolume(lt_bench.Method):
                 f"{substitute_below!r}"
             )
         self.substitute_below = int(substitute_below)
-        super().__init__(class_counts, **options)  # weights uniform: no statistics yet
+        super().__init__(class_counts, **options)
         self.stats = ClassMoments(self.num_classes, cross=self.needs_cross, full=self.needs_full)
 
     # -- the axes ------------------------------------------------------------------------------
@@ -75,9 +75,7 @@ class ClassVolume(lt_bench.Method):
             )
 
     def raw_weights(self) -> torch.Tensor | None:
-        stats = getattr(self, "stats", None)
-        if stats is None:  # during Method.__init__
-            return None
+        stats = self.stats
         self._check_finite()
         valid = stats.valid()
         if not bool(valid.any()):

@@ -15,13 +15,12 @@ from torch import nn
 
 import lt_bench
 from lt_bench.errors import LtBenchError
+from lt_bench.method import cross_entropy_per_sample
 
 
 def cross_entropy(class_counts):
     """Softmax cross-entropy."""
-    def loss(logits, targets):
-        return F.cross_entropy(logits.float(), targets, reduction="none")
-    return loss
+    return cross_entropy_per_sample
 
 
 def focal(class_counts, *, gamma: float = 2.0):

@@ -178,3 +178,57 @@ def test_cli_plugin_option_and_clean_error(tmp_path):
                          capture_output=True, text=True)
     assert bad.returncode == 2
     assert bad.stderr.strip().startswith("lt-bench: error: plugin file") and "Traceback" not in bad.stderr
+
+
+# -- one build path ------------------------------------------------------------------------------
+ORDER_FREE = '''
+import torch
+import lt_bench
+
+class Late(lt_bench.Method):
+    """Weights from an attribute set after super().__init__() (a plugin author's natural order)."""
+
+    def __init__(self, class_counts, *, power: float = 1.0, **options):
+        super().__init__(class_counts, **options)
+        self.power = power
+
+    def raw_weights(self):
+        return self.class_counts ** -self.power
+
+@lt_bench.hookimpl
+def lt_bench_register_methods(register):
+    register("late", Late)
+'''
+
+
+def test_a_subclass_may_set_attributes_after_super_init(tmp_path):
+    path = tmp_path / "late.py"
+    path.write_text(ORDER_FREE)
+    get_registry([str(path)])
+    criterion = lt_bench.build_method("late", [4, 1], power=2.0, normalization="none")
+    assert criterion.class_weights.tolist() == [1 / 16, 1.0]  # 4^-2 and 1^-2
+
+
+@pytest.mark.parametrize("kind, name, args, option, hint", [
+    ("methods", "dv", ([10, 5],), "substitue_below", "substitute_below"),
+    ("losses", "focal", ([10, 5],), "gama", "gamma"),
+    ("backbones", "vit_b_16", (10,), "image_sise", "image_size"),
+    ("datasets", "cifar10_lt", (None,), "imbalanse", "imbalance"),
+])
+def test_every_kind_checks_its_options_with_a_suggestion(kind, name, args, option, hint):
+    with pytest.raises(LtBenchError, match=rf"has no option '{option}' "
+                                           rf"\(did you mean '{hint}'\?\)"):
+        get_registry().build(kind, name, *args, **{option: 1})
+
+
+def test_a_tracker_takes_no_options():
+    with pytest.raises(LtBenchError, match="tracker 'local' has no option 'uri'; its options: none"):
+        get_registry().build("trackers", "local", None, uri="x")
+
+
+def test_the_plugin_contract_imports_nothing_of_the_builders():
+    code = ("import sys, torch, lt_bench.method; lt_bench.method.Method([3, 4])(torch.zeros(2, 2), "
+            "torch.tensor([0, 1])); "
+            "print(sorted(m for m in ('lt_bench.api', 'lt_bench.registry') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -13,9 +13,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from lt_bench.api import _accepts_any, _check_options, factory_options
 from lt_bench.errors import LtBenchError
-from lt_bench.registry import get_registry
+from lt_bench.registry import factory_options, get_registry
 
 #: the parameter through which a factory asks for the data set's class names
 CLASS_NAMES = "class_names"
@@ -40,10 +39,10 @@ def backbone_options(name: str) -> dict[str, object]:
 
 def check_backbone(name: str, options: dict):
     """The registry entry of backbone ``name``, after checking that it takes ``options``."""
-    entry = get_registry().get("backbones", name)
-    if not _accepts_any(entry.factory):
-        _check_options("backbone", name, options, backbone_options(name))
-    return entry
+    if CLASS_NAMES in options:
+        raise LtBenchError(f"backbone {name!r}: {CLASS_NAMES} comes from the data set, not an "
+                           "option")
+    return get_registry().check_options("backbones", name, options)
 
 
 def build_backbone(name: str, num_classes: int, *, class_names: Sequence[str] | None = None,
@@ -67,10 +66,7 @@ def build_backbone(name: str, num_classes: int, *, class_names: Sequence[str] | 
                                f"{num_classes} classes")
     if wants_class_names(entry.factory):
         options[CLASS_NAMES] = class_names
-    try:
-        return entry.factory(int(num_classes), **options)
-    except TypeError as exc:
-        raise LtBenchError(f"backbone {name!r} (plugin {entry.plugin!r}): {exc}") from exc
+    return get_registry().build("backbones", name, int(num_classes), **options)
 
 
 __all__ = ["backbone_options", "build_backbone", "wants_class_names"]

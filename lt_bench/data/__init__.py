@@ -26,11 +26,12 @@ def load_data(name: str, imbalance: float | None, cfg=None) -> LongTailedData:
     """The registered data set ``name`` made long-tailed with factor ``imbalance``."""
     from lt_bench.registry import get_registry
 
-    entry = get_registry().get("datasets", name)
-    data = entry.factory(as_data_config(cfg), imbalance=imbalance)
+    registry = get_registry()
+    data = registry.build("datasets", name, as_data_config(cfg), imbalance=imbalance)
     if not isinstance(data, LongTailedData):
         raise LtBenchError(
-            f"dataset {name!r} (plugin {entry.plugin!r}) returned {type(data).__name__}, "
+            f"dataset {name!r} (plugin {registry.get('datasets', name).plugin!r}) returned "
+            f"{type(data).__name__}, "
             "not an lt_bench.data.LongTailedData"
         )
     return data
