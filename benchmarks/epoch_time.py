@@ -108,7 +108,7 @@ def harness(root: Path, epochs: int, method: str, precision: str) -> float:
             "tracking.tracker=local",
         ])
         results = train(cfg)
-    return results["history"][-1]["time/epoch_s"]
+    return results.history[-1]["time/epoch_s"]
 
 
 def main() -> None:

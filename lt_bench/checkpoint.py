@@ -1,10 +1,13 @@
-"""Checkpoints written atomically, so a run killed mid-write never leaves a broken one."""
+"""Checkpoints written atomically, so a run killed mid-write never leaves a broken one, and the
+``RunState`` they hold."""
 
 from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -42,3 +45,52 @@ def load_checkpoint(path: Path, map_location=None) -> dict:
             f"checkpoint {str(path)!r} cannot be read ({type(exc).__name__}: {exc}); "
             "delete it or pass resume=false to start the run again"
         ) from exc
+
+
+@dataclass
+class RunState:
+    """Everything a run needs to go on where it stopped: the trained parts (model, optimizer,
+    schedule, criterion with its statistics), the random states (CPU and CUDA), and the run's
+    own bookkeeping (next epoch, history, the tracker's run id, the time spent so far)."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    criterion: torch.nn.Module
+    device: torch.device
+    next_epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+    tracker_run_id: str | None = None
+    elapsed: float = 0.0
+
+    def save(self, path: Path) -> None:
+        cuda = self.device.type == "cuda"
+        save_checkpoint(path, {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "criterion": self.criterion.state_dict(),
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if cuda else None,
+            "epoch": self.next_epoch - 1, "history": self.history,
+            "tracker_run_id": self.tracker_run_id, "elapsed": self.elapsed,
+        })
+
+    def restore(self, path: Path) -> None:
+        # Read onto the CPU: load_state_dict copies each tensor to its owner's device, and the
+        # RNG states must stay CPU byte tensors whatever device the run trains on.
+        state = load_checkpoint(path, map_location="cpu")
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.criterion.load_state_dict(state["criterion"])
+            torch.set_rng_state(state["rng"])
+            if self.device.type == "cuda" and state.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+            self.next_epoch, self.history = state["epoch"] + 1, state["history"]
+        except (KeyError, TypeError, RuntimeError, ValueError) as exc:
+            raise LtBenchError(
+                f"checkpoint {str(path)!r} is not one of this run's ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:200]}); delete it or pass resume=false to start "
+                "the run again") from None
+        self.tracker_run_id = state.get("tracker_run_id")
+        self.elapsed = state.get("elapsed", 0.0)

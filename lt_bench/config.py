@@ -42,7 +42,9 @@ class ProtocolConfig:
     milestones: list[int] = field(default_factory=lambda: [5, 6])
     lr_decay: float = 0.01
     warmup_epochs: int = 0  # linear warm-up, per step
-    start_epoch: int | None = None  # re-weighting start; overrides the method's when set
+    # the re-weighting start, for every method (method.start_epoch is refused in a config);
+    # None: the method's own default (0)
+    start_epoch: int | None = None
     eval_every: int = 1
 
 
@@ -235,7 +237,12 @@ def _check(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value is not None and value < 1:
             raise LtBenchError(f"config key {key!r} must be >= 1, got {value}")
+    if "start_epoch" in cfg.method:
+        raise LtBenchError("config key 'method.start_epoch': the re-weighting start is one key "
+                           "for every method, protocol.start_epoch; set that instead")
     p = cfg.protocol
+    if p.start_epoch is not None and p.start_epoch < 0:
+        raise LtBenchError(f"config key 'protocol.start_epoch' must be >= 0, got {p.start_epoch}")
     for key, ok, want in (("lr", p.lr > 0, "> 0"), ("weight_decay", p.weight_decay >= 0, ">= 0"),
                           ("lr_decay", 0 < p.lr_decay <= 1, "in (0, 1]"),
                           ("momentum", 0 <= p.momentum < 1, "in [0, 1)"),
@@ -252,6 +259,12 @@ def _check(cfg: DictConfig) -> None:
         raise LtBenchError(f"config key 'protocol.optimizer' must be sgd or adamw, got {p.optimizer!r}")
     if p.schedule not in ("step", "cosine"):
         raise LtBenchError(f"config key 'protocol.schedule' must be step or cosine, got {p.schedule!r}")
+
+
+def run_folder(cfg: DictConfig) -> Path:
+    """The run's folder: config, checkpoint, progress and results of one seed."""
+    name = f"{cfg.dataset}-{cfg.method.name}-{config_hash(cfg)}-seed{cfg.seed}"
+    return Path(cfg.workspace).expanduser() / "runs" / name
 
 
 def to_dict(cfg: DictConfig) -> dict:

@@ -6,9 +6,9 @@ import torch
 import torch.distributed as dist
 
 from lt_bench.data import groups
+from lt_bench.results import MAX_CONFUSION_CLASSES
 
 GROUP_NAMES = ("many", "medium", "few")
-MAX_CONFUSION_CLASSES = 100
 
 
 @torch.no_grad()
@@ -54,29 +54,3 @@ def accuracy_report(correct: torch.Tensor, total: torch.Tensor, group_of_class: 
     if confusion is not None:
         report["confusion"] = confusion
     return report
-
-
-def summarize(cfg, data, history: list[dict], status: str, elapsed: float, run_id=None) -> dict:
-    """Final-epoch and best-epoch test metrics. The best epoch is chosen on the held-out
-    validation set when there is one, else on the test set as the literature reports (the
-    final epoch is then the honest primary number); ``best_chosen_on`` says which."""
-    scored = [h for h in history if "test/acc" in h]
-    chosen_on = "val" if all("val/acc" in h for h in scored) else "test"
-    final, best = scored[-1], max(scored, key=lambda h: h[f"{chosen_on}/acc"])
-
-    def pick(h: dict) -> dict:
-        out = {k.removeprefix("test/"): v for k, v in h.items() if k.startswith("test/")}
-        return {**out, "epoch": h["epoch"], "per_class": h["per_class"]}
-
-    return {
-        "status": status, "run_id": run_id, "seed": cfg.seed, "method": cfg.method.name,
-        "dataset": cfg.dataset, "imbalance": cfg.imbalance, "backbone": cfg.backbone.name,
-        "protocol": cfg.protocol.name, "classes": list(data.classes),
-        "train_counts": list(data.train_counts), "final": pick(final), "best": pick(best),
-        "best_chosen_on": chosen_on,
-        "confusion": final.get("confusion"),
-        "class_weights": [h["class_weights"] for h in history],
-        "history": [{k: v for k, v in h.items()
-                     if k not in ("class_weights", "per_class", "confusion")} for h in history],
-        "wall_time_s": elapsed,
-    }

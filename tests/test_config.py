@@ -74,3 +74,16 @@ def test_hashing_a_dict_leaves_it_as_it_was():
     d = to_dict(load_config([], ["data.download=false"]))
     config_hash(d)
     assert "download" in d["data"] and "seed" in d  # nothing popped from the caller's dict
+
+
+def test_the_reweighting_start_is_one_key_protocol_start_epoch():
+    from lt_bench.assemble import method_options_of
+
+    cfg = load_config([], ["method=dv", "protocol=quick", "protocol.start_epoch=2"])
+    assert method_options_of(cfg)["start_epoch"] == 2
+    with pytest.raises(LtBenchError, match=r"'method.start_epoch'.*protocol.start_epoch"):
+        load_config([], ["method=dv", "method.start_epoch=3"])
+    with pytest.raises(LtBenchError, match="protocol.start_epoch' must be >= 0"):
+        load_config([], ["protocol.start_epoch=-1"])
+    # unset: the method's own default
+    assert "start_epoch" not in method_options_of(load_config([], ["method=dv"]))

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from lt_bench.api import build_method
+from lt_bench.assemble import backbone_options_of, build_optimizer
 from lt_bench.backbones import build_backbone
 from lt_bench.config import group_choices, load_config
-from lt_bench.train import backbone_options_of, build_optimizer, train
+from lt_bench.train import train
 
 TINY = ["dataset=synthetic_lt", "imbalance=10", "protocol.epochs=1", "tracking.tracker=local",
         "quiet=true"]
@@ -17,8 +18,8 @@ TINY = ["dataset=synthetic_lt", "imbalance=10", "protocol.epochs=1", "tracking.t
 def test_every_protocol_runs(name, tmp_path):
     cfg = load_config([], [f"protocol={name}", *TINY, f"workspace={tmp_path}"])
     results = train(cfg)
-    assert results["status"] == "FINISHED"
-    assert len(results["history"]) == 1
+    assert results.status == "FINISHED"
+    assert len(results.history) == 1
 
 
 @pytest.mark.filterwarnings("ignore:vl_ltr. random tower")

@@ -10,6 +10,9 @@ import pytest
 import torch
 from torch import nn
 
+import lt_bench.assemble as parts
+import lt_bench.checkpoint as checkpoint
+import lt_bench.loop as loop
 import lt_bench.train as harness
 from lt_bench import LtBenchError
 from lt_bench.backbones import build_backbone
@@ -29,16 +32,16 @@ def test_cuda_means_the_local_ranks_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
     monkeypatch.setenv("LOCAL_RANK", "1")
     for name in ("cuda", "auto"):
-        _, _, device = harness.setup_distributed(name)
+        _, _, device = parts.setup_distributed(name)
         assert device == torch.device("cuda:1")
     assert chosen == [torch.device("cuda:1")] * 2
-    _, _, device = harness.setup_distributed("cuda:0")  # an explicit index is kept
+    _, _, device = parts.setup_distributed("cuda:0")  # an explicit index is kept
     assert device == torch.device("cuda:0")
 
 
 def test_a_malformed_device_is_a_one_line_error():
     with pytest.raises(LtBenchError, match="'device' must be auto, cpu, cuda or cuda:N"):
-        harness.setup_distributed("gpu0")
+        parts.setup_distributed("gpu0")
 
 
 # -- resume reads the checkpoint onto the CPU ------------------------------------------------------
@@ -50,7 +53,7 @@ def test_resume_reads_the_checkpoint_onto_the_cpu(tmp_path, monkeypatch):
                                   f"workspace={tmp_path}"])
     first = harness.train(cfg)
     next((tmp_path / "runs").glob("*/results.json")).unlink()  # as if killed after the save
-    real_load = harness.load_checkpoint
+    real_load = checkpoint.load_checkpoint
 
     def load_elsewhere(path, map_location=None):
         state = real_load(path, map_location=map_location)
@@ -58,9 +61,9 @@ def test_resume_reads_the_checkpoint_onto_the_cpu(tmp_path, monkeypatch):
             state["rng"] = state["rng"].to("meta")
         return state
 
-    monkeypatch.setattr(harness, "load_checkpoint", load_elsewhere)
+    monkeypatch.setattr(checkpoint, "load_checkpoint", load_elsewhere)
     resumed = harness.train(cfg)
-    assert resumed["final"] == first["final"] and resumed["status"] == "FINISHED"
+    assert resumed.final == first.final and resumed.status == "FINISHED"
 
 
 # -- bf16: classifier in fp32 ----------------------------------------------------------------------
@@ -151,7 +154,7 @@ def test_checkpoints_keep_only_the_newest_and_best_confusion():
     history = [{"epoch": e, "test/acc": acc, "confusion": [[e]]}
                for e, acc in enumerate([0.2, 0.5, 0.4, 0.3])]
     for i in range(1, len(history) + 1):
-        harness.drop_old_confusions(history[:i])
+        loop.drop_old_confusions(history[:i])
     assert [h["epoch"] for h in history if "confusion" in h] == [1, 3]
 
 

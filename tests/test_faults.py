@@ -8,7 +8,7 @@ import torch
 
 import lt_bench.train as harness
 from lt_bench import LtBenchError, build_method
-from lt_bench.config import load_config
+from lt_bench.config import load_config, run_folder
 
 TINY = ["dataset=synthetic_lt", "imbalance=10", "protocol.epochs=1", "precision=fp32",
         "quiet=true", "tracking.tracker=local"]
@@ -41,7 +41,7 @@ def test_an_empty_batch_is_a_clear_error():
 
 def test_stale_checkpoint_temporaries_are_removed(tmp_path):
     cfg = load_config([], TINY + [f"workspace={tmp_path}"])
-    folder = harness.run_folder(cfg)
+    folder = run_folder(cfg)
     folder.mkdir(parents=True)
     stale = folder / ".checkpoint.pt.12345.tmp"
     stale.write_bytes(b"half a checkpoint")
@@ -63,7 +63,7 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_leaves_no_temporary(tmp_pat
 
 def test_a_checkpoint_of_another_structure_says_how_to_start_again(tmp_path):
     cfg = load_config([], TINY + [f"workspace={tmp_path}"])
-    folder = harness.run_folder(cfg)
+    folder = run_folder(cfg)
     folder.mkdir(parents=True)
     torch.save({"something": 1}, folder / "checkpoint.pt")
     with pytest.raises(LtBenchError, match="not one of this run's.*resume=false"):

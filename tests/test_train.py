@@ -10,8 +10,9 @@ import time
 import pytest
 import torch
 
+from lt_bench.assemble import lr_factor
 from lt_bench.config import load_config
-from lt_bench.train import lr_factor, train
+from lt_bench.train import train
 
 TINY = ["dataset=synthetic_lt", "imbalance=20", "protocol.batch_size=64", "protocol.lr=0.05",
         "protocol.warmup_epochs=0", "precision=fp32", "quiet=true", "deterministic=true"]
@@ -27,22 +28,22 @@ def test_train_records_final_and_best_per_group(tmp_path):
     cfg = load_config([], TINY + ["method=dv", "protocol.epochs=2", "protocol.start_epoch=1",
                                   f"workspace={tmp_path}"])
     results = train(cfg)
-    assert results["status"] == "FINISHED"
-    counts = results["train_counts"]
+    assert results.status == "FINISHED"
+    counts = results.train_counts
     assert counts == [200, 94, 44, 21, 10]  # int(200 * 20^(-i/4)): 200/20^0.75 = 21.1
     for which in ("final", "best"):
-        r = results[which]
-        assert 0.0 <= r["acc"] <= 1.0 and len(r["per_class"]) == 5
+        r = results.score(which)
+        assert 0.0 <= r.acc <= 1.0 and len(r.per_class) == 5
         # groups from training counts: many > 100, medium 20..100, few < 20
-        assert r["classes_many"] == 1 and r["classes_medium"] == 3 and r["classes_few"] == 1
-    assert results["final"]["epoch"] == 1
-    assert sum(map(sum, results["confusion"])) == 100  # 20 test images x 5 classes, no duplicates
+        assert r.classes_many == 1 and r.classes_medium == 3 and r.classes_few == 1
+    assert results.final.epoch == 1
+    assert sum(map(sum, results.confusion)) == 100  # 20 test images x 5 classes, no duplicates
     # DV weights: uniform in epoch 0 (before start_epoch), then from the epoch-0 statistics
-    assert results["class_weights"][0] == [1.0] * 5
-    weights = torch.tensor(results["class_weights"][1], dtype=torch.float64)
+    assert results.class_weights[0] == [1.0] * 5
+    weights = torch.tensor(results.class_weights[1], dtype=torch.float64)
     assert float((weights * torch.tensor(counts)).sum()) == pytest.approx(sum(counts), rel=1e-5)
     saved = json.loads((tmp_path / "runs").glob("*/results.json").__next__().read_text())
-    assert saved["final"]["acc"] == results["final"]["acc"]
+    assert saved["final"]["acc"] == results.final.acc and saved["schema"] == 1
 
 
 def test_lr_schedule_warmup_and_step_decay():
@@ -90,7 +91,7 @@ def test_finished_run_is_not_trained_again(tmp_path):
     cfg = load_config([], TINY + ["protocol.epochs=1", f"workspace={tmp_path}"])
     first = train(cfg)
     again = train(cfg)
-    assert again["final"] == first["final"] and again["wall_time_s"] == first["wall_time_s"]
+    assert again.final == first.final and again.wall_time_s == first.wall_time_s
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ from lt_bench.config import load_config
 from lt_bench.data import load_data
 from lt_bench.data.longtail import hold_out_validation
 from lt_bench.errors import LtBenchError
-from lt_bench.evaluate import summarize
+from lt_bench.results import from_history
 from lt_bench.train import train
 
 
@@ -65,14 +65,14 @@ def test_best_epoch_is_chosen_on_validation_when_there_is_one(tmp_path):
     cfg_ = load_config([], TINY + ["method=ce", "protocol.epochs=2", "data.val_per_class=5",
                                    f"workspace={tmp_path}"])
     results = train(cfg_)
-    assert results["best_chosen_on"] == "val"
-    history = [h for h in results["history"] if "val/acc" in h]
+    assert results.best_chosen_on == "val"
+    history = [h for h in results.history if "val/acc" in h]
     assert len(history) == 2
     # a hand-made history where validation and test disagree on the best epoch
     fake = [{"epoch": 0, "test/acc": 0.9, "val/acc": 0.1, "per_class": [], "class_weights": []},
             {"epoch": 1, "test/acc": 0.5, "val/acc": 0.6, "per_class": [], "class_weights": []}]
     data = load_data("synthetic_lt", 20, cfg_.data)
-    assert summarize(cfg_, data, fake, "FINISHED", 0.0)["best"]["epoch"] == 1
+    assert from_history(cfg_, data, fake, "FINISHED", 0.0).best.epoch == 1
     no_val = [{k: v for k, v in h.items() if k != "val/acc"} for h in fake]
-    picked = summarize(cfg_, data, no_val, "FINISHED", 0.0)
-    assert picked["best"]["epoch"] == 0 and picked["best_chosen_on"] == "test"
+    picked = from_history(cfg_, data, no_val, "FINISHED", 0.0)
+    assert picked.best.epoch == 0 and picked.best_chosen_on == "test"

@@ -18,15 +18,15 @@ def add_parser(sub) -> None:
     parser.set_defaults(func=run)
 
 
-def print_results(results: dict) -> None:
-    from lt_bench.train import format_accuracy
+def print_results(result) -> None:
+    from lt_bench.loop import format_accuracy
 
-    print(f"\n{results['method']} on {results['dataset']} (imbalance {results['imbalance']}, "
-          f"seed {results['seed']}), {results['wall_time_s']:.0f} s")
+    print(f"\n{result.method} on {result.dataset} (imbalance {result.imbalance}, "
+          f"seed {result.seed}), {result.wall_time_s:.0f} s")
     for which in ("final", "best"):
-        r = results[which]
-        print(f"  {which:5s} (epoch {r['epoch'] + 1}): {format_accuracy(r)}")
-    print(f"  run folder: {results['run_dir']}")
+        score = result.score(which)
+        print(f"  {which:5s} (epoch {score.epoch + 1}): {format_accuracy(score)}")
+    print(f"  run folder: {result.run_dir}")
 
 
 def run(args) -> int:

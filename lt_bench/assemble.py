@@ -1,0 +1,158 @@
+"""A run's parts from its config: device and ranks, seeds, model, criterion, optimizer and
+schedule, tracker. Every part is made through the registry (``Registry.build``)."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig
+
+from lt_bench.api import build_method, check_method
+from lt_bench.backbones import build_backbone, check_backbone
+from lt_bench.config import to_dict
+from lt_bench.device_defaults import resolve_compile
+from lt_bench.errors import LtBenchError
+from lt_bench.registry import get_registry
+
+
+def setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
+    """Rank, world size and device; initialises torch.distributed under torchrun."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device_name == "auto":
+        device_name = "cuda" if torch.cuda.is_available() else "cpu"
+    if device_name == "cuda":  # each torchrun process its own GPU, not all of them GPU 0
+        device_name = f"cuda:{local_rank}"
+    try:
+        device = torch.device(device_name)
+    except RuntimeError:
+        raise LtBenchError(f"config key 'device' must be auto, cpu, cuda or cuda:N, "
+                           f"got {device_name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LtBenchError("device=cuda was asked for but no CUDA GPU is visible; use device=cpu")
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cpu":  # share the cores instead of oversubscribing them
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return rank, world_size, device
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
+
+
+def method_options_of(cfg: DictConfig) -> dict:
+    """The method's options; the re-weighting start comes from ``protocol.start_epoch`` (the one
+    key for it in a config: ``config`` refuses ``method.start_epoch``)."""
+    options = {k: v for k, v in to_dict(cfg.method).items() if k != "name"}
+    if cfg.protocol.start_epoch is not None:
+        options["start_epoch"] = cfg.protocol.start_epoch
+    return options
+
+
+def backbone_options_of(cfg: DictConfig) -> dict:
+    return {k: v for k, v in to_dict(cfg.backbone).items() if k != "name"}
+
+
+def check_names(cfg: DictConfig) -> None:
+    """Fail on a misspelt name or option now, not after minutes of loading data."""
+    registry = get_registry()
+    registry.get("datasets", cfg.dataset)
+    registry.get("trackers", cfg.tracking.tracker)
+    check_method(cfg.method.name, method_options_of(cfg))
+    try:  # option values (beta=1.5) too: a trial build on made-up counts, before any decoding
+        build_method(cfg.method.name, [100, 10], **method_options_of(cfg))
+    except LtBenchError:
+        raise
+    except Exception:
+        pass  # a plugin that needs the real counts is checked when they are known
+    check_backbone(cfg.backbone.name, backbone_options_of(cfg))
+
+
+def check_writable(folder: Path) -> None:
+    probe = folder / f".lt-bench-write-probe-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise LtBenchError(f"config key 'workspace': cannot write in {str(folder)!r} "
+                           f"({exc.strerror or exc}); choose a writable folder") from None
+
+
+def build_tracker(cfg: DictConfig):
+    return get_registry().build("trackers", cfg.tracking.tracker, cfg)
+
+
+def build_model(cfg: DictConfig, data, device: torch.device) -> torch.nn.Module:
+    model = build_backbone(cfg.backbone.name, len(data.classes), class_names=list(data.classes),
+                           **backbone_options_of(cfg)).to(device)
+    return model.to(memory_format=memory_format(cfg, device))
+
+
+def build_criterion(cfg: DictConfig, data, device: torch.device) -> torch.nn.Module:
+    return build_method(cfg.method.name, data.train_counts, **method_options_of(cfg)).to(device)
+
+
+def memory_format(cfg: DictConfig, device: torch.device) -> torch.memory_format:
+    channels_last = device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def build_optimizer(model: torch.nn.Module, p, device: torch.device) -> torch.optim.Optimizer:
+    params = [q for q in model.parameters() if q.requires_grad]
+    # On CUDA one fused kernel updates every parameter instead of several launches a step: the
+    # same update, no slower in eager (docs/BENCHMARKS.md), and fewer launches beside a CUDA graph.
+    fused = device.type == "cuda"
+    if p.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=p.lr, weight_decay=p.weight_decay, fused=fused)
+    return torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, nesterov=p.nesterov,
+                           weight_decay=p.weight_decay, fused=fused)
+
+
+def build_schedule(optimizer, steps_per_epoch: int, p):
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, steps_per_epoch, p))
+
+
+def lr_factor(step: int, steps_per_epoch: int, p) -> float:
+    """Multiplier of the base lr at a global step: linear warm-up, then step decay or cosine."""
+    warmup_steps = p.warmup_epochs * steps_per_epoch
+    warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
+    if p.schedule == "cosine":
+        total = max(1, p.epochs * steps_per_epoch - warmup_steps)
+        progress = min(1.0, max(0, step - warmup_steps) / total)
+        return warm * 0.5 * (1.0 + math.cos(math.pi * progress))
+    epoch = step // steps_per_epoch
+    return warm * p.lr_decay ** sum(epoch >= m for m in p.milestones)
+
+
+def wrap_for_training(model: torch.nn.Module, cfg: DictConfig, device: torch.device,
+                      world_size: int, say) -> torch.nn.Module:
+    """DistributedDataParallel under torchrun, then ``torch.compile`` where it pays."""
+    if world_size > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    mode, why = resolve_compile(cfg.compile, cfg.compile_mode, device, world_size,
+                                cfg.deterministic)
+    if mode:  # after DDP, so that DDP sees the model's own parameter and buffer names
+        say(f"compile: {mode} ({why}; the first epoch compiles)")
+        # dynamic=False: the last, smaller batch gets a graph of its own instead of turning the
+        # whole model into a dynamic-shape graph (which CUDA graphs cannot replay).
+        model = torch.compile(model, mode=mode, dynamic=False)
+    return model

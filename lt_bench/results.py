@@ -1,0 +1,146 @@
+"""The run record: what one training run produced, typed, and its ``results.json``.
+
+``train()`` returns a ``RunResult``; the CLI, the sweep, the trackers, the report and the tests
+read its attributes. ``results.json`` is ``RunResult.to_dict()`` with a ``schema`` number, so a
+reader can tell an older file (no ``schema``: written before this module) from a newer one.
+Light on purpose (no torch): the sweep and the leaderboard import it without loading a model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA = 1
+#: above this many classes no confusion matrix is kept (C² numbers an evaluated epoch)
+MAX_CONFUSION_CLASSES = 100
+
+
+@dataclass
+class Score:
+    """Top-1 test accuracy at one epoch: overall, per group (None: the group has no class), per
+    class, and how many classes each group holds."""
+
+    epoch: int
+    acc: float
+    acc_many: float | None = None
+    acc_medium: float | None = None
+    acc_few: float | None = None
+    classes_many: int = 0
+    classes_medium: int = 0
+    classes_few: int = 0
+    per_class: list[float] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Score:
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+
+    def without_per_class(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "per_class"}
+
+
+@dataclass
+class RunResult:
+    """One run (one seed) of one method: identity, final and best scores, and its history."""
+
+    status: str  # FINISHED, FAILED or KILLED
+    method: str
+    dataset: str
+    imbalance: float | None
+    backbone: str
+    protocol: str
+    seed: int
+    cfg_hash: str = ""
+    run_dir: str = ""
+    run_id: str | None = None  # the tracker's id of the run (MLflow run id), if any
+    classes: list[str] = field(default_factory=list)
+    train_counts: list[int] = field(default_factory=list)
+    group_of_class: list[str] = field(default_factory=list)
+    final: Score | None = None
+    best: Score | None = None
+    best_chosen_on: str = "test"  # "val" when a held-out validation split chose the best epoch
+    confusion: list[list[int]] | None = None  # of the final epoch
+    class_weights: list[list[float]] = field(default_factory=list)  # the weights of every epoch
+    history: list[dict] = field(default_factory=list)  # per-epoch metrics
+    wall_time_s: float = 0.0
+    precision: str = ""
+    schema: int = SCHEMA
+
+    def score(self, which: str) -> Score | None:
+        """``final`` or ``best``."""
+        if which not in ("final", "best"):
+            raise ValueError(f"which must be final or best, got {which!r}")
+        return getattr(self, which)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunResult:
+        """Tolerant of files from older and newer lt_bench: unknown keys are ignored, missing
+        optional ones take their defaults."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in d.items() if k in known}
+        for which in ("final", "best"):
+            if isinstance(values.get(which), dict):
+                values[which] = Score.from_dict(values[which])
+        values.setdefault("schema", 0)
+        return cls(**values)
+
+    def summary(self) -> dict:
+        """The record without per-class lists, weights and history: one line of a log."""
+        identity = ("status", "method", "dataset", "imbalance", "backbone", "protocol", "seed",
+                    "cfg_hash", "run_dir", "run_id")
+        return {**{k: getattr(self, k) for k in identity},
+                **{w: s.without_per_class() for w in ("final", "best")
+                   if (s := self.score(w)) is not None}}
+
+    def save(self, path: Path) -> None:
+        """Write atomically: a reader never sees half a file."""
+        path = Path(path)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1, default=str))
+        os.replace(tmp, path)
+
+
+def read_result(path: Path) -> RunResult | None:
+    """The record in ``path``; None when it is missing or unreadable (a run still going)."""
+    try:
+        return RunResult.from_dict(json.loads(Path(path).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def finished_result(path: Path) -> RunResult | None:
+    result = read_result(path)
+    return result if result is not None and result.status == "FINISHED" else None
+
+
+def from_history(cfg: Any, data: Any, history: list[dict], status: str, elapsed: float,
+                 **identity) -> RunResult:
+    """The record of a run from its per-epoch history. The best epoch is chosen on the held-out
+    validation set when there is one, else on the test set as the literature reports (the final
+    epoch is then the honest primary number); ``best_chosen_on`` says which."""
+    scored = [h for h in history if "test/acc" in h]
+    chosen_on = "val" if all("val/acc" in h for h in scored) else "test"
+    final, best = scored[-1], max(scored, key=lambda h: h[f"{chosen_on}/acc"])
+
+    def pick(h: dict) -> Score:
+        return Score.from_dict({**{k.removeprefix("test/"): v for k, v in h.items()
+                                   if k.startswith("test/")},
+                                "epoch": h["epoch"], "per_class": h["per_class"]})
+
+    return RunResult(
+        status=status, method=cfg.method.name, dataset=cfg.dataset, imbalance=cfg.imbalance,
+        backbone=cfg.backbone.name, protocol=cfg.protocol.name, seed=cfg.seed,
+        classes=list(data.classes), train_counts=list(data.train_counts),
+        final=pick(final), best=pick(best), best_chosen_on=chosen_on,
+        confusion=final.get("confusion"),
+        class_weights=[h["class_weights"] for h in history],
+        history=[{k: v for k, v in h.items()
+                  if k not in ("class_weights", "per_class", "confusion")} for h in history],
+        wall_time_s=elapsed, **identity)
