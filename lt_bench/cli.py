@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from lt_bench import __version__
@@ -31,19 +32,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"lt_bench.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"lt_bench.commands.{name}":
-                continue  # a command not built yet
-            raise
-        module.add_parser(sub)
+        importlib.import_module(f"lt_bench.commands.{name}").add_parser(sub)
     return parser
+
+
+def show_log_messages() -> None:
+    """Non-fatal problems reach the user through the ``lt_bench`` logger (one channel, so an
+    API user can route or silence them); the command prints them as ``lt-bench: warning: …``."""
+    logger = logging.getLogger("lt_bench")
+    if not any(getattr(h, "lt_bench_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("lt-bench: %(levelname)s: %(message)s"))
+        handler.lt_bench_cli = True
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    show_log_messages()
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -15,12 +15,14 @@ short run, and CUDA graphs under DDP or with deterministic algorithms have not b
 
 from __future__ import annotations
 
-import warnings
+import logging
 from pathlib import Path
 
 import torch
 
 from lt_bench.errors import LtBenchError
+
+log = logging.getLogger(__name__)
 
 CHOICES = ("auto", "fp32", "bf16")
 #: /proc/cpuinfo flags of CPUs that compute bf16 natively (AVX512-BF16 dot products, AMX tiles)
@@ -67,8 +69,8 @@ def resolve_precision(asked: str, device: torch.device) -> tuple[str, str]:
     if asked == "auto":
         return ("bf16" if native else "fp32"), why
     if asked == "bf16" and not native:
-        warnings.warn(f"precision=bf16 is emulated and slow here: {why}; precision=auto picks "
-                      "fp32 on this device", stacklevel=2)
+        log.warning("precision=bf16 is emulated and slow here: %s; precision=auto picks fp32 "
+                    "on this device", why)
         return "bf16", f"asked for; {why}"
     return asked, "asked for"
 

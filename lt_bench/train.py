@@ -8,6 +8,7 @@ DistributedDataParallel; the criterion all-reduces its own statistics in ``end_e
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from lt_bench.device_defaults import resolve_precision
 from lt_bench.progress import RunProgress
 from lt_bench.registry import get_registry
 from lt_bench.results import RunResult, finished_result, from_history
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -122,7 +125,7 @@ def record_failure(tracker, status: str) -> None:
     try:
         tracker.finish(None, status=status)
     except Exception as exc:  # never hide the error that stopped the run
-        print(f"lt-bench: the tracker could not record the {status} run: {exc}")
+        log.error("the tracker could not record the %s run: %s", status, exc)
 
 
 def step_bar(cfg: DictConfig, steps_per_epoch: int, first_epoch: int, is_main: bool):

@@ -22,7 +22,6 @@ def test_every_protocol_runs(name, tmp_path):
     assert len(results.history) == 1
 
 
-@pytest.mark.filterwarnings("ignore:vl_ltr. random tower")
 @pytest.mark.parametrize("name", group_choices("backbone"))
 def test_every_backbone_trains_two_steps(name):
     """Two SGD steps on 4 generated 16-pixel images, built from the file's options exactly as

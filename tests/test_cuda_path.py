@@ -2,6 +2,7 @@
 fp32 classifier logits under bf16, sync-free evaluation, no host reads in the step loop, a
 machine without mlflow or omegaconf, and ``precision=auto``."""
 
+import logging
 import os
 import subprocess
 import sys
@@ -202,10 +203,11 @@ def test_auto_precision_follows_the_cpu_flags(monkeypatch, flags, expected):
     assert chosen == expected and why
 
 
-def test_explicit_bf16_on_an_emulating_cpu_warns_and_runs(monkeypatch):
+def test_explicit_bf16_on_an_emulating_cpu_warns_and_runs(monkeypatch, caplog):
     monkeypatch.setattr("lt_bench.device_defaults.cpu_flags", lambda: {"avx2"})
-    with pytest.warns(UserWarning, match="emulated and slow"):
+    with caplog.at_level(logging.WARNING, logger="lt_bench"):
         assert resolve_precision("bf16", torch.device("cpu"))[0] == "bf16"
+    assert any("emulated and slow" in r.getMessage() for r in caplog.records)
     assert resolve_precision("fp32", torch.device("cpu"))[0] == "fp32"
 
 

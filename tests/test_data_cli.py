@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from lt_bench.cli import main
-from lt_bench.commands import data as data_cmd
 from lt_bench.commands.data import histogram
 from lt_bench.data import lt_counts
 
@@ -48,18 +47,6 @@ def test_describe_text_and_yaml(cifar_root, tmp_path, capsys):
     assert main(["data", "describe", str(config), *args(cifar_root)[2:]]) == 0
     out = capsys.readouterr().out
     assert "10 classes" in out and "imbalance 5.0" in out and "█" in out
-
-
-def test_fallback_parser_without_lt_bench_config(cifar_root, monkeypatch, capsys):
-    def no_config(paths, overrides):
-        return data_cmd._fallback_config(paths, overrides)
-
-    monkeypatch.setattr(data_cmd, "load", lambda a: no_config(
-        [x for x in a if "=" not in x], [x for x in a if "=" in x]))
-    assert main(["data", "describe", *args(cifar_root), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["total"] == 118
-    assert main(["data", "describe", "sampler=balanced"]) == 2
-    assert "data.KEY" in capsys.readouterr().err
 
 
 def test_errors_are_one_line(tmp_path, capsys):

@@ -1,9 +1,9 @@
 """Every source on tiny generated data: pickled CIFAR, ImageFolder, .tar.gz, lists, iNat json."""
 
 import json
+import logging
 import pickle
 import tarfile
-import warnings
 
 import numpy as np
 import pytest
@@ -218,17 +218,16 @@ def write_list_data(root, name="ImageNet_LT"):
 
 @pytest.mark.parametrize("dataset,prefix", [("imagenet_lt", "ImageNet_LT"),
                                             ("places_lt", "Places_LT")])
-def test_file_lists(tmp_path, dataset, prefix):
+def test_file_lists(tmp_path, dataset, prefix, caplog):
     write_list_data(tmp_path, prefix)
     data = load_data(dataset, None, cfg(tmp_path, tmp_path, num_classes=3, image_size=16))
     assert data.train_counts == [5, 3, 1] and data.test_counts == [2, 2, 2]
     assert data.classes == ["n00", "n01", "n02"]
     x, y = next(data.train_batches(0, 9, device="cpu", seed=0))
     assert x.shape == (9, 3, 16, 16) and sorted(y.tolist()) == [0] * 5 + [1] * 3 + [2]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with caplog.at_level(logging.WARNING, logger="lt_bench"):
         load_data(dataset, 100, cfg(tmp_path, tmp_path, num_classes=3))
-    assert any("ignored" in str(w.message) for w in caught)
+    assert any("imbalance=100 is ignored" in r.getMessage() for r in caplog.records)
 
 
 def test_file_list_label_out_of_range_names_file_and_line(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 
@@ -295,9 +296,10 @@ def test_real_tower_without_anchors_is_an_error_before_building(tmp_path):
         vl_ltr(3, tower="RN50", tower_source="torchvision", weights=str(tmp_path / "w.pth"))
 
 
-def test_random_tower_without_anchors_falls_back_to_random_anchors_with_a_warning():
-    with pytest.warns(UserWarning, match="random class anchors"):
+def test_random_tower_without_anchors_falls_back_to_random_anchors_with_a_warning(caplog):
+    with caplog.at_level(logging.WARNING, logger="lt_bench"):
         model = vl_ltr(3, tower="RN50", tower_source="torchvision", embed_dim=32)
+    assert any("random class anchors" in r.getMessage() for r in caplog.records)
     assert model.head.anchors.shape[0] == 3
 
 

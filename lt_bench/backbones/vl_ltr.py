@@ -45,7 +45,7 @@ and CLIP checkpoint reading in :mod:`~lt_bench.backbones.vl_ltr_towers`, the hea
 
 from __future__ import annotations
 
-import warnings
+import logging
 
 import torch
 from torch import nn
@@ -80,6 +80,8 @@ from lt_bench.backbones.vl_ltr_towers import (
     resolve_tower_source,
 )
 from lt_bench.errors import LtBenchError
+
+log = logging.getLogger(__name__)
 
 
 def vl_ltr(num_classes: int, *, class_names: list[str] | None = None, tower: str = "RN50",
@@ -131,16 +133,15 @@ def check_options(tower: str, tower_source: str, alpha: float, max_sentences: in
 def resolve_anchor_option(anchors, file_anchors, source: str, weights, class_names):
     """``anchors`` as given, or ``"random"`` for a random tower; an error if none can be had.
 
-    Called from :func:`vl_ltr` only: the warning's stack level names the factory's caller.
     """
     from_names = source == "open_clip" and class_names
     if (file_anchors is None and anchors != "random" and source != "tiny" and weights is None
             and not from_names):
         # A tower with random weights has nothing to align with real anchors either: such a
         # run is a smoke test, and random anchors keep it runnable. Said loudly.
-        warnings.warn("vl_ltr: random tower weights and no anchors file: using random class "
-                      "anchors (a smoke test; give backbone.weights and backbone.anchors for "
-                      "real runs)", stacklevel=3)
+        log.warning("vl_ltr: random tower weights and no anchors file: using random class "
+                    "anchors (a smoke test; give backbone.weights and backbone.anchors for real "
+                    "runs)")
         anchors = "random"
     if file_anchors is None and anchors != "random" and source != "tiny" and not from_names:
         raise LtBenchError(

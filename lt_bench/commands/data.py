@@ -28,41 +28,14 @@ def add_parser(sub) -> None:
 
 
 # -- config --------------------------------------------------------------------------------
-def _fallback_config(paths: list[str], overrides: list[str]):
-    """``dataset``, ``imbalance`` and ``data`` from YAML files and key=value (no lt_bench.config)."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    from lt_bench.data import DataConfig
-
-    cfg = OmegaConf.create({"dataset": "cifar10_lt", "imbalance": 100.0,
-                            "data": OmegaConf.structured(DataConfig)})
-    try:
-        for path in paths:
-            loaded = OmegaConf.load(path)
-            cfg = OmegaConf.merge(cfg, {k: loaded[k] for k in ("dataset", "imbalance", "data")
-                                        if k in loaded})
-        for item in overrides:
-            key, sep, _ = item.partition("=")
-            if not sep or key.strip() not in ("dataset", "imbalance") and \
-                    not key.strip().startswith("data."):
-                raise LtBenchError(f"override {item!r}: expected dataset=…, imbalance=… or data.KEY=…")
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
-    except (OmegaConfBaseException, OSError) as exc:
-        raise LtBenchError(f"config: {str(exc).splitlines()[0]}") from exc
-    return cfg
-
-
 def load(args: list[str]):
     paths = [a for a in args if "=" not in a]
     overrides = [a for a in args if "=" in a]
     for p in paths:
         if not Path(p).is_file():
             raise LtBenchError(f"config file {p!r} not found (give a YAML file or key=value)")
-    try:
-        from lt_bench.config import load_config
-    except ImportError:
-        return _fallback_config(paths, overrides)
+    from lt_bench.config import load_config
+
     return load_config(paths, overrides)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import warnings
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,6 +33,8 @@ from lt_bench.data.sources import (
     read_inat_json,
 )
 from lt_bench.errors import LtBenchError
+
+log = logging.getLogger(__name__)
 
 SMALL = 64  # images at most this many pixels a side live on the device as uint8 tensors
 TEST_SPLITS = ("test", "val")
@@ -213,8 +215,7 @@ def image_folder_lt(cfg, *, imbalance: float | None = None) -> LongTailedData:
 # -- naturally long-tailed sets: file lists and iNaturalist json ---------------------------------
 def _natural(name: str, imbalance) -> None:
     if check_imbalance(imbalance) not in (None, 1.0):
-        warnings.warn(f"{name} is long-tailed already: imbalance={imbalance} is ignored",
-                      stacklevel=3)
+        log.warning("%s is long-tailed already: imbalance=%s is ignored", name, imbalance)
 
 
 def _list_path(root: Path, given: str | None, default: str, what: str, how: str) -> Path:
