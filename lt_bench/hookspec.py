@@ -15,6 +15,12 @@ Plugins are found in three places (see ``lt_bench.registry``): the entry-point g
 file paths given with ``--plugin``, the ``plugins:`` config key, or the ``LT_BENCH_PLUGINS``
 environment variable. A hook whose name matches none of these specs is an error, so a misspelt
 hook fails loudly instead of being ignored.
+
+Every registered factory is called the same way, by ``Registry.build(kind, name, *args,
+**options)``: its options are checked first against its keyword parameters (or, for a class
+with an ``options()`` classmethod such as ``lt_bench.Method``, against what that returns), and an
+unknown one is a one-line error with the closest valid name. A factory taking ``**options``
+that it does not list is not checked.
 """
 
 from __future__ import annotations
@@ -32,7 +38,13 @@ def lt_bench_register_methods(register):
     ``factory(class_counts, **options)`` returns an ``lt_bench.Method`` (a ``torch.nn.Module``).
     Usually ``factory`` is a subclass of ``lt_bench.Method``; its keyword-only ``__init__``
     parameters are the method's options (``lt-bench methods`` lists them with their defaults) and
-    the first line of its docstring is the description.
+    the first line of its docstring is the description. Pass the options you do not use on to
+    ``super().__init__(class_counts, **options)``; set your attributes before or after that call,
+    as you like: the first weights are computed once the whole ``__init__`` has run.
+
+    A method's options also include its loss's (``loss="focal", gamma=1``):
+    ``lt_bench.build_method`` builds the registered loss and passes it in as ``loss_fn``, so a
+    method never looks anything up itself.
     """
 
 
@@ -62,7 +74,9 @@ def lt_bench_register_backbones(register):
     """Register backbones: ``register(name, factory)``.
 
     ``factory(num_classes, **options)`` returns a ``torch.nn.Module`` whose ``forward(images)``
-    gives logits ``[B, C]`` (or, for multi-branch heads in training mode, a tuple of them).
+    gives logits ``[B, C]`` (or, for multi-branch heads in training mode, a tuple of them). A
+    factory that declares a ``class_names`` parameter also receives the data set's class names
+    (a list of C strings; VL-LTR's text anchors need them); it is not a user option.
     """
 
 
