@@ -232,3 +232,15 @@ def test_the_plugin_contract_imports_nothing_of_the_builders():
             "print(sorted(m for m in ('lt_bench.api', 'lt_bench.registry') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_readme_plugin_example_works_as_written(tmp_path):
+    readme = (__import__("pathlib").Path(__file__).parents[1] / "README.md").read_text()
+    code = readme.split("# my_methods.py\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "my_methods.py"
+    path.write_text(code)
+    get_registry([str(path)])
+    criterion = lt_bench.build_method("sqrt_volume", [4, 1], normalization="none")
+    assert criterion.class_weights.tolist() == [0.5, 1.0]  # n^-0.5
+    assert lt_bench.build_method("sqrt_volume", [4, 1], power=1.0,
+                                 normalization="none").class_weights.tolist() == [0.25, 1.0]
