@@ -337,12 +337,17 @@ def log_radii(variances: torch.Tensor, valid: torch.Tensor,
 
 
 def class_log_radii(variances_of, num_classes: int, valid: torch.Tensor,
-                    floor: float = SIGMA_FLOOR, chunk: int = 512) -> torch.Tensor:
+                    floor: float = SIGMA_FLOOR, chunk: int = 512,
+                    on_flat=None) -> torch.Tensor:
     """:func:`log_radii` of ``variances_of(slice(None))``, computed ``chunk`` classes at a time
     from ``variances_of(rows)``: the same numbers with chunk × D temporaries instead of C × D
     ones (at iNaturalist size each C × C float64 temporary is 0.5 GB). Each block's variances are
     computed twice, once for the floor and once for the logs: an O(C·D) pass once an epoch,
-    traded for not holding them all."""
+    traded for not holding them all.
+
+    ``on_flat(classes)`` is told the valid classes whose logits do not vary along any axis
+    (every σ floored), a condition of the data or the model, not of the method. When no valid
+    class varies at all there is no spread to compare: every class is then not valid (NaN)."""
     blocks = [slice(a, min(a + chunk, num_classes)) for a in range(0, num_classes, chunk)]
     valid = valid.bool()
     largest = torch.zeros((), dtype=torch.float64)
@@ -354,11 +359,18 @@ def class_log_radii(variances_of, num_classes: int, valid: torch.Tensor,
     sigma_max = float(largest.clamp_min(0.0).sqrt())
     tiny = torch.finfo(torch.float64).tiny
     lowest = max(sigma_max * floor, tiny) if math.isfinite(sigma_max) else tiny
-    out = []
+    out, flat = [], []
     for rows in blocks:  # pass 2: log r of each class
         sigma = variances_of(rows).to(torch.float64).clamp_min(0.0).sqrt_()
+        flat.append((sigma < lowest).all(dim=1).cpu())
         out.append(sigma.clamp_min_(lowest).log_().mean(dim=1).cpu())
     log_r = torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+    if out:
+        flat_valid = torch.cat(flat) & valid.cpu()
+        if on_flat is not None and bool(flat_valid.any()):
+            on_flat(flat_valid.nonzero().flatten().tolist(), sigma_max == 0.0)
+        if sigma_max == 0.0:
+            valid = torch.zeros_like(valid)
     return torch.where(valid.cpu(), log_r, torch.full_like(log_r, float("nan")))
 
 
@@ -371,10 +383,10 @@ def class_volume_raw_weights(log_r: torch.Tensor, valid: torch.Tensor,
     S30), and a class without valid statistics, takes exp of the mean log r of the donors: the
     classes at or above the threshold with valid statistics. If no class reaches the threshold,
     the donors are all classes with valid statistics and the small classes keep their own radius.
-    ``None`` when no class has valid statistics (keep the current weights).
+    ``None`` when no class has valid statistics, or finite ones (keep the current weights).
     """
     log_r = log_r.detach().to(torch.float64).cpu()
-    valid = valid.detach().cpu().bool()
+    valid = valid.detach().cpu().bool() & torch.isfinite(log_r)
     counts = class_counts.detach().to(torch.float64).cpu()
     if not bool(valid.any()):
         return None

@@ -11,11 +11,14 @@ the first weights come from the epoch before it, whose logits alone are gathered
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 import lt_bench
 from lt_bench.errors import LtBenchError
 from lt_bench.volume import (
+    SIGMA_FLOOR,
     ClassMoments,
     bv_variances,
     class_log_radii,
@@ -23,6 +26,8 @@ from lt_bench.volume import (
     dv_variances,
     pv_variances,
 )
+
+log = logging.getLogger("lt_bench.plugins.class_volume")  # under lt_bench: the CLI shows it
 
 
 class ClassVolume(lt_bench.Method):
@@ -80,8 +85,22 @@ class ClassVolume(lt_bench.Method):
         valid = stats.valid()
         if not bool(valid.any()):
             return None
-        log_r = class_log_radii(self.axis_variances, self.num_classes, valid)
+        log_r = class_log_radii(self.axis_variances, self.num_classes, valid,
+                                on_flat=self._note_flat)
         return class_volume_raw_weights(log_r, valid, self.class_counts, self.substitute_below)
+
+    def _note_flat(self, classes: list[int], none_varies: bool) -> None:
+        if classes == getattr(self, "_flat_told", None):
+            return  # said once, not every epoch
+        self._flat_told = classes
+        effect = ("no class varies, so there is no spread to compare: the weights stay as they "
+                  "were" if none_varies else f"their σ is floored at {SIGMA_FLOOR:g} × the "
+                  "largest, which gives them the smallest radius")
+        log.warning(
+            "class volume: %d class(es) (indices %s) had identical logits for all their samples "
+            "this epoch (zero spread); %s. A condition of the data (duplicated images) or the "
+            "model (a class mapped to one point), not an error", len(classes), classes[:10],
+            effect)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, substitute_below={self.substitute_below}"

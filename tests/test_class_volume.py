@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
@@ -318,3 +319,33 @@ def test_all_reduce_two_processes(tmp_path):
         assert torch.equal(ranks[0][kind], ranks[1][kind]), kind  # identical on every rank
         single = run_epoch(build_method(kind, COUNTS), x, t)
         np.testing.assert_allclose(ranks[0][kind].numpy(), single, rtol=1e-6)
+
+
+# -- a class that does not vary ---------------------------------------------------------------
+FLAT_TARGETS = torch.tensor([0] * 5 + [1] * 5)
+SPREAD = torch.tensor([[0.0, 0.0], [2, 2], [0, 2], [2, 0], [1, 1]])  # σ = 1 on both axes (ddof 1)
+
+
+def test_a_class_with_identical_logits_is_a_logged_data_condition(caplog):
+    """Class 0's logits never vary: its σ is floored at 1e-6 × the largest σ (class 1's, 1),
+    so r = (1e-6, 1), α ∝ r/n with n = (5, 5), normalised so that Σ n α = Σ n = 10."""
+    x = torch.cat([torch.ones(5, 2), SPREAD])
+    method = build_method("dv", [5, 5], substitute_below=0)
+    with caplog.at_level(logging.WARNING, logger="lt_bench"):
+        method(x, FLAT_TARGETS)
+        method.end_epoch()
+    r = torch.tensor([1e-6, 1.0], dtype=torch.float64)
+    expected = r / 5 * (10 / (5 * (r / 5)).sum())
+    torch.testing.assert_close(method.class_weights.double(), expected, rtol=1e-6, atol=0)
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and "indices [0]" in said[0] and "not an error" in said[0]
+    assert "bug" not in said[0]
+
+
+def test_when_no_class_varies_the_weights_stay_and_it_is_said(caplog):
+    method = build_method("bv", [5, 5], substitute_below=0)
+    with caplog.at_level(logging.WARNING, logger="lt_bench"):
+        method(torch.ones(10, 2), FLAT_TARGETS)
+        method.end_epoch()
+    assert method.class_weights.tolist() == [1.0, 1.0]
+    assert any("weights stay" in r.getMessage() for r in caplog.records)
