@@ -177,35 +177,44 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key, value
 
 
-def _set_key(cfg: DictConfig, key: str, value: Any, item: str) -> DictConfig:
+def _nested(key: str, value: Any) -> dict:
+    """``a.b`` and ``v`` as ``{"a": {"b": v}}``."""
     update: dict = {}
     node = update
     *parents, leaf = key.split(".")
     for part in parents:
         node = node.setdefault(part, {})
     node[leaf] = value
-    return _merge(cfg, update, f"override {item!r}")
+    return update
 
 
 def load_config(paths: list[str] = (), overrides: list[str] = ()) -> DictConfig:
-    """The resolved run config from YAML files then ``key=value`` overrides, validated."""
+    """The resolved run config from YAML files then ``key=value`` overrides, validated.
+
+    Precedence, as in Hydra: groups compose first, and what was typed (a YAML file's keys, a
+    ``key=value``) wins over a group's file whatever the order: ``precision=fp32 protocol=quick``
+    and a file saying ``precision: fp32`` both train in fp32. Selecting another backbone or
+    method drops the options typed for the previous one, on purpose.
+    """
     cfg = _schema()
+    typed: list[tuple[str, dict]] = []  # (source, mapping) of every typed key, in order
     for path in paths:
-        cfg = _apply_mapping(cfg, _read_yaml(Path(path)), str(path))
-    explicit: list[tuple[str, str, Any]] = []
+        mapping = _read_yaml(Path(path))
+        cfg = _apply_mapping(cfg, mapping, str(path))
+        typed.append((str(path), {k: v for k, v in mapping.items()
+                                  if not (k in GROUPS and isinstance(v, str))}))
     for item in overrides:
         key, value = parse_override(item)
+        source = f"override {item!r}"
         if key in GROUPS and isinstance(value, str):
-            cfg = _select_group(cfg, key, value, f"override {item!r}")
-            # A key typed before the group still wins over the group's file (as in Hydra:
-            # `precision=fp32 protocol=quick` trains in fp32), except a backbone's or method's
-            # options, which selecting another backbone or method drops on purpose.
-            for e_item, e_key, e_value in explicit:
-                if not (key in ("backbone", "method") and e_key.split(".")[0] == key):
-                    cfg = _set_key(cfg, e_key, e_value, e_item)
+            cfg = _select_group(cfg, key, value, source)
+            for typed_source, mapping in typed:  # what was typed wins over the group's file
+                if key in ("backbone", "method"):
+                    mapping = {k: v for k, v in mapping.items() if k != key}
+                cfg = _merge(cfg, mapping, typed_source)
             continue
-        explicit.append((item, key, value))
-        cfg = _set_key(cfg, key, value, item)
+        typed.append((source, _nested(key, value)))
+        cfg = _merge(cfg, typed[-1][1], source)
     _check(cfg)
     return cfg
 

@@ -87,3 +87,17 @@ def test_the_reweighting_start_is_one_key_protocol_start_epoch():
         load_config([], ["protocol.start_epoch=-1"])
     # unset: the method's own default
     assert "start_epoch" not in method_options_of(load_config([], ["method=dv"]))
+
+
+def test_a_yaml_file_wins_over_a_group_chosen_after_it(tmp_path):
+    """Groups compose first; a file's keys are typed, so they win whatever the order."""
+    path = tmp_path / "mine.yaml"
+    path.write_text("protocol:\n  epochs: 3\n  lr: 0.05\nmethod:\n  name: dv\n"
+                    "  components: 4\n")
+    cfg = load_config([str(path)], ["protocol=quick"])  # quick says 7 epochs, lr 0.1
+    assert cfg.protocol.epochs == 3 and cfg.protocol.lr == 0.05
+    assert cfg.protocol.name == "quick" and cfg.protocol.start_epoch == 5  # the rest is quick's
+    assert cfg.method.components == 4
+    # choosing another method drops the options typed for the previous one
+    cfg = load_config([str(path)], ["method=ce"])
+    assert cfg.method.name == "ce" and "components" not in cfg.method
