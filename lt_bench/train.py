@@ -25,6 +25,7 @@ from lt_bench.checkpoint import RunState, remove_stale_temporaries
 from lt_bench.config import config_hash, run_folder, to_dict
 from lt_bench.data import DataConfig, groups, load_data
 from lt_bench.device_defaults import resolve_precision
+from lt_bench.ownership import claim_run
 from lt_bench.progress import RunProgress
 from lt_bench.registry import get_registry
 from lt_bench.results import RunResult, finished_result, from_history
@@ -53,26 +54,32 @@ class Run:
 def train(cfg: DictConfig) -> RunResult:
     """Train and evaluate one run (one seed); return its record (also in results.json)."""
     rank, world_size, device = parts.setup_distributed(cfg.device)
+    get_registry(cfg.plugins)
+    parts.check_names(cfg)
+    # Before the data: a workspace that cannot be written fails in one line now, not after
+    # minutes of decoding; so does a run another live process is training.
+    if rank == 0:
+        parts.check_writable(Path(cfg.workspace).expanduser())
+    out_dir = run_folder(cfg)
+    with claim_run(out_dir, enabled=rank == 0):
+        return train_claimed(cfg, out_dir, rank, world_size, device)
+
+
+def train_claimed(cfg: DictConfig, out_dir: Path, rank: int, world_size: int,
+                  device: torch.device) -> RunResult:
     is_main = rank == 0
 
     def say(line: str) -> None:
         if is_main and not cfg.quiet:
             print(f"lt-bench: {line}")
 
-    get_registry(cfg.plugins)
-    parts.check_names(cfg)
-    parts.seed_everything(cfg.seed, cfg.deterministic)
-    out_dir = run_folder(cfg)
     if cfg.resume and (done := finished_result(out_dir / "results.json")) is not None:
         say(f"{out_dir} already finished; pass resume=false to train again")
         return done
+    parts.seed_everything(cfg.seed, cfg.deterministic)
     precision, why = resolve_precision(cfg.precision, device)
     say(f"precision: {precision} ({why})")
-    # Before the data: a tracker that cannot start (MLflow not installed) or a workspace that
-    # cannot be written fails in one line now, not after minutes of decoding.
-    if is_main:
-        parts.check_writable(Path(cfg.workspace).expanduser())
-    tracker = parts.build_tracker(cfg) if is_main else None
+    tracker = parts.build_tracker(cfg) if is_main else None  # fails now if it cannot start
 
     data = load_data(cfg.dataset, cfg.imbalance, DataConfig(**to_dict(cfg.data)))
     model = parts.build_model(cfg, data, device)
