@@ -10,9 +10,10 @@ and its difference from the baseline method of the same setting (``baseline=ce``
 p-values of Welch's t-test (``scipy.stats.ttest_ind(equal_var=False)``) and the two-sided
 Mann–Whitney U test. A test needs at least 2 seeds on each side; otherwise the row says so.
 
-Runs are read in bulk: from an SQL store (the default SQLite file, PostgreSQL, MySQL) with three
-SQL queries over MLflow's tables (only the lt.* tags and the final/best metrics, no params, and
-without importing MLflow); from a tracking server with ``search_runs`` page by page.
+Runs are read back through the configured tracker's ``runs_for_leaderboard``
+(``lt_bench.tracking.base``): the MLflow store in bulk for ``tracking.tracker=mlflow`` (the
+default; ``lt_bench.tracking.mlflow_read``), the run folders for ``local``. This module is only
+the statistics and the output formats.
 """
 
 from __future__ import annotations
@@ -27,13 +28,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lt_bench.errors import LtBenchError
-from lt_bench.tracking.store import TAG, client, get, retry, tracking_uri
+from lt_bench.tracking.records import SETTING, mean, sample_std
+from lt_bench.tracking.store import TAG, imbalance_tag
 
-SETTING = ("dataset", "imbalance", "backbone", "protocol")
 FILTER_KEYS = (*SETTING, "method", "cfg_hash", "experiment")
-GROUPS = ("acc_many", "acc_medium", "acc_few")
-TAG_KEYS = tuple(f"{TAG}{k}" for k in (*SETTING, "method", "cfg_hash", "seed", "role"))
-METRIC_KEYS = tuple(f"{w}/{k}" for w in ("final", "best") for k in ("acc", *GROUPS))
 NEEDS_SEEDS = "n/a: needs ≥ 2 seeds"
 
 
@@ -62,118 +60,7 @@ class Row:
     seeds: list[str] = field(default_factory=list)
 
 
-# -- reading runs -------------------------------------------------------------------------------
-SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
-
-
-def _is_sql(uri: str) -> bool:
-    return uri.split(":", 1)[0].split("+", 1)[0] in SQL_SCHEMES
-
-
-def _read_sql(uri: str, experiment: str | None) -> list[dict]:
-    """Finished seed runs as ``{"run_id", "end_time", "tags", "metrics"}``: three bulk queries
-    on MLflow's tables (``runs``, ``tags``, ``latest_metrics``) with SQLAlchemy, without
-    importing MLflow (whose import alone takes seconds)."""
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(uri)
-    try:
-        with engine.connect() as conn:
-            exp_filter, params = "", {}
-            if experiment:
-                row = conn.execute(sa.text(
-                    "SELECT experiment_id FROM experiments WHERE name = :name"),
-                    {"name": experiment}).first()
-                if row is None:
-                    raise LtBenchError(f"experiment {experiment!r} not found in {uri}")
-                exp_filter, params = " AND r.experiment_id = :exp", {"exp": row[0]}
-            seeds = ("SELECT r.run_uuid FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
-                     f"WHERE t.key = '{TAG}role' AND t.value = 'seed' AND r.status = 'FINISHED' "
-                     f"AND r.lifecycle_stage = 'active'{exp_filter}")
-            runs = {}
-            for run_id, end, exp in conn.execute(sa.text(
-                    "SELECT run_uuid, end_time, experiment_id FROM runs "
-                    f"WHERE run_uuid IN ({seeds})"), params):
-                runs[run_id] = {"run_id": run_id, "end_time": end or 0,
-                                "experiment_id": str(exp), "tags": {}, "metrics": {}}
-            if not runs:
-                return []
-            for table, keys, target in (("tags", TAG_KEYS, "tags"),
-                                        ("latest_metrics", METRIC_KEYS, "metrics")):
-                names = ", ".join(f"'{k}'" for k in keys)  # constants, not user input
-                for run_id, key, value in conn.execute(sa.text(
-                        f"SELECT run_uuid, key, value FROM {table} WHERE key IN ({names}) "
-                        f"AND run_uuid IN ({seeds})"), params):
-                    if run_id in runs:
-                        runs[run_id][target][key] = value
-    finally:
-        engine.dispose()
-    return list(runs.values())
-
-
-def _read_search(c, experiment_ids: list[str]) -> list[dict]:
-    from lt_bench.tracking.mlflow_tracker import search_all
-
-    out = []
-    query = f"tags.`{TAG}role` = 'seed' and attributes.status = 'FINISHED'"
-    for i in range(0, len(experiment_ids), 100):
-        for run in search_all(c, experiment_ids[i:i + 100], query):
-            out.append({"run_id": run.info.run_id, "end_time": run.info.end_time or 0,
-                        "experiment_id": run.info.experiment_id,
-                        "tags": {k: v for k, v in run.data.tags.items() if k in TAG_KEYS},
-                        "metrics": {k: v for k, v in run.data.metrics.items()
-                                    if k in METRIC_KEYS}})
-    return out
-
-
-def load_runs(cfg: Any, experiment: str | None = None) -> list[dict]:
-    """The finished seed runs of the store named by ``cfg`` (``tracking.uri`` / workspace), of
-    one experiment (by name) or of all."""
-    uri = tracking_uri(cfg)
-    if (db := _sqlite_file(uri)) is not None and not db.exists():
-        raise LtBenchError(
-            f"no tracking store at {db}: run `lt-bench sweep ...` or `lt-bench train "
-            "tracking.tracker=mlflow ...` first, or point workspace= / tracking.uri= at one")
-    experiment = experiment or get(cfg, "tracking.experiment")
-    if _is_sql(uri):
-        try:
-            return retry(_read_sql, uri, experiment)
-        except LtBenchError:
-            raise
-        except Exception as exc:
-            raise LtBenchError(f"cannot read the tracking store {uri!r}: "
-                               f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
-    c = client(uri)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if experiment:
-            exp = retry(c.get_experiment_by_name, str(experiment))
-            if exp is None:
-                raise LtBenchError(f"experiment {experiment!r} not found in {uri}")
-            ids = [exp.experiment_id]
-        else:
-            ids = [e.experiment_id for e in retry(c.search_experiments, max_results=50000)]
-        return _read_search(c, ids)
-
-
-def _sqlite_file(uri: str):
-    from lt_bench.tracking.store import sqlite_path
-
-    return sqlite_path(uri)
-
-
 # -- statistics ---------------------------------------------------------------------------------
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
-
-
-def _std(values: list[float]) -> float | None:
-    if len(values) < 2:
-        return None
-    m = sum(values) / len(values)
-    return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
-
-
 def compare(values: list[float], base: list[float]) -> tuple[float | None, float | None, str]:
     """Welch's t-test and Mann–Whitney U p-values (two-sided) of ``values`` against ``base``."""
     if len(values) < 2 or len(base) < 2:
@@ -185,7 +72,7 @@ def compare(values: list[float], base: list[float]) -> tuple[float | None, float
         welch = float(stats.ttest_ind(values, base, equal_var=False).pvalue)
         mwu = float(stats.mannwhitneyu(values, base, alternative="two-sided").pvalue)
     if math.isnan(welch):  # no spread on either side: the t statistic is undefined
-        welch = 1.0 if _mean(values) == _mean(base) else 0.0
+        welch = 1.0 if mean(values) == mean(base) else 0.0
     return welch, mwu, ""
 
 
@@ -217,10 +104,10 @@ def build(runs: list[dict], metric: str = "final", baseline: str = "ce",
         values = [r["metrics"][f"{metric}/acc"] for r in members]
 
         def mean_of(name: str, members=members) -> float | None:
-            return _mean([r["metrics"][name] for r in members if name in r["metrics"]])
+            return mean([r["metrics"][name] for r in members if name in r["metrics"]])
 
-        rows.append(Row(*key, metric=metric, n=len(values), mean=_mean(values),
-                        std=_std(values), best_mean=mean_of(f"{other}/acc"),
+        rows.append(Row(*key, metric=metric, n=len(values), mean=mean(values),
+                        std=sample_std(values), best_mean=mean_of(f"{other}/acc"),
                         acc_many=mean_of(f"{metric}/acc_many"),
                         acc_medium=mean_of(f"{metric}/acc_medium"),
                         acc_few=mean_of(f"{metric}/acc_few"), values=values,
@@ -252,8 +139,8 @@ def _seed_order(seed: str):
 def _norm(key: str, value: str) -> str:
     if key == "imbalance":
         try:
-            return f"{float(value):g}"
-        except ValueError:
+            return imbalance_tag(value)
+        except ValueError:  # "none" (a naturally long-tailed set) in any case
             return value.lower()
     return value
 
@@ -273,8 +160,32 @@ def leaderboard(cfg: Any, filters: dict[str, str] | None = None, metric: str = "
     if unknown:
         raise LtBenchError(f"leaderboard: unknown filter {unknown[0]!r}; filters: "
                            f"{', '.join(FILTER_KEYS)} (plus metric=, baseline=)")
-    runs = load_runs(cfg, filters.get("experiment"))
+    runs = tracked_runs(cfg, filters.get("experiment"))
     return build(runs, metric=metric, baseline=baseline, filters=filters)
+
+
+def sweep_rows(cfgs: list, metric: str, baseline: str) -> list[Row] | None:
+    """A sweep's closing leaderboard: the rows of its settings, read back through its first
+    run's tracker; None when that tracker cannot be read back (the sweep has said so)."""
+    from lt_bench.tracking import read_back, tracker_for
+
+    first = cfgs[0]
+    runs = read_back(tracker_for(first), "runs_for_leaderboard", first.tracking.experiment)
+    if runs is None:
+        return None
+    settings = {(c.dataset, imbalance_tag(c.imbalance), c.backbone.name) for c in cfgs}
+    return [r for r in build(runs, metric=metric, baseline=baseline)
+            if (r.dataset, r.imbalance, r.backbone) in settings]
+
+
+def tracked_runs(cfg: Any, experiment: str | None = None) -> list[dict]:
+    """The finished seed runs, read back through the tracker ``tracking.tracker`` names."""
+    from lt_bench.tracking import cannot_read_back, read_back, tracker_for, tracker_name
+
+    runs = read_back(tracker_for(cfg), "runs_for_leaderboard", experiment)
+    if runs is None:
+        raise LtBenchError(cannot_read_back(tracker_name(cfg)))
+    return runs
 
 
 # -- output -------------------------------------------------------------------------------------
@@ -344,7 +255,7 @@ def as_dicts(rows: list[Row]) -> list[dict]:
         try:
             row["imbalance"] = float(row["imbalance"])
         except ValueError:
-            row["imbalance"] = None  # the tag says "None": no imbalance factor was applied
+            row["imbalance"] = None  # the tag says "none": no imbalance factor was applied
         out.append(row)
     return out
 

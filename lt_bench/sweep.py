@@ -148,30 +148,27 @@ def run_folder(cfg) -> Path:
 
 # -- what is done already ---------------------------------------------------------------------
 def finished_in_store(jobs: list[Job]) -> set[tuple[str, str, int]]:
-    """(method, cfg_hash, seed) of the jobs' FINISHED seed runs in their tracking stores."""
-    from lt_bench.leaderboard import load_runs
-    from lt_bench.tracking.store import TAG, sqlite_path, tracking_uri
+    """(method, cfg_hash, seed) of the jobs' FINISHED seed runs, read back through their
+    trackers. A tracker that cannot be read back adds nothing (said once): its jobs are skipped
+    by run folder only."""
+    import logging
+
+    from lt_bench.tracking import cannot_read_back, read_back, tracker_for
 
     done: set[tuple[str, str, int]] = set()
-    seen: set[tuple[str, Any]] = set()
+    seen: set[tuple[Any, ...]] = set()
+    told: set[str] = set()
     for job in jobs:
-        if job.cfg.tracking.tracker != "mlflow":
-            continue
-        uri = tracking_uri(job.cfg)
-        key = (uri, job.cfg.tracking.experiment)
+        t = job.cfg.tracking
+        key = (str(job.cfg.workspace), t.tracker, t.uri, t.experiment)
         if key in seen:
             continue
         seen.add(key)
-        db = sqlite_path(uri)
-        if db is not None and not db.exists():
-            continue
-        for run in load_runs(job.cfg, job.cfg.tracking.experiment):
-            tags = run["tags"]
-            try:
-                seed = int(tags.get(f"{TAG}seed", ""))
-            except ValueError:
-                continue
-            done.add((tags.get(f"{TAG}method", ""), tags.get(f"{TAG}cfg_hash", ""), seed))
+        found = read_back(tracker_for(job.cfg), "finished_runs")
+        if found is None and t.tracker not in told:
+            told.add(t.tracker)
+            logging.getLogger(__name__).warning("%s", cannot_read_back(t.tracker))
+        done |= found or set()
     return done
 
 
@@ -310,13 +307,9 @@ def run_sweep(args: list[str], plugins: list[str] = (), out=print) -> dict:
     """Run the grid; print one line per finished run and the leaderboard; return a summary."""
     sweep = expand(args)
     sweep.plugins = list(plugins)
-    trackers = {job.cfg.tracking.tracker for job in sweep.jobs}
-    if "mlflow" in trackers:
-        from lt_bench.tracking.store import prepare_store
+    from lt_bench.tracking import prepare_stores
 
-        for cfg in {(j.cfg.dataset, j.cfg.imbalance, j.cfg.backbone.name): j.cfg
-                    for j in sweep.jobs}.values():
-            prepare_store(cfg)  # create the store and experiments before any worker starts
+    prepare_stores([j.cfg for j in sweep.jobs])  # the stores and experiments before any worker
     done = finished_in_store(sweep.jobs)
     todo, skipped = [], []
     for job in sweep.jobs:
@@ -352,16 +345,11 @@ def run_sweep(args: list[str], plugins: list[str] = (), out=print) -> dict:
         run_ray(sweep, todo, report)
     elif todo:
         run_local(sweep, todo, report, display)
-    if "mlflow" in trackers:
-        from lt_bench import leaderboard as lb
+    from lt_bench import leaderboard as lb
 
-        settings = {(j.cfg.dataset, f"{j.cfg.imbalance:g}" if j.cfg.imbalance is not None
-                     else "none", j.cfg.backbone.name) for j in sweep.jobs}
-        rows = []
-        first = sweep.jobs[0].cfg
-        every = lb.build(lb.load_runs(first, first.tracking.experiment),
-                         metric=sweep.options["metric"], baseline=str(sweep.options["baseline"]))
-        rows = [r for r in every if (r.dataset, r.imbalance, r.backbone) in settings]
+    rows = lb.sweep_rows([j.cfg for j in sweep.jobs], sweep.options["metric"],
+                         str(sweep.options["baseline"]))
+    if rows is not None:  # None: a tracker that cannot be read back, said by finished_in_store
         out("")
         out(lb.format_text(rows))
         summary["leaderboard"] = lb.as_dicts(rows)

@@ -7,13 +7,15 @@ FORMATS = ("text", "json", "markdown", "csv")
 
 def add_parser(sub) -> None:
     parser = sub.add_parser(
-        "leaderboard", help="compare methods over seeds (from the tracking store)",
+        "leaderboard", help="compare methods over seeds (read back through the tracker)",
         description="One row per benchmark setting (dataset, imbalance, backbone, protocol) and "
                     "method: top-1 ACCURACY in percent, mean ± sample std over the finished "
                     "seeds, the other epoch's mean, the many/medium/few-shot means, and the "
                     "difference from the baseline method with Welch's t-test and Mann-Whitney U "
-                    "p-values (n/a with fewer than 2 seeds on a side). Reads the MLflow store of "
-                    "the workspace (workspace=DIR) or tracking.uri=URI.",
+                    "p-values (n/a with fewer than 2 seeds on a side). Reads the runs back through "
+                    "the configured tracker: tracking.tracker=mlflow (the default) reads the "
+                    "MLflow store of the workspace (workspace=DIR) or tracking.uri=URI; "
+                    "tracking.tracker=local reads the run folders under DIR/runs.",
         epilog="examples: lt-bench leaderboard dataset=cifar10_lt imbalance=100 --markdown; "
                "lt-bench leaderboard metric=best baseline=ce --json",
     )
@@ -21,7 +23,8 @@ def add_parser(sub) -> None:
         "args", nargs="*", metavar="KEY=VALUE",
         help="filters dataset=, imbalance=, backbone=, protocol=, method=, cfg_hash=, "
              "experiment=; options metric=final|best (default final), baseline=NAME (default "
-             "ce); config keys workspace=, tracking.uri=, or a YAML config file")
+             "ce); config keys workspace=, tracking.tracker=, tracking.uri=, or a YAML "
+             "config file")
     group = parser.add_mutually_exclusive_group()
     for name in FORMATS[1:]:
         group.add_argument(f"--{name}", dest="format", action="store_const", const=name,

@@ -1,6 +1,15 @@
-"""Experiment tracking: the ``Tracker`` interface (``base``), the MLflow tracker and its store
-(``mlflow_tracker``, ``store``) and the artifacts it writes (``report``)."""
+"""Experiment tracking: the ``Tracker`` interface and its read side (``base``), run records
+(``records``), the MLflow tracker, its store and its bulk reader (``mlflow_tracker``, ``store``,
+``mlflow_read``) and the artifacts it writes (``report``)."""
 
-from lt_bench.tracking.base import Tracker
+from lt_bench.tracking.base import (
+    Tracker,
+    cannot_read_back,
+    prepare_stores,
+    read_back,
+    tracker_for,
+    tracker_name,
+)
 
-__all__ = ["Tracker"]
+__all__ = ["Tracker", "cannot_read_back", "prepare_stores", "read_back", "tracker_for",
+           "tracker_name"]

@@ -13,11 +13,13 @@ Layout:
 
 Tags on both: ``lt.method``, ``lt.dataset``, ``lt.imbalance``, ``lt.backbone``, ``lt.protocol``,
 ``lt.cfg_hash`` (and ``lt.seed`` on seed runs). Resuming (``start`` with the id the harness
-saved in its checkpoint) continues the same MLflow run.
+saved in its checkpoint) continues the same MLflow run. The read side (``finished_runs``,
+``runs_for_leaderboard``) reads the finished seed runs back in bulk (``mlflow_read``).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import math
@@ -30,14 +32,19 @@ from typing import Any
 from lt_bench.config import config_hash, flatten
 from lt_bench.errors import LtBenchError
 from lt_bench.tracking.base import Tracker
+from lt_bench.tracking.records import SUMMARY_KEYS, mean, number, sample_std, summary_metrics
 from lt_bench.tracking.store import (
     TAG,
     artifact_root,
     client,
     ensure_experiment,
     get,
+    imbalance_tag,
+    prepare_store,
     retry,
+    search_all,
     setting_experiment,
+    sqlite_path,
     store_lock,
     tracking_uri,
 )
@@ -48,14 +55,7 @@ MAX_PARAM_VALUE = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH
 MAX_KEY = 250
 MAX_TAG_VALUE = 8000
 BATCH_PARAMS = 100
-SUMMARY_KEYS = ("acc", "acc_many", "acc_medium", "acc_few")
 PARENT_TAG = "mlflow.parentRunId"
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
 
 
 def param_value(value: Any) -> str:
@@ -73,11 +73,10 @@ def config_params(cfg: dict, drop: tuple[str, ...] = ()) -> dict[str, str]:
 
 
 def setting_tags(cfg: dict) -> dict[str, str]:
-    imbalance = cfg.get("imbalance")
     return {
         f"{TAG}method": str(get(cfg, "method.name", "")),
         f"{TAG}dataset": str(cfg.get("dataset", "")),
-        f"{TAG}imbalance": "none" if imbalance is None else f"{float(imbalance):g}",
+        f"{TAG}imbalance": imbalance_tag(cfg.get("imbalance")),
         f"{TAG}backbone": str(get(cfg, "backbone.name", "")),
         f"{TAG}protocol": str(get(cfg, "protocol.name", "")),
         f"{TAG}cfg_hash": config_hash(cfg),
@@ -88,27 +87,11 @@ def quote(value: str) -> str:
     return "'" + str(value).replace("'", "\\'") + "'"
 
 
-def summary_metrics(results: dict) -> dict[str, float]:
-    """``final/acc``, ``best/acc_few``, ``final/epoch``, … and ``wall_time_s`` from a results
-    dict; groups without a class (None) are left out."""
-    out: dict[str, float] = {}
-    for which in ("final", "best"):
-        part = results.get(which) or {}
-        for key in (*SUMMARY_KEYS, "epoch"):
-            value = _number(part.get(key))
-            if value is not None:
-                out[f"{which}/{key}"] = value
-    wall = _number(results.get("wall_time_s"))
-    if wall is not None:
-        out["wall_time_s"] = wall
-    return out
-
-
 class MlflowTracker(Tracker):
     """Records the run in MLflow (``tracking.uri``; default ``sqlite:///<workspace>/mlflow.db``)."""
 
     def __init__(self, cfg):
-        self.cfg = cfg
+        super().__init__(cfg)
         self.uri = tracking_uri(cfg)
         self.run_id: str | None = None
         self.group_id: str | None = None
@@ -143,7 +126,7 @@ class MlflowTracker(Tracker):
 
         ts = timestamp or int(time.time() * 1000)
         return [Metric(k[:MAX_KEY], float(v), ts, int(step)) for k, v in values.items()
-                if _number(v) is not None]
+                if number(v) is not None]
 
     # -- the tracker interface ------------------------------------------------------------------
     def start(self, cfg: dict, run_dir: Path, data_info: dict,
@@ -170,12 +153,12 @@ class MlflowTracker(Tracker):
         try:
             self._log_batch(self.run_id, metrics=self._metrics(metrics, step))
         except Exception as exc:  # a tracking hiccup must not end hours of training
-            warnings.warn(f"lt-bench: MLflow could not log epoch {step} metrics: {exc}",
-                          stacklevel=2)
+            log.warning("lt-bench: MLflow could not log epoch %s metrics: %s", step, exc)
 
-    def finish(self, results: dict, status: str = "FINISHED") -> None:
+    def finish(self, result, status: str = "FINISHED") -> None:
         if self.run_id is None:
             return
+        results = result.to_dict() if hasattr(result, "to_dict") else (result or {})
         if status == "FINISHED" and results.get("final"):
             summary = summary_metrics(results)
             self._log_batch(self.run_id, metrics=self._metrics(summary, step=0))
@@ -189,6 +172,21 @@ class MlflowTracker(Tracker):
         self._call("set_terminated", self.run_id, status)
         if status == "FINISHED" and self.group_id:
             self.update_group(self.group_id)
+
+    # -- the read side ---------------------------------------------------------------------------
+    def prepare(self) -> None:
+        prepare_store(self.cfg)
+
+    def finished_runs(self) -> set[tuple[str, str, int]] | None:
+        db = sqlite_path(self.uri)
+        if db is not None and not db.exists():
+            return set()  # nothing recorded yet (reading would say "no tracking store")
+        return super().finished_runs()
+
+    def runs_for_leaderboard(self, experiment: str | None = None) -> list[dict] | None:
+        from lt_bench.tracking.mlflow_read import load_runs
+
+        return load_runs(self.cfg, experiment)
 
     # -- runs ------------------------------------------------------------------------------------
     def _resume(self, run_id: str) -> bool:
@@ -278,33 +276,19 @@ class MlflowTracker(Tracker):
                 values = [r.data.metrics[f"{which}/{key}"] for r in latest.values()
                           if f"{which}/{key}" in r.data.metrics]
                 if values:
-                    mean = sum(values) / len(values)
-                    summary[f"{which}/{key}_mean"] = mean
-                    if len(values) > 1:
-                        var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-                        summary[f"{which}/{key}_std"] = math.sqrt(var)
+                    summary[f"{which}/{key}_mean"] = mean(values)
+                if len(values) > 1:
+                    summary[f"{which}/{key}_std"] = sample_std(values)
         self._log_batch(group_id, metrics=self._metrics(summary, step=len(latest)))
         self._call("set_terminated", group_id, "FINISHED")
         return summary
 
 
-def search_all(c, experiment_ids: list[str], filter_string: str, page: int = 1000) -> list:
-    """Every run matching ``filter_string`` (``search_runs`` page by page)."""
-    out, token = [], None
-    while True:
-        batch = retry(c.search_runs, experiment_ids, filter_string, max_results=page,
-                      page_token=token)
-        out.extend(batch)
-        token = batch.token
-        if not token:
-            return out
-
-
 def mlflow_tracker(cfg) -> Tracker:
     """MLflow: the workspace's SQLite store by default, any server via tracking.uri."""
-    try:
-        import mlflow  # noqa: F401
-    except ImportError:  # a bare GPU machine: mlflow is not installed there
+    # find_spec, not import: importing MLflow takes seconds, and the leaderboard's bulk SQL read
+    # builds this tracker without ever needing MLflow itself
+    if importlib.util.find_spec("mlflow") is None:  # a bare GPU machine: mlflow is not there
         raise LtBenchError("tracking.tracker=mlflow needs MLflow: pip install 'mlflow>=3', "
                            "or pass tracking.tracker=local to keep only the run folder") from None
     return MlflowTracker(cfg)

@@ -99,7 +99,15 @@ def setting_experiment(cfg: Any) -> str:
     imbalance = get(cfg, "imbalance")
     if imbalance is None:
         return f"{dataset}-{backbone}"
-    return f"{dataset}-IF{float(imbalance):g}-{backbone}"
+    return f"{dataset}-IF{imbalance_tag(imbalance)}-{backbone}"
+
+
+def imbalance_tag(value: Any) -> str:
+    """The imbalance factor as the ``lt.imbalance`` tag, experiment names and the leaderboard
+    write it: ``"none"`` for a naturally long-tailed set, else ``%g`` (``100.0`` → ``"100"``), so
+    that ``imbalance=100`` and ``imbalance=100.0`` are one setting. Raises ValueError on text
+    that is not a number."""
+    return "none" if value is None else f"{float(value):g}"
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -183,6 +191,18 @@ def client(uri: str):
         ) from exc
     _ready.add(uri)
     return c
+
+
+def search_all(c, experiment_ids: list[str], filter_string: str, page: int = 1000) -> list:
+    """Every run matching ``filter_string`` (``search_runs`` page by page)."""
+    out, token = [], None
+    while True:
+        batch = retry(c.search_runs, experiment_ids, filter_string, max_results=page,
+                      page_token=token)
+        out.extend(batch)
+        token = batch.token
+        if not token:
+            return out
 
 
 def ensure_experiment(c, name: str, artifact_location: str | None, uri: str = "") -> str:
