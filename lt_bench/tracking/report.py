@@ -26,13 +26,9 @@ MAX_CONFUSION_CLASSES = 100
 def _groups(results: dict) -> list[str]:
     if results.get("group_of_class"):
         return list(results["group_of_class"])
-    counts = results.get("train_counts") or []
-    try:
-        from lt_bench.data import groups
+    from lt_bench.data import groups
 
-        return list(groups(counts))
-    except Exception:  # the data package is optional here
-        return ["" for _ in counts]
+    return groups(results.get("train_counts") or [])
 
 
 def write_report(results: dict, cfg: dict | None, folder: Path) -> list[Path]:
@@ -94,58 +90,65 @@ def write_plots(results, classes, counts, per_class, weights, folder: Path) -> l
              f"(IF {results.get('imbalance')}, seed {results.get('seed')})")
     written = []
     if per_class and counts and len(counts) == len(per_class):
-        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-        ax.scatter([max(c, 1) for c in counts], per_class, s=14, alpha=0.8)
-        ax.set_xscale("log")
-        ax.set_xlabel("training images of the class (log)")
-        ax.set_ylabel("top-1 accuracy (final epoch)")
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_title(title, fontsize=9)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        path = folder / "per_class_accuracy.png"
-        fig.savefig(path)
-        plt.close(fig)
-        written.append(path)
+        written.append(_plot_per_class(plt, title, counts, per_class, folder))
     if weights:
-        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-        cols = list(zip(*weights))
-        cmap = plt.get_cmap("viridis")
-        order = sorted(range(len(cols)), key=lambda i: -(counts[i] if i < len(counts) else 0))
-        for rank, i in enumerate(order):
-            ax.plot(range(1, len(weights) + 1), cols[i], lw=1,
-                    color=cmap(rank / max(1, len(cols) - 1)),
-                    label=classes[i] if len(cols) <= 10 else None)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("class weight")
-        ax.set_title(title + "\n(colour: head → tail)", fontsize=9)
-        if len(cols) <= 10:
-            ax.legend(fontsize=7, ncol=2)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        path = folder / "class_weights.png"
-        fig.savefig(path)
-        plt.close(fig)
-        written.append(path)
+        written.append(_plot_weights(plt, title, classes, counts, weights, folder))
     confusion = results.get("confusion")
     if confusion and len(confusion) <= MAX_CONFUSION_CLASSES:
-        n = len(confusion)
-        fig, ax = plt.subplots(figsize=(5 + n / 20, 4.5 + n / 20), dpi=100)
-        rows = [[v / max(1, sum(r)) for v in r] for r in confusion]
-        im = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
-        if n <= 20:
-            ax.set_xticks(range(n), [c[:10] for c in classes[:n]], rotation=90, fontsize=7)
-            ax.set_yticks(range(n), [c[:10] for c in classes[:n]], fontsize=7)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true (head → tail)")
-        ax.set_title(title, fontsize=9)
-        fig.tight_layout()
-        path = folder / "confusion_matrix.png"
-        fig.savefig(path)
-        plt.close(fig)
-        written.append(path)
+        written.append(_plot_confusion(plt, title, classes, confusion, folder))
     return written
+
+
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _plot_per_class(plt, title: str, counts, per_class, folder: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    ax.scatter([max(c, 1) for c in counts], per_class, s=14, alpha=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("training images of the class (log)")
+    ax.set_ylabel("top-1 accuracy (final epoch)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    return _save(plt, fig, folder / "per_class_accuracy.png")
+
+
+def _plot_weights(plt, title: str, classes, counts, weights, folder: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    cols = list(zip(*weights))
+    cmap = plt.get_cmap("viridis")
+    order = sorted(range(len(cols)), key=lambda i: -(counts[i] if i < len(counts) else 0))
+    for rank, i in enumerate(order):
+        ax.plot(range(1, len(weights) + 1), cols[i], lw=1,
+                color=cmap(rank / max(1, len(cols) - 1)),
+                label=classes[i] if len(cols) <= 10 else None)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("class weight")
+    ax.set_title(title + "\n(colour: head → tail)", fontsize=9)
+    if len(cols) <= 10:
+        ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    return _save(plt, fig, folder / "class_weights.png")
+
+
+def _plot_confusion(plt, title: str, classes, confusion, folder: Path) -> Path:
+    n = len(confusion)
+    fig, ax = plt.subplots(figsize=(5 + n / 20, 4.5 + n / 20), dpi=100)
+    rows = [[v / max(1, sum(r)) for v in r] for r in confusion]
+    im = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    if n <= 20:
+        ax.set_xticks(range(n), [c[:10] for c in classes[:n]], rotation=90, fontsize=7)
+        ax.set_yticks(range(n), [c[:10] for c in classes[:n]], fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true (head → tail)")
+    ax.set_title(title, fontsize=9)
+    return _save(plt, fig, folder / "confusion_matrix.png")
 
 
 def finite(value) -> bool:
