@@ -189,3 +189,47 @@ def test_workers_do_not_import_modules_from_the_current_folder(tmp_path, monkeyp
                         out=lambda *a, **k: None)
     assert not (tmp_path / "planted-ran").exists()
     assert summary["failed"] == []
+
+
+def test_the_local_tracker_gets_a_leaderboard_and_skips_finished_runs(tmp_path, monkeypatch):
+    """tracking.tracker=local: the run folders are read back for the closing leaderboard."""
+    monkeypatch.setenv("PYTHONPATH", str(HERE))
+    common = [f"workspace={tmp_path / 'ws'}", "tracking.tracker=local", "dataset=cifar10_lt",
+              "imbalance=100", "backbone=b", "methods=[ce,dv]", "jobs=2",
+              "train_fn=test_sweep:fake_train"]  # backbone: fake_train's "b"
+    summary = run_sweep([*common, "seeds=2"], out=lambda *a: None)
+    rows = {r["method"]: r for r in summary["leaderboard"]}
+    assert rows["dv"]["n"] == 2 and rows["dv"]["mean"] == pytest.approx(0.605)  # 0.60, 0.61
+    assert rows["dv"]["diff"] == pytest.approx(0.1)  # ce: 0.50, 0.51
+    summary = run_sweep([*common, "seeds=3"], out=lambda *a: None)
+    assert len(summary["skipped"]) == 4 and sorted(summary["finished"]) == [
+        "ce seed=2", "dv seed=2"]
+    assert {r["method"]: r["n"] for r in summary["leaderboard"]} == {"ce": 3, "dv": 3}
+
+
+def test_a_tracker_that_cannot_be_read_back_is_said_and_the_sweep_still_runs(
+        tmp_path, monkeypatch, caplog):
+    import logging
+
+    from test_tracking_read import PLUGIN  # registers "duck", a tracker with no read side
+
+    from lt_bench.registry import reset_registry
+    from lt_bench.tracking import cannot_read_back
+
+    plugin = tmp_path / "duck_tracker.py"
+    plugin.write_text(PLUGIN)
+    monkeypatch.setenv("PYTHONPATH", str(HERE))
+    args = [f"workspace={tmp_path / 'ws'}", "tracking.tracker=duck", f"plugins=[{plugin}]",
+            "methods=[ce]", "seeds=2", "train_fn=test_sweep:fake_train"]
+    reset_registry()
+    try:
+        with caplog.at_level(logging.WARNING, logger="lt_bench"):
+            first = run_sweep(args, out=lambda *a: None)
+            again = run_sweep(args, out=lambda *a: None)
+    finally:
+        reset_registry()
+    said = [r.getMessage() for r in caplog.records if "cannot be read back" in r.getMessage()]
+    assert said == [cannot_read_back("duck")] * 2  # once per sweep
+    assert sorted(first["finished"]) == ["ce seed=0", "ce seed=1"] and not first["failed"]
+    assert "leaderboard" not in first
+    assert sorted(again["skipped"]) == ["ce seed=0", "ce seed=1"]  # by run folder
