@@ -2,7 +2,8 @@
 
 Zheng & Ng, "Class-Balanced Loss Based on Class Volume for Long-Tailed Object Recognition": the
 weight of class i is r_i / n_i, where n_i is its training count and r_i = (∏_k σ_i,k)^(1/D) is the
-geometric mean of the standard deviations (ddof=1) of the class's logits along D axes:
+geometric mean of the standard deviations (ddof=1 in the paper's text; the authors' code divides
+by n, ``ddof=0``) of the class's logits along D axes:
 
 * DV, the C logit axes: σ_i,k² = Var_i(x_k);
 * PV, the D† leading principal axes of class i's logit covariance: σ_i,k² = λ_k;
@@ -49,17 +50,8 @@ _DENSE_MAX_ELEMENTS = 2**20
 #: how many float64 elements one chunk of per-sample outer products (PV) may hold
 _OUTER_CHUNK_ELEMENTS = 2**24
 
-__all__ = [
-    "MAX_FULL_BYTES",
-    "SIGMA_FLOOR",
-    "ClassMoments",
-    "bv_variances",
-    "class_log_radii",
-    "class_volume_raw_weights",
-    "dv_variances",
-    "log_radii",
-    "pv_variances",
-]
+__all__ = ["MAX_FULL_BYTES", "SIGMA_FLOOR", "ClassMoments", "bv_variances", "class_log_radii",
+           "class_volume_raw_weights", "dv_variances", "log_radii", "pv_variances"]
 
 
 def _format_bytes(n: float) -> str:
@@ -279,28 +271,31 @@ class ClassMoments(nn.Module):
         return self.count >= 2
 
 
-def _denominator(moments: ClassMoments) -> torch.Tensor:
-    """n − 1 per class (1 where n < 2, whose variances are not used)."""
+def _denominator(moments: ClassMoments, ddof: int = 1) -> torch.Tensor:
+    """n − ddof per class (1 where n < 2, whose variances are not used): the moments are sums of
+    squared deviations, so either divisor comes from the same single pass."""
+    if ddof not in (0, 1):
+        raise LtBenchError(f"ddof must be 0 (divide by n) or 1 (by n − 1), got {ddof!r}")
     n = moments.count
-    return torch.where(n >= 2, n - 1, torch.ones_like(n))
+    return torch.where(n >= 2, n - ddof, torch.ones_like(n))
 
 
-def dv_variances(moments: ClassMoments, rows: slice = slice(None)) -> torch.Tensor:
-    """[C, C] float64: variance (ddof=1) of logit k over class c's samples, row c (only the
-    classes in ``rows``)."""
-    return (moments.m2[rows] / _denominator(moments)[rows, None]).clamp_min_(0.0)
-
-
-def bv_variances(moments: ClassMoments, rows: slice = slice(None)) -> torch.Tensor:
-    """[C, C−1] float64: Var_c(x_c − x_j) for j ≠ c (ddof=1), row c, j in increasing order (only
+def dv_variances(moments: ClassMoments, rows: slice = slice(None), ddof: int = 1) -> torch.Tensor:
+    """[C, C] float64: variance (divisor n − ddof) of logit k over class c's samples, row c (only
     the classes in ``rows``)."""
+    return (moments.m2[rows] / _denominator(moments, ddof)[rows, None]).clamp_min_(0.0)
+
+
+def bv_variances(moments: ClassMoments, rows: slice = slice(None), ddof: int = 1) -> torch.Tensor:
+    """[C, C−1] float64: Var_c(x_c − x_j) for j ≠ c (divisor n − ddof), row c, j in increasing
+    order (only the classes in ``rows``)."""
     if not moments.has_cross:
         raise LtBenchError("bv_variances needs ClassMoments(cross=True)")
     c = moments.num_classes
     own = torch.arange(c, device=moments.device)[rows]
     m2_own = moments.cross[rows].gather(1, own[:, None])  # Σ (x_c − m_c)²
     diff = (moments.m2[rows] + m2_own).sub_(moments.cross[rows], alpha=2.0)
-    diff /= _denominator(moments)[rows, None]
+    diff /= _denominator(moments, ddof)[rows, None]
     off_diagonal = torch.ones_like(diff, dtype=torch.bool)
     off_diagonal[torch.arange(len(own), device=diff.device), own] = False
     return diff[off_diagonal].reshape(len(own), c - 1).clamp_min_(0.0)

@@ -7,6 +7,15 @@ there for the math, the floor on σ and the memory: dv 2·C², bv 3·C², pv C³
 pv is refused above 2 GiB). They are buffers of the criterion, so ``state_dict()`` carries them.
 Weights are uniform until the first statistics; with ``start_epoch`` they are uniform before it and
 the first weights come from the epoch before it, whose logits alone are gathered.
+
+``convention`` picks between the paper's text (``paper``, the default) and the authors' public CIFAR
+code, which produced the paper's Table 1 (``authors``): σ with the divisor n for DV and BV; for PV
+the radius is the geometric mean of the top-D† eigenvalues of the class covariance (ddof 1, PCA's
+explained variances) themselves, not of their square roots, and a class with fewer than D†
+non-degenerate components takes the geometric mean of those it has for the missing ones (the code
+does so when it has fewer than D† components at all, and then counts the zero one of n samples
+among them); substitution of classes with n ≤ ``substitute_below`` training samples, off unless
+asked for (the code's ``min_dv_sample``, default 0).
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ import logging
 import torch
 
 import lt_bench
-from lt_bench.errors import LtBenchError
+from lt_bench.errors import LtBenchError, closest
 from lt_bench.volume import (
     SIGMA_FLOOR,
     ClassMoments,
@@ -29,6 +38,21 @@ from lt_bench.volume import (
 
 log = logging.getLogger("lt_bench.plugins.class_volume")  # under lt_bench: the CLI shows it
 
+CONVENTIONS = ("paper", "authors")
+#: substitute_below when it is not given: the paper's S30; off in the authors' code, whose Table 1
+#: DV row was run without it
+DEFAULT_SUBSTITUTE_BELOW = {"paper": 30, "authors": 0}
+
+
+class PerConvention:
+    """An option default that depends on ``convention``, as ``lt-bench methods`` shows it."""
+
+    def __init__(self, by_convention: dict):
+        self.by_convention = dict(by_convention)
+
+    def __repr__(self) -> str:
+        return "None (" + ", ".join(f"{k}: {v}" for k, v in self.by_convention.items()) + ")"
+
 
 class ClassVolume(lt_bench.Method):
     """Class-volume weighting, common part: statistics, substitution (S30), weights r/n."""
@@ -38,7 +62,17 @@ class ClassVolume(lt_bench.Method):
     needs_cross = False
     needs_full = False
 
-    def __init__(self, class_counts, *, substitute_below: int = 30, **options):
+    def __init__(self, class_counts, *, convention: str = "paper",
+                 substitute_below: int | None = None, **options):
+        if convention not in CONVENTIONS:
+            raise LtBenchError(
+                f"method option convention={convention!r} is not valid"
+                f"{closest(str(convention), CONVENTIONS)}: choose paper (the paper's text) or "
+                f"authors (the authors' CIFAR code)"
+            )
+        self.convention = convention
+        if substitute_below is None:
+            substitute_below = DEFAULT_SUBSTITUTE_BELOW[convention]
         if int(substitute_below) != substitute_below or substitute_below < 0:
             raise LtBenchError(
                 f"substitute_below must be a whole number >= 0 (0 disables), got "
@@ -47,6 +81,17 @@ class ClassVolume(lt_bench.Method):
         self.substitute_below = int(substitute_below)
         super().__init__(class_counts, **options)
         self.stats = ClassMoments(self.num_classes, cross=self.needs_cross, full=self.needs_full)
+
+    @property
+    def ddof(self) -> int:
+        """The σ divisor is n − ddof: n − 1 in the paper's text, n (np.std) in the authors' code."""
+        return 1 if self.convention == "paper" else 0
+
+    @classmethod
+    def options(cls) -> dict[str, object]:
+        found = super().options()
+        found["substitute_below"] = PerConvention(DEFAULT_SUBSTITUTE_BELOW)
+        return found
 
     # -- the axes ------------------------------------------------------------------------------
     def axis_variances(self, rows: slice = slice(None)) -> torch.Tensor:
@@ -87,7 +132,12 @@ class ClassVolume(lt_bench.Method):
             return None
         log_r = class_log_radii(self.axis_variances, self.num_classes, valid,
                                 on_flat=self._note_flat)
-        return class_volume_raw_weights(log_r, valid, self.class_counts, self.substitute_below)
+        below = self.substitute_below
+        if self.convention == "authors":
+            # the code keeps its own radius only when n > min_dv_sample, i.e. substitutes
+            # n ≤ k; training counts are whole numbers, so that is n < k + 1
+            below += 1
+        return class_volume_raw_weights(log_r, valid, self.class_counts, below)
 
     def _note_flat(self, classes: list[int], none_varies: bool) -> None:
         if classes == getattr(self, "_flat_told", None):
@@ -103,14 +153,15 @@ class ClassVolume(lt_bench.Method):
             effect)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, substitute_below={self.substitute_below}"
+        return (f"{super().extra_repr()}, convention={self.convention}, "
+                f"substitute_below={self.substitute_below}")
 
 
 class DiagonalVolume(ClassVolume):
     """Class volume along the C logit axes (DV): α ∝ (∏_k σ_k)^(1/C) / n, normalised Σ n α = Σ n."""
 
     def axis_variances(self, rows=slice(None)):
-        return dv_variances(self.stats, rows)
+        return dv_variances(self.stats, rows, self.ddof)
 
 
 class BinaryVolume(ClassVolume):
@@ -119,15 +170,15 @@ class BinaryVolume(ClassVolume):
     needs_cross = True
 
     def axis_variances(self, rows=slice(None)):
-        return bv_variances(self.stats, rows)
+        return bv_variances(self.stats, rows, self.ddof)
 
 
 class PrincipalVolume(ClassVolume):
-    """Class volume along the leading principal axes (PV): σ_k² = λ_k, α ∝ r / n.
+    """Class volume along the leading principal axes (PV): σ_k² = λ_k (paper), σ_k = λ_k (authors).
 
     Keeps a full covariance matrix per class: C³ float64 numbers (C = 100: 8 MB); refused above
     2 GiB (C > 645), where dv or bv apply. ``components`` is D†, the number of principal axes
-    (None: all C; more than C means all C).
+    (None: all C; more than C means all C). λ_k has ddof 1 in both conventions.
     """
 
     needs_full = True
@@ -140,10 +191,35 @@ class PrincipalVolume(ClassVolume):
         super().__init__(class_counts, **options)
 
     def axis_variances(self, rows=slice(None)):
-        return pv_variances(self.stats, self.components, rows)
+        if self.convention == "paper":
+            return pv_variances(self.stats, self.components, rows)
+        eig = pv_variances(self.stats, None, rows)  # all of them, for the fill-in
+        axes = filled_components(eig, self.stats.count[rows], self.components)
+        # The authors' radius is the geometric mean of the eigenvalues (variances) themselves;
+        # class_log_radii averages log √v, so v = λ² makes it average log λ (and floors λ).
+        return axes.square()
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, components={self.components}"
+
+
+def filled_components(eig: torch.Tensor, counts: torch.Tensor,
+                      components: int | None) -> torch.Tensor:
+    """[R, D†] the top D† of each row of ``eig`` ([R, C] eigenvalues, largest first), where a
+    class with fewer than D† non-degenerate components has the missing ones replaced by the
+    geometric mean of those it has (the authors' PV). Non-degenerate: among the first n − 1 (n
+    samples span no more directions; the rest is round-off) and above SIGMA_FLOOR × the class's
+    largest (the relative floor of lt_bench.volume, which lies above round-off). A class with
+    none keeps its zeros, which the σ floor then handles."""
+    c = eig.shape[1]
+    d = c if components is None else min(components, c)
+    index = torch.arange(c, device=eig.device)
+    real = (eig > SIGMA_FLOOR * eig[:, :1]) & (index < counts.to(eig.device)[:, None] - 1)
+    have = real.sum(dim=1, keepdim=True)
+    log_eig = torch.where(real, eig, torch.ones_like(eig)).log()  # log 1 = 0 for the others
+    fill = (log_eig.sum(dim=1, keepdim=True) / have.clamp_min(1)).exp()
+    missing = (index[:d] >= have) & (have > 0)
+    return torch.where(missing, fill, eig[:, :d])
 
 
 @lt_bench.hookimpl

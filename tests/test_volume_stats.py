@@ -101,6 +101,21 @@ def test_variances_and_eigenvalues_match_numpy():
                                    atol=1e-12)
 
 
+def test_divisor_n_from_the_same_moments():
+    """ddof=0 (np.std of the authors' code) is the same sums divided by n instead of n − 1."""
+    x, t = make_data(missing=(), seed=3)
+    moments = ClassMoments(C, cross=True)
+    feed(moments, x, t)
+    for k in range(C):
+        xc = x[t == k]
+        np.testing.assert_allclose(dv_variances(moments, ddof=0)[k].numpy(),
+                                   np.var(xc, axis=0, ddof=0), rtol=1e-10)
+        bv = [np.var(xc[:, k] - xc[:, j], ddof=0) for j in range(C) if j != k]
+        np.testing.assert_allclose(bv_variances(moments, ddof=0)[k].numpy(), bv, rtol=1e-9)
+    with pytest.raises(LtBenchError, match="ddof"):
+        dv_variances(moments, ddof=2)
+
+
 def test_merge_of_two_halves_equals_one_pass():
     x, t = make_data(n=401, seed=3, missing=())
     one = ClassMoments(C, cross=True, full=True)

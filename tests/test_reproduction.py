@@ -1,0 +1,170 @@
+"""Faithful reproduction of Zheng & Ng's Table 1: ``convention="authors"`` against the authors'
+CIFAR code written here in numpy, and the epochs of the zheng_ng_code protocol against a table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lt_bench import LtBenchError, build_method
+
+COUNTS = [120, 80, 60, 45, 20, 8]
+
+
+def make_epoch(counts, seed=0):
+    """One epoch of logits [N, C] (float64) and targets, each class its own correlated spread."""
+    rng = np.random.default_rng(seed)
+    c = len(counts)
+    t = rng.permutation(np.repeat(np.arange(c), counts))
+    mix = rng.normal(size=(c, c)) / np.sqrt(c)
+    spread = rng.uniform(0.3, 3.0, size=(c, c))
+    x = (rng.normal(size=(len(t), c)) @ mix) * spread[t] + 2.0 * np.eye(c)[t]
+    return x, t
+
+
+def run_epoch(method, x, t, batch=50):
+    method.train()
+    logits, targets = torch.as_tensor(x), torch.as_tensor(t)
+    for i in range(0, len(t), batch):
+        method(logits[i:i + batch], targets[i:i + batch])
+    method.end_epoch()
+    return method.class_weights.double().numpy()
+
+
+def authors_log_radius(xc, k, kind, components):
+    """log r of one class as the authors' code computes it (the issue's table): np.std with
+    ddof 0 for DV and BV; for PV the top-D† eigenvalues of np.cov (ddof 1) themselves, a class
+    with fewer than D† components taking their geometric mean for the missing ones. n samples in
+    general position span n − 1 directions, so such a class has min(n − 1, C) components."""
+    c = xc.shape[1]
+    if kind == "dv":
+        return np.mean(np.log(np.std(xc, axis=0)))
+    if kind == "bv":
+        return np.mean(np.log([np.std(xc[:, k] - xc[:, j]) for j in range(c) if j != k]))
+    eig = np.sort(np.linalg.eigvalsh(np.cov(xc, rowvar=False, ddof=1)))[::-1]
+    d = min(components, c)
+    have = eig[:min(len(xc) - 1, c)]
+    if len(have) >= d:
+        return np.mean(np.log(have[:d]))
+    fill = np.exp(np.mean(np.log(have)))
+    return np.mean(np.log(np.concatenate([have, [fill] * (d - len(have))])))
+
+
+def authors_weights(x, t, counts, kind, components=10, substitute_below=0):
+    """α ∝ r / n, classes with n ≤ substitute_below taking the mean log r of the others,
+    Σ n α = Σ n (the NE normalisation, unchanged)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    log_r = np.array([authors_log_radius(x[t == k], k, kind, components)
+                      for k in range(len(counts))])
+    small = counts <= substitute_below
+    if small.any():
+        log_r[small] = np.mean(log_r[~small])
+    raw = np.exp(log_r) / counts
+    return raw * counts.sum() / (counts * raw).sum()
+
+
+@pytest.mark.parametrize("kind", ["dv", "bv", "pv"])
+def test_authors_convention_matches_the_authors_formulas(kind):
+    x, t = make_epoch(COUNTS, seed=1)
+    options = {"components": 4} if kind == "pv" else {}
+    weights = run_epoch(build_method(kind, COUNTS, convention="authors", **options), x, t)
+    np.testing.assert_allclose(weights, authors_weights(x, t, COUNTS, kind, components=4),
+                               rtol=1e-6)
+    paper = run_epoch(build_method(kind, COUNTS, **options), x, t)
+    assert not np.allclose(weights, paper, rtol=1e-3)  # the conventions really differ here
+
+
+def test_authors_pv_fills_the_missing_components_of_a_small_class():
+    """C = 6, D† = 4: classes of 5, 4, 3 samples have 4, 3, 2 components."""
+    counts = [120, 80, 60, 5, 4, 3]
+    x, t = make_epoch(counts, seed=2)
+    weights = run_epoch(build_method("pv", counts, convention="authors", components=4), x, t)
+    np.testing.assert_allclose(weights, authors_weights(x, t, counts, "pv", components=4),
+                               rtol=1e-6)
+    # by hand for the class of 3: r = geometric mean of its 2 eigenvalues (the fill-in is their
+    # geometric mean, which leaves the mean of the logs as it is)
+    eig = np.sort(np.linalg.eigvalsh(np.cov(x[t == 5], rowvar=False)))[::-1]
+    r_small = np.sqrt(eig[0] * eig[1])
+    r_big = np.exp(np.mean(np.log(np.sort(np.linalg.eigvalsh(
+        np.cov(x[t == 0], rowvar=False)))[::-1][:4])))
+    assert np.isclose(weights[5] / weights[0], (r_small / 3) / (r_big / 120), rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["dv", "bv"])
+def test_authors_substitution_includes_the_threshold(kind):
+    """Class 4 has exactly 20 samples: substituted when n ≤ 20 (authors), kept when n < 20."""
+    x, t = make_epoch(COUNTS, seed=3)
+    authors = run_epoch(build_method(kind, COUNTS, convention="authors", substitute_below=20),
+                        x, t)
+    np.testing.assert_allclose(authors, authors_weights(x, t, COUNTS, kind, substitute_below=20),
+                               rtol=1e-6)
+    assert np.isclose(authors[4] * 20, authors[5] * 8, rtol=1e-6)  # equal radii
+    paper = run_epoch(build_method(kind, COUNTS, substitute_below=20), x, t)
+    assert not np.isclose(paper[4] * 20, paper[5] * 8, rtol=1e-3)  # only class 5 substituted
+
+
+def test_authors_default_is_no_substitution_and_paper_default_is_s30():
+    x, t = make_epoch(COUNTS, seed=4)
+    off = run_epoch(build_method("dv", COUNTS, convention="authors"), x, t)
+    np.testing.assert_allclose(off, authors_weights(x, t, COUNTS, "dv"), rtol=1e-6)
+    assert build_method("dv", COUNTS, convention="authors").substitute_below == 0
+    assert build_method("dv", COUNTS).substitute_below == 30
+    assert build_method("dv", COUNTS, convention="authors", substitute_below=None) \
+        .substitute_below == 0
+    with pytest.raises(LtBenchError, match="convention='author'.*did you mean 'authors'"):
+        build_method("dv", COUNTS, convention="author")
+
+
+def test_ddof_by_hand():
+    """Class 0: the 5 points (0,0) (2,2) (0,2) (2,0) (1,1), squared deviations summing to 4 per
+    axis; class 1: (0,0) (2,2) (1,1), summing to 2. ddof 1: σ = 1 for both. ddof 0: σ² = 4/5
+    and 2/3. α ∝ r / n normalised to Σ n α = 8."""
+    x = torch.tensor([[0.0, 0], [2, 2], [0, 2], [2, 0], [1, 1], [0, 0], [2, 2], [1, 1]],
+                     dtype=torch.float64)
+    t = torch.tensor([0] * 5 + [1] * 3)
+    for convention, r in (("paper", [1.0, 1.0]), ("authors", [np.sqrt(0.8), np.sqrt(2 / 3)])):
+        method = build_method("dv", [5, 3], convention=convention, substitute_below=0)
+        method(x, t)
+        method.end_epoch()
+        raw = np.array(r) / [5, 3]
+        expected = raw * 8 / (raw * [5, 3]).sum()
+        np.testing.assert_allclose(method.class_weights.double().numpy(), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("convention", ["paper", "authors"])
+@pytest.mark.parametrize("substitute_below", [0, 30, None])
+def test_pv_with_classes_of_at_most_d_samples_stays_finite(convention, substitute_below):
+    """C = 12, D† = 10: classes of 10, 3, 2 and 1 samples (1 has no covariance at all)."""
+    counts = [200, 150, 100, 60, 40, 30, 25, 15, 10, 3, 2, 1]
+    x, t = make_epoch(counts, seed=5)
+    method = build_method("pv", counts, convention=convention,
+                          substitute_below=substitute_below)
+    for _ in range(2):
+        weights = run_epoch(method, x, t)
+        assert np.isfinite(weights).all() and (weights > 0).all()
+        assert np.isclose((weights * counts).sum(), sum(counts))
+    if convention == "authors" and substitute_below == 0:
+        valid = [k for k in range(12) if counts[k] >= 2]
+        log_r = [authors_log_radius(x[t == k], k, "pv", 10) for k in valid]
+        # the class of 1 sample has no spread: it takes the mean log r of the others
+        raw = np.exp(np.append(log_r, np.mean(log_r))) / counts
+        np.testing.assert_allclose(weights, raw * sum(counts) / (raw * counts).sum(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["dv", "pv", "bv"])
+def test_authors_zero_spread_and_single_samples_stay_finite(kind):
+    counts = [50, 40, 30, 1]
+    x, t = make_epoch(counts, seed=6)
+    x[t == 2] = x[t == 2][0]  # class 2: every logit vector the same
+    weights = run_epoch(build_method(kind, counts, convention="authors"), x, t)
+    assert np.isfinite(weights).all() and (weights > 0).all()
+
+
+def test_lt_bench_methods_shows_the_convention_and_its_defaults():
+    from lt_bench import method_options
+
+    for kind in ("dv", "pv", "bv"):
+        options = method_options(kind)
+        assert options["convention"] == "paper"
+        assert repr(options["substitute_below"]) == "None (paper: 30, authors: 0)"
