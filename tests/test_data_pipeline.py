@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,18 +10,21 @@ import torch.nn.functional as F
 from lt_bench.data import LoaderData, TensorData
 from lt_bench.data.pipeline import crop_flip, crop_flip_params, normalize
 from lt_bench.data.sampling import epoch_order, generator
+from lt_bench.errors import LtBenchError
 
 MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
 
 
-def tensor_data(counts=(30, 12, 5), test_per_class=7, sampler="none", augment="standard"):
+def tensor_data(counts=(30, 12, 5), test_per_class=7, sampler="none", augment="standard",
+                pad_mode="zero"):
     g = torch.Generator().manual_seed(0)
     labels = torch.arange(len(counts)).repeat_interleave(torch.tensor(counts))
     test_labels = torch.arange(len(counts)).repeat_interleave(test_per_class)
     images = torch.randint(0, 256, (len(labels), 3, 32, 32), generator=g, dtype=torch.uint8)
     test = torch.randint(0, 256, (len(test_labels), 3, 32, 32), generator=g, dtype=torch.uint8)
     return TensorData("toy", [f"c{i}" for i in range(len(counts))], images, labels, test,
-                      test_labels, mean=MEAN, std=STD, sampler=sampler, augment=augment)
+                      test_labels, mean=MEAN, std=STD, sampler=sampler, augment=augment,
+                      pad_mode=pad_mode)
 
 
 def reference_crop_flip(image, oy, ox, flip, pad):
@@ -68,6 +72,50 @@ def test_crop_zero_padding_is_visible_at_the_borders():
     assert (out[1, :, -4:, :] == 0).all() and (out[1, :, :, -4:] == 0).all()
     assert (out[2] == 255).all()  # centred crop: no padding
     assert (out[3, :, :4, :] == 0).all() and (out[3, :, :, -4:] == 0).all()
+
+
+def numpy_reflect_crop_flip(image, oy, ox, flip, pad):
+    """RandomCrop(padding=pad, padding_mode='reflect') + flip by hand, with numpy's 'reflect'."""
+    h, w = image.shape[-2:]
+    padded = np.pad(image.numpy(), ((0, 0), (pad, pad), (pad, pad)), mode="reflect")
+    out = torch.from_numpy(padded[:, oy:oy + h, ox:ox + w].copy())
+    return out.flip(-1) if flip else out
+
+
+def test_reflect_padding_matches_numpy():
+    data = tensor_data()
+    images, idx = data.train_images, torch.arange(0, 40, 3)
+    oy, ox, fl = crop_flip_params(len(idx), 32, 32, 4, generator(11))
+    out = crop_flip(images, idx, oy, ox, fl, 4, pad_mode="reflect")
+    for k, i in enumerate(idx.tolist()):
+        ref = numpy_reflect_crop_flip(images[i], int(oy[k]), int(ox[k]), bool(fl[k]), 4)
+        assert torch.equal(out[k], ref)
+    # by hand: a row 0 1 … 31 padded by 4 in reflect mode is 4 3 2 1 0 1 … 30 31 30 29 28 27
+    ramp = torch.arange(32, dtype=torch.uint8).expand(1, 3, 32, 32)
+    corner = crop_flip(ramp, torch.tensor([0]), torch.tensor([0]), torch.tensor([0]),
+                       torch.tensor([False]), 4, pad_mode="reflect")
+    assert corner[0, 0, 0, :6].tolist() == [4, 3, 2, 1, 0, 1]
+    right = crop_flip(ramp, torch.tensor([0]), torch.tensor([0]), torch.tensor([8]),
+                      torch.tensor([False]), 4, pad_mode="reflect")
+    assert right[0, 0, 0, -5:].tolist() == [31, 30, 29, 28, 27]
+
+
+def test_reflect_padding_in_the_training_batches():
+    """TensorData(pad_mode='reflect') crops from reflected borders, with the crop offsets and
+    flips it draws from generator(seed, epoch, rank, 1)."""
+    data = tensor_data(pad_mode="reflect")
+    x, y = next(data.train_batches(2, 6, device="cpu", seed=4))
+    idx = data.train_indices(2, seed=4)
+    oy, ox, fl = crop_flip_params(len(idx), 32, 32, 4, generator(4, 2, 0, 1))
+    for k in range(6):
+        ref = numpy_reflect_crop_flip(data.train_images[idx[k]], int(oy[k]), int(ox[k]),
+                                      bool(fl[k]), 4)
+        torch.testing.assert_close(x[k], normalize(ref[None], MEAN, STD)[0])
+    assert torch.equal(y, data.train_labels[idx[:6]])
+    zero = tensor_data()
+    assert not torch.equal(next(zero.train_batches(2, 6, device="cpu", seed=4))[0], x)
+    with pytest.raises(LtBenchError, match="pad_mode='mirror'"):
+        tensor_data(pad_mode="mirror")
 
 
 def test_normalisation_matches_the_formula():

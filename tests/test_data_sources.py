@@ -84,6 +84,30 @@ def test_cifar10_pickle_long_tailed(tmp_path):
     assert not torch.equal(other.train_images, data.train_images)
 
 
+def test_cifar_normalisation_options(tmp_path):
+    """dataset: the channel statistics of all the training images (not of the long-tailed
+    subset); cifar_fixed: the authors' constants. Both reach the batches."""
+    write_cifar_pickle(tmp_path)
+    data = load_data("cifar10_lt", 10, cfg(tmp_path, tmp_path))
+    every = np.concatenate([pickle.loads(p.read_bytes())["data"] for p in
+                            sorted((tmp_path / "cifar-10-batches-py").glob("data_batch_*"))])
+    every = every.reshape(-1, 3, 32 * 32) / 255.0
+    np.testing.assert_allclose(data.mean, every.mean(axis=(0, 2)), rtol=1e-6)
+    np.testing.assert_allclose(data.std, every.std(axis=(0, 2)), rtol=1e-5)
+    assert len(every) > len(data.train_labels)  # the subset is smaller than what was averaged
+    fixed = load_data("cifar10_lt", 10, cfg(tmp_path, tmp_path, normalize="cifar_fixed",
+                                            augment="none"))
+    np.testing.assert_allclose(fixed.mean, [125.3 / 255, 123.0 / 255, 113.9 / 255])
+    np.testing.assert_allclose(fixed.std, [63.0 / 255, 62.1 / 255, 66.7 / 255])
+    x, _ = next(fixed.test_batches(4, device="cpu"))
+    mean = torch.tensor([125.3, 123.0, 113.9], dtype=torch.double)[:, None, None]
+    std = torch.tensor([63.0, 62.1, 66.7], dtype=torch.double)[:, None, None]
+    expected = (fixed.test_images[:4].double() - mean) / std  # in pixel units: the /255 cancels
+    torch.testing.assert_close(x.double(), expected, rtol=1e-5, atol=1e-5)
+    reflect = load_data("cifar10_lt", 10, cfg(tmp_path, tmp_path, pad_mode="reflect"))
+    assert reflect.pad_mode == "reflect" and data.pad_mode == "zero"
+
+
 def test_cifar100_pickle(tmp_path):
     write_cifar_pickle(tmp_path, "cifar100", per_class=10, classes=100, test_per_class=1)
     data = load_data("cifar100_lt", 5, cfg(tmp_path, tmp_path))
@@ -291,3 +315,15 @@ def test_unknown_dataset_and_bad_options(tmp_path):
         load_data("cifar10_lt", 0.5, cfg(tmp_path, tmp_path))
     with pytest.raises(LtBenchError, match="unknown data option 'rooot'"):
         load_data("cifar10_lt", 100, {"rooot": "x"})
+    with pytest.raises(LtBenchError, match="data.pad_mode='reflection'.*did you mean 'reflect'"):
+        load_data("cifar10_lt", 100, cfg(tmp_path, tmp_path, pad_mode="reflection"))
+    with pytest.raises(LtBenchError, match="data.normalize='subset'.*dataset, cifar_fixed"):
+        load_data("cifar10_lt", 100, cfg(tmp_path, tmp_path, normalize="subset"))
+
+
+@pytest.mark.parametrize("key,value", [("pad_mode", "reflect"), ("normalize", "cifar_fixed")])
+def test_cifar_crop_options_on_the_loader_pipeline_are_refused(tmp_path, key, value):
+    write_folder(tmp_path / "f", train=4, test=2, size=80, ext="jpg")
+    with pytest.raises(LtBenchError, match=f"data.{key}={value} applies to small images") as err:
+        load_data("image_folder_lt", 2, cfg(tmp_path / "f", tmp_path, **{key: value}))
+    assert "\n" not in str(err.value)

@@ -18,7 +18,13 @@ from lt_bench.data.longtail import (
     hold_out_validation,
     make_long_tailed,
 )
-from lt_bench.data.pipeline import LoaderData, TensorData, channel_stats
+from lt_bench.data.pipeline import (
+    CIFAR_FIXED_MEAN,
+    CIFAR_FIXED_STD,
+    LoaderData,
+    TensorData,
+    channel_stats,
+)
 from lt_bench.data.sources import (
     CIFAR,
     class_names_from_paths,
@@ -55,16 +61,27 @@ def _split(labels, classes, cfg: DataConfig, imbalance, source: str):
 
 def _tensor_data(name: str, data: dict, cfg: DataConfig, imbalance, source: str) -> TensorData:
     keep, val = _split(data["train_labels"], data["classes"], cfg, imbalance, source)
+    fixed = cfg.normalize == "cifar_fixed"
     return TensorData(
         name, data["classes"], data["train_images"][keep], data["train_labels"][keep],
-        data["test_images"], data["test_labels"], mean=data["mean"], std=data["std"],
-        sampler=cfg.sampler, augment=cfg.augment,
+        data["test_images"], data["test_labels"],
+        mean=CIFAR_FIXED_MEAN if fixed else data["mean"],
+        std=CIFAR_FIXED_STD if fixed else data["std"],
+        sampler=cfg.sampler, augment=cfg.augment, pad_mode=cfg.pad_mode,
         val_images=data["train_images"][val], val_labels=data["train_labels"][val],
     )
 
 
 def _loader_data(name: str, classes, train_paths, train_labels, test_paths, test_labels,
                  cfg: DataConfig, imbalance, source: str) -> LoaderData:
+    # The DataLoader pipeline crops at random scales (no padding) and uses ImageNet's
+    # statistics: options of the CIFAR crop would silently do nothing here.
+    for key in ("pad_mode", "normalize"):
+        if getattr(cfg, key) != getattr(DataConfig, key):
+            raise LtBenchError(
+                f"data.{key}={getattr(cfg, key)} applies to small images kept as tensors "
+                f"(CIFAR-LT, at most {SMALL} px), but {name} goes through the DataLoader "
+                f"pipeline; remove data.{key} (or set data.pipeline=tensor)")
     keep, val = _split(train_labels, classes, cfg, imbalance, source)
     return LoaderData(name, classes, [train_paths[i] for i in keep.tolist()], train_labels[keep],
                       test_paths, test_labels, image_size=cfg.image_size, augment=cfg.augment,

@@ -14,6 +14,8 @@ SAMPLERS = ("none", "sqrt", "balanced")
 AUGMENTS = ("standard", "randaugment", "none")
 PIPELINES = ("auto", "tensor", "loader")
 DOWNLOADS = ("auto", "true", "false")
+PAD_MODES = ("zero", "reflect")
+NORMALIZES = ("dataset", "cifar_fixed")
 
 
 @dataclass
@@ -40,6 +42,14 @@ class DataConfig:
     # a balanced validation set held out of the training images (0: none); when set, the best
     # epoch is chosen on it instead of on the test set
     val_per_class: int = 0
+    # small images kept as tensors (CIFAR-LT) only, where the random crop pads 1/8 of a side:
+    # zero is torchvision's RandomCrop default; reflect mirrors the border without repeating
+    # the edge pixel, as the class-volume authors' code (after Jamal et al.'s Longtail_DA) did
+    pad_mode: str = "zero"  # zero | reflect
+    # dataset: per-channel mean/std of the data set's whole training split (for CIFAR-LT the
+    # balanced 50,000 images, not the long-tailed subset); cifar_fixed: the constants of that
+    # code, mean (125.3, 123.0, 113.9)/255 and std (63.0, 62.1, 66.7)/255
+    normalize: str = "dataset"  # dataset | cifar_fixed
 
 
 def as_data_config(cfg) -> DataConfig:
@@ -65,7 +75,8 @@ def as_data_config(cfg) -> DataConfig:
                 )
         cfg = DataConfig(**cfg)
     for key, allowed in (("profile", PROFILES), ("sampler", SAMPLERS), ("augment", AUGMENTS),
-                         ("pipeline", PIPELINES)):
+                         ("pipeline", PIPELINES), ("pad_mode", PAD_MODES),
+                         ("normalize", NORMALIZES)):
         value = getattr(cfg, key)
         if value not in allowed:
             raise LtBenchError(

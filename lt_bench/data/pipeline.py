@@ -1,10 +1,10 @@
 """Feeding the model: decoded uint8 tensors on the device (small images) or DataLoader workers.
 
 Small data (CIFAR-LT, any images ≤ 64 px) lives as one uint8 tensor ``[N, 3, H, W]`` on the
-training device; a batch is one gather that crops (zero padding), flips and casts at once, then
-a fused normalisation: no PIL and no per-sample Python. Large data goes through
-``torchvision.transforms.v2`` in DataLoader workers, each sample seeded from (seed, epoch,
-position) so the batches do not depend on the number of workers.
+training device; a batch is one gather that crops (zero or reflect padding, ``data.pad_mode``),
+flips and casts at once, then a fused normalisation: no PIL and no per-sample Python. Large data
+goes through ``torchvision.transforms.v2`` in DataLoader workers, each sample seeded from (seed,
+epoch, position) so the batches do not depend on the number of workers.
 """
 
 from __future__ import annotations
@@ -16,11 +16,15 @@ import torch
 from torch import Tensor
 
 from lt_bench.data.base import LongTailedData
+from lt_bench.data.config import PAD_MODES
 from lt_bench.data.sampling import generator
 from lt_bench.errors import LtBenchError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: data.normalize=cifar_fixed: the constants of the class-volume authors' CIFAR code
+CIFAR_FIXED_MEAN = tuple(v / 255 for v in (125.3, 123.0, 113.9))
+CIFAR_FIXED_STD = tuple(v / 255 for v in (63.0, 62.1, 66.7))
 
 
 # -- batched tensor augmentation -----------------------------------------------------------------
@@ -33,23 +37,50 @@ def crop_flip_params(n: int, height: int, width: int, padding: int, gen: torch.G
     return oy, ox, fl
 
 
-def crop_flip(images: Tensor, index: Tensor, oy: Tensor, ox: Tensor, flip: Tensor,
-              padding: int) -> Tensor:
-    """``images[index]`` randomly cropped (zero padding ``padding``) and flipped, batched.
+def check_pad_mode(mode: str) -> str:
+    if mode not in PAD_MODES:
+        raise LtBenchError(f"data.pad_mode={mode!r} is not valid; choose one of: "
+                           f"{', '.join(PAD_MODES)}")
+    return mode
 
-    Equivalent to RandomCrop((H, W), padding) + RandomHorizontalFlip per sample. uint8 in,
-    uint8 out, ``[B, 3, H, W]``, on ``images``' device. (The training loop keeps its images
-    padded once and calls :func:`crop_flip_padded` directly.)
+
+def pad_images(images: Tensor, padding: int, mode: str = "zero") -> Tensor:
+    """``[N, C, H, W]`` padded by ``padding`` on every side: zeros, or ``reflect``: mirrored
+    about the border pixel, which is not repeated (numpy's and torch's 'reflect')."""
+    if not padding:
+        return images
+    if mode == "zero":
+        return torch.nn.functional.pad(images, (padding, padding, padding, padding))
+    check_pad_mode(mode)
+    h, w = images.shape[-2:]
+    if padding >= min(h, w):
+        raise LtBenchError(f"data.pad_mode=reflect cannot pad {padding} pixels around {h}×{w} "
+                           "images (at most a side − 1); use data.pad_mode=zero")
+
+    def mirrored(n: int) -> Tensor:  # -p … n+p−1 folded back into 0 … n−1
+        i = torch.arange(-padding, n + padding, device=images.device).abs()
+        return torch.where(i >= n, 2 * (n - 1) - i, i)
+
+    # an index gather rather than F.pad(mode="reflect"): the same on every dtype and device
+    return images.index_select(-2, mirrored(h)).index_select(-1, mirrored(w))
+
+
+def crop_flip(images: Tensor, index: Tensor, oy: Tensor, ox: Tensor, flip: Tensor,
+              padding: int, pad_mode: str = "zero") -> Tensor:
+    """``images[index]`` randomly cropped (padding ``padding``, see :func:`pad_images`) and
+    flipped, batched.
+
+    Equivalent to RandomCrop((H, W), padding, padding_mode) + RandomHorizontalFlip per sample.
+    uint8 in, uint8 out, ``[B, 3, H, W]``, on ``images``' device. (The training loop keeps its
+    images padded once and calls :func:`crop_flip_padded` directly.)
     """
-    x = images[index.to(images.device)]
-    if padding:
-        x = torch.nn.functional.pad(x, (padding, padding, padding, padding))
+    x = pad_images(images[index.to(images.device)], padding, pad_mode)
     return crop_flip_padded(x, torch.arange(len(x), device=x.device), oy, ox, flip, padding)
 
 
 def crop_flip_padded(padded: Tensor, index: Tensor, oy: Tensor, ox: Tensor, flip: Tensor,
                      padding: int) -> Tensor:
-    """The crop + flip of :func:`crop_flip` from images already zero-padded by ``padding``.
+    """The crop + flip of :func:`crop_flip` from images already padded by ``padding``.
 
     Every (2p+1)² crop window is a strided view of the padded images (``unfold``); one advanced
     index gathers each sample's window; the flip is a select between the batch and its mirror,
@@ -113,8 +144,10 @@ class TensorData(LongTailedData):
                  train_labels: Tensor, test_images: Tensor, test_labels: Tensor, *,
                  mean: Sequence[float], std: Sequence[float], sampler: str = "none",
                  augment: str = "standard", padding: int | None = None,
-                 val_images: Tensor | None = None, val_labels: Tensor | None = None):
+                 val_images: Tensor | None = None, val_labels: Tensor | None = None,
+                 pad_mode: str = "zero"):
         super().__init__(name, classes, train_labels, test_labels, sampler, val_labels)
+        self.pad_mode = check_pad_mode(pad_mode)
         self.train_images = train_images
         self.test_images = test_images
         self.val_images = test_images[:0] if val_images is None else val_images
@@ -131,9 +164,7 @@ class TensorData(LongTailedData):
         key = str(torch.device(device))
         if key not in self._device_copies:
             p = self.padding if self.augment != "none" else 0
-            train = self.train_images.to(device)
-            if p:
-                train = torch.nn.functional.pad(train, (p, p, p, p))
+            train = pad_images(self.train_images.to(device), p, self.pad_mode)
             self._device_copies = {key: (
                 train, self.train_labels.to(device), self.test_images.to(device),
                 self.test_labels.to(device), norm_params(self.mean, self.std, device),
