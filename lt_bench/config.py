@@ -82,6 +82,9 @@ class Config:
 #: keys that do not change what a run computes, left out of its identity hash
 NOT_HASHED = ("seed", "workspace", "tracking", "resume", "quiet", "log_every", "device", "plugins",
               "compile_mode", "eval_batch_size", "precision_used")
+#: keys added after runs were recorded, hashed only away from their default, so that a recorded
+#: run keeps its hash (and is still skipped by a sweep and grouped by the leaderboard)
+HASHED_WHEN_SET = {"data": {"pad_mode": "zero", "normalize": "dataset"}}
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
@@ -301,5 +304,9 @@ def config_hash(cfg: DictConfig | dict) -> str:
     if isinstance(d.get("data"), dict):  # how the images arrive, not which: a copy, not the
         d["data"] = {k: v for k, v in d["data"].items()  # caller's dict
                      if k not in ("download", "progress", "cache_dir")}
+    for section, defaults in HASHED_WHEN_SET.items():
+        if isinstance(d.get(section), dict):
+            d[section] = {k: v for k, v in d[section].items()
+                          if k not in defaults or v != defaults[k]}
     blob = json.dumps(d, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]

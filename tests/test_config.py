@@ -101,3 +101,15 @@ def test_a_yaml_file_wins_over_a_group_chosen_after_it(tmp_path):
     # choosing another method drops the options typed for the previous one
     cfg = load_config([str(path)], ["method=ce"])
     assert cfg.method.name == "ce" and "components" not in cfg.method
+
+
+@pytest.mark.parametrize("overrides, recorded", [
+    ([], "cf5028f262"),
+    (["protocol=paper_cifar", "method=dv", "dataset=cifar10_lt", "imbalance=100"], "eea8710629"),
+    (["protocol=quick", "method=ce", "data.root=../shared/data"], "c403bb84e1"),
+])
+def test_config_hash_of_recorded_runs_does_not_move(overrides, recorded):
+    """Hashes recorded before data.pad_mode and data.normalize existed: a new key at its default
+    must not change them, or a sweep retrains finished runs and the leaderboard splits them."""
+    assert config_hash(load_config([], overrides)) == recorded
+    assert config_hash(load_config([], [*overrides, "data.pad_mode=reflect"])) != recorded
