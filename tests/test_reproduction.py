@@ -168,3 +168,80 @@ def test_lt_bench_methods_shows_the_convention_and_its_defaults():
         options = method_options(kind)
         assert options["convention"] == "paper"
         assert repr(options["substitute_below"]) == "None (paper: 30, authors: 0)"
+
+
+# -- the epochs of the CIFAR protocols -----------------------------------------------------------
+# (first epoch, last epoch, counted from 1): (lr, weights not uniform, statistics gathered), from
+# the protocol files' comments and, for zheng_ng_code, the authors' code: lr × 0.01 once the
+# 1-based epoch reaches 160 and 180; w_epoch=160 counted from 0 gathers in epoch 161 under
+# uniform weights, so the first class-volume weights train epoch 162.
+EPOCH_TABLES = {
+    "zheng_ng_code": [((1, 159), (0.1, False, False)), ((160, 160), (1e-3, False, False)),
+                      ((161, 161), (1e-3, False, True)), ((162, 179), (1e-3, True, True)),
+                      ((180, 200), (1e-5, True, True))],
+    "paper_cifar": [((1, 159), (0.1, False, False)), ((160, 160), (0.1, False, True)),
+                    ((161, 180), (1e-3, True, True)), ((181, 200), (1e-5, True, True))],
+    "quick": [((1, 4), (0.1, False, False)), ((5, 5), (0.1, False, True)),
+              ((6, 6), (0.01, True, True)), ((7, 7), (1e-3, True, True))],
+    "demo": [((1, 1), (0.1, False, True)), ((2, 2), (0.1, True, True))],
+}
+
+
+def epochs_as_trained(protocol: str, steps_per_epoch: int = 2) -> list[dict]:
+    """Per epoch, what the training loop saw: the lr of each step, whether the weights of the
+    first step were uniform, whether statistics were gathered by the epoch's end. The real
+    loop, optimizer, schedule and dv criterion, on a linear model over fixed inputs."""
+    from lt_bench.assemble import build_optimizer, build_schedule, method_options_of
+    from lt_bench.config import load_config
+    from lt_bench.loop import train_one_epoch
+
+    cfg = load_config([], [f"protocol={protocol}", "method=dv", "method.convention=authors"])
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    criterion = build_method("dv", [30, 10], **method_options_of(cfg))
+    optimizer = build_optimizer(model, cfg.protocol, torch.device("cpu"))
+    scheduler = build_schedule(optimizer, steps_per_epoch, cfg.protocol)
+    x, y = torch.randn(40, 4), torch.tensor([0] * 30 + [1] * 10)
+    seen: list[dict] = []
+
+    def batches():
+        epoch = {"lr": [], "weighted": not bool((criterion.class_weights == 1).all())}
+        for _ in range(steps_per_epoch):
+            epoch["lr"].append(optimizer.param_groups[0]["lr"])  # the lr this step uses
+            yield x, y
+        epoch["gathered"] = bool(criterion.stats.count.sum() > 0)  # before end_epoch resets
+        seen.append(epoch)
+
+    for e in range(cfg.protocol.epochs):
+        train_one_epoch(model, criterion, optimizer, scheduler, batches(), epoch=e,
+                        autocast=torch.autocast("cpu", enabled=False),
+                        memory_format=torch.contiguous_format, log_every=100,
+                        on_step=lambda *a: None)
+    return seen
+
+
+@pytest.mark.parametrize("protocol", sorted(EPOCH_TABLES))
+def test_lr_and_weights_per_epoch_follow_the_table(protocol):
+    seen = epochs_as_trained(protocol)
+    table = EPOCH_TABLES[protocol]
+    assert len(seen) == table[-1][0][1]  # the table covers every epoch
+    for (first, last), (lr, weighted, gathered) in table:
+        for epoch in range(first, last + 1):
+            got = seen[epoch - 1]
+            assert got["lr"][-1] == pytest.approx(lr, rel=1e-9), (protocol, epoch)
+            assert got["weighted"] == weighted, (protocol, epoch)
+            assert got["gathered"] == gathered, (protocol, epoch)
+    assert all(len(set(e["lr"])) == 1 for e in seen[1:])  # decays fall on epoch boundaries
+
+
+def test_zheng_ng_code_sets_the_rest_of_the_authors_run():
+    from lt_bench.config import load_config
+
+    cfg = load_config([], ["protocol=zheng_ng_code", "method=dv", "method.convention=authors"])
+    p = cfg.protocol
+    assert (p.epochs, p.batch_size, p.optimizer, p.lr, p.momentum, p.nesterov) == \
+        (200, 100, "sgd", 0.1, 0.9, True)
+    assert (p.weight_decay, p.warmup_epochs, p.eval_every) == (5e-4, 0, 1)
+    assert cfg.precision == "fp32" and cfg.backbone.name == "resnet32"
+    assert (cfg.data.pad_mode, cfg.data.normalize) == ("reflect", "cifar_fixed")
+    assert load_config([], ["precision=bf16", "protocol=zheng_ng_code"]).precision == "bf16"
