@@ -21,19 +21,19 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import subprocess
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lt_bench.errors import LtBenchError
 from lt_bench.progress import SweepDisplay
+from lt_bench.results import RunResult
+from lt_bench.sweep_workers import finished_in_folder, run_local, run_ray
 
 SWEEP_ONLY = ("methods", "seeds", "jobs", "engine", "gpus_per_run", "cpus_per_run",
-              "ray.address", "baseline", "metric", "train_fn")
+              "ray.address", "baseline", "metric")
+#: what a worker calls with the run's config; tests pass their own to ``run_sweep`` (a Python
+#: argument, never a config key: a config file must not name code to run)
 DEFAULT_TRAIN_FN = "lt_bench.train:train"
 
 
@@ -54,6 +54,7 @@ class Sweep:
     jobs: list[Job]
     options: dict[str, Any] = field(default_factory=dict)
     plugins: list[str] = field(default_factory=list)
+    train_fn: str = DEFAULT_TRAIN_FN
 
 
 def _format(value: Any) -> str:
@@ -70,14 +71,28 @@ def _is_list_key(default_cfg, key: str) -> bool:
         return False
 
 
+def _seeds(key: str, value: Any, item: str) -> list[int]:
+    """``seeds=3`` → 0, 1, 2; ``seeds=[0,5]`` or ``seed=[0,5]`` → those; ``seed=4`` → 4."""
+    if isinstance(value, int) and not isinstance(value, bool) and key == "seeds":
+        if value < 1:
+            raise LtBenchError(f"sweep: seeds={value}: give a count >= 1 or a list")
+        return list(range(value))
+    if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
+        return list(value)
+    if key == "seed" and isinstance(value, int):
+        return [value]
+    raise LtBenchError(f"sweep: {item!r}: seeds takes a count (seeds=3 → 0,1,2) or a list of "
+                       "integers (seeds=[0,1,2])")
+
+
 def expand(args: list[str]) -> Sweep:
     """The grid of runs described by the sweep's arguments (configs resolved, hashes computed)."""
-    from lt_bench.config import config_hash, load_config, parse_override, split_args
+    from lt_bench.config import config_hash, load_config, parse_override, run_folder, split_args
 
     paths, pairs = split_args(args)
     options: dict[str, Any] = {"jobs": None, "engine": "local", "gpus_per_run": 0.0,
                                "cpus_per_run": 1.0, "ray.address": None, "baseline": "ce",
-                               "metric": "final", "train_fn": DEFAULT_TRAIN_FN}
+                               "metric": "final"}
     base = load_config(paths, [])
     axes: list[tuple[str, list[Any]]] = []
     fixed: list[str] = []
@@ -85,17 +100,7 @@ def expand(args: list[str]) -> Sweep:
     for item in pairs:
         key, value = parse_override(item)
         if key in ("seeds", "seed"):
-            if isinstance(value, int) and not isinstance(value, bool) and key == "seeds":
-                if value < 1:
-                    raise LtBenchError(f"sweep: seeds={value}: give a count >= 1 or a list")
-                seeds = list(range(value))
-            elif isinstance(value, list) and value and all(isinstance(v, int) for v in value):
-                seeds = list(value)
-            elif key == "seed" and isinstance(value, int):
-                seeds = [value]
-            else:
-                raise LtBenchError(f"sweep: {item!r}: seeds takes a count (seeds=3 → 0,1,2) "
-                                   "or a list of integers (seeds=[0,1,2])")
+            seeds = _seeds(key, value, item)
         elif key == "methods" or (key == "method" and isinstance(value, list)):
             values = value if isinstance(value, list) else [value]
             if not values or not all(isinstance(v, str) and v for v in values):
@@ -138,14 +143,6 @@ def expand(args: list[str]) -> Sweep:
     return Sweep(paths, jobs, options)
 
 
-def run_folder(cfg) -> Path:
-    """The harness's run folder (as ``lt_bench.train.run_folder``, without importing torch)."""
-    from lt_bench.config import config_hash
-
-    name = f"{cfg.dataset}-{cfg.method.name}-{config_hash(cfg)}-seed{cfg.seed}"
-    return Path(cfg.workspace).expanduser() / "runs" / name
-
-
 # -- what is done already ---------------------------------------------------------------------
 def finished_in_store(jobs: list[Job]) -> set[tuple[str, str, int]]:
     """(method, cfg_hash, seed) of the jobs' FINISHED seed runs, read back through their
@@ -172,141 +169,13 @@ def finished_in_store(jobs: list[Job]) -> set[tuple[str, str, int]]:
     return done
 
 
-def finished_in_folder(job: Job) -> dict | None:
-    path = job.run_dir / "results.json" if job.run_dir else None
-    if path is None or not path.is_file():
-        return None
-    try:
-        results = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return results if results.get("status") == "FINISHED" else None
-
-
-# -- running ------------------------------------------------------------------------------------
-def worker_command(sweep: Sweep, job: Job) -> list[str]:
-    return [sys.executable, "-c", WORKER_BOOTSTRAP, str(sweep.options["train_fn"]),
-            *sweep.paths, *job.overrides, "quiet=true",
-            "data.progress=false"]  # a worker's log: one line an epoch, no decoding bars
-
-
-#: ``python -m`` would put the current folder first on sys.path, so an ``omegaconf.py`` (or any
-#: module's name) in the folder a sweep was started from would run in every worker. ``-c`` puts
-#: '' there instead, which this drops before anything but ``sys`` and ``runpy`` is imported.
-WORKER_BOOTSTRAP = ("import sys, runpy; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
-                    "runpy.run_module('lt_bench.sweep', run_name='__main__', alter_sys=True)")
-
-
-def worker_env(sweep: Sweep) -> dict[str, str]:
-    env = dict(os.environ)
-    jobs = sweep.options["jobs"]
-    if sweep.options["engine"] == "local" and jobs > 1 and "OMP_NUM_THREADS" not in env:
-        # each worker would otherwise start one thread per core: N workers on N cores run
-        # slower together than one at a time (measured: 2 one-thread workers beat one
-        # two-thread run by 16 % on 2 cores, docs/BENCHMARKS.md)
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
-    if sweep.plugins:  # plugins given with --plugin reach the workers
-        from lt_bench.registry import ENV_VAR
-
-        env[ENV_VAR] = ",".join([*filter(None, [env.get(ENV_VAR)]), *sweep.plugins])
-    return env
-
-
-def _log_path(job: Job) -> Path:
-    folder = Path(job.cfg.workspace).expanduser() / "sweeps" / "logs"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{job.run_dir.name}.log"
-
-
-def run_local(sweep: Sweep, todo: list[Job], report, display=None) -> None:
-    """``jobs`` worker processes at a time; ``report(job, results|None, seconds, note)``."""
-    pending = list(todo)
-    running: list[tuple[subprocess.Popen, Job, float, Any]] = []
-    from lt_bench.device_defaults import cuda_devices, least_busy_gpu
-
-    env = worker_env(sweep)
-    # several GPUs and no CUDA_VISIBLE_DEVICES of the user's: spread the workers over them
-    gpus = cuda_devices() if "CUDA_VISIBLE_DEVICES" not in env else 0
-    try:
-        while pending or running:
-            while pending and len(running) < sweep.options["jobs"]:
-                job = pending.pop(0)
-                log = open(_log_path(job), "w")
-                gpu = least_busy_gpu([r[4] for r in running], gpus)
-                proc = subprocess.Popen(
-                    worker_command(sweep, job), stdout=log, stderr=subprocess.STDOUT,
-                    env=env if gpu is None else {**env, "CUDA_VISIBLE_DEVICES": str(gpu)})
-                running.append((proc, job, time.perf_counter(), log, gpu))
-            time.sleep(0.2)
-            if display:
-                display.update([(j.label, j.run_dir) for _, j, *_ in running])
-            for entry in list(running):
-                proc, job, started, log, _gpu = entry
-                if proc.poll() is None:
-                    continue
-                running.remove(entry)
-                log.close()
-                results = finished_in_folder(job) if proc.returncode == 0 else None
-                note = "" if results else f"exit code {proc.returncode}, log {log.name}"
-                report(job, results, time.perf_counter() - started, note)
-    finally:
-        if display:
-            display.close()
-        for proc, *_ in running:  # interrupted: stop our workers (they can resume)
-            proc.terminate()
-        for proc, *_ in running:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            log.close()
-
-
-def run_ray(sweep: Sweep, todo: list[Job], report) -> None:
-    """Each run as a Ray task (fractional GPUs), logging to the shared tracking store."""
-    try:
-        import ray
-    except ImportError:
-        raise LtBenchError("engine=ray needs Ray: pip install 'lt-bench[ray]' "
-                           "(or pip install 'ray[default]')") from None
-    address = sweep.options.get("ray.address")
-    if not ray.is_initialized():
-        ray.init(address=None if address in (None, "", "local") else str(address),
-                 runtime_env={"env_vars": {k: v for k, v in worker_env(sweep).items()
-                                           if k.startswith(("LT_BENCH", "MLFLOW"))}},
-                 log_to_driver=False)
-
-    @ray.remote(num_gpus=float(sweep.options["gpus_per_run"]),
-                num_cpus=float(sweep.options["cpus_per_run"]), max_calls=1)
-    def run_one(command: list[str]) -> tuple[int, str]:
-        command = [sys.executable, *command[1:]]  # the worker node's Python
-        done = subprocess.run(command, capture_output=True, text=True)
-        return done.returncode, (done.stdout + done.stderr)[-4000:]
-
-    started = time.perf_counter()
-    futures = {run_one.remote(worker_command(sweep, job)): job for job in todo}
-    while futures:
-        ready, _ = ray.wait(list(futures), num_returns=1)
-        job = futures.pop(ready[0])
-        code, tail = ray.get(ready[0])
-        results = finished_in_folder(job) if code == 0 else None
-        if code == 0 and results is None:  # the run folder is on the worker node
-            results = _results_from_output(tail)
-        note = "" if results else f"exit code {code}: {tail.strip().splitlines()[-1:]}"
-        report(job, results, time.perf_counter() - started, note)
-
-
-def _results_from_output(text: str) -> dict | None:
-    for line in reversed(text.splitlines()):
-        if line.startswith("LT_BENCH_RESULT "):
-            return json.loads(line[len("LT_BENCH_RESULT "):])
-    return None
-
-
-def run_sweep(args: list[str], plugins: list[str] = (), out=print) -> dict:
-    """Run the grid; print one line per finished run and the leaderboard; return a summary."""
+def run_sweep(args: list[str], plugins: list[str] = (), out=print,
+              train_fn: str = DEFAULT_TRAIN_FN) -> dict:
+    """Run the grid; print one line per finished run and the leaderboard; return a summary.
+    ``train_fn`` (``module:function``) is what each worker calls with its run's config."""
     sweep = expand(args)
     sweep.plugins = list(plugins)
+    sweep.train_fn = train_fn
     from lt_bench.tracking import prepare_stores
 
     prepare_stores([j.cfg for j in sweep.jobs])  # the stores and experiments before any worker
@@ -320,27 +189,10 @@ def run_sweep(args: list[str], plugins: list[str] = (), out=print) -> dict:
     out(f"sweep: {len(sweep.jobs)} runs ({len(skipped)} already finished, {len(todo)} to run) "
         f"on {sweep.options['engine']}"
         + (f" with {sweep.options['jobs']} workers" if sweep.options["engine"] == "local" else ""))
-    summary = {"total": len(sweep.jobs), "skipped": [j.label for j in skipped],
-               "finished": [], "failed": []}
-    count = [0]
     display = (SweepDisplay(len(todo)) if out is print and sweep.options["engine"] == "local"
                else None)
-    out = display.message if display else out  # finished runs print above the live lines
-
-    def report(job: Job, results: dict | None, seconds: float, note: str) -> None:
-        count[0] += 1
-        if display:
-            display.finished()
-        prefix = f"[{count[0]}/{len(todo)}] {job.label}"
-        if results:
-            acc = results.get(sweep.options["metric"], {}).get("acc")
-            acc_text = "n/a" if acc is None else f"{100 * acc:.2f}%"
-            out(f"{prefix}: {sweep.options['metric']} acc {acc_text} ({seconds:.0f} s)")
-            summary["finished"].append(job.label)
-        else:
-            out(f"{prefix}: FAILED ({note})")
-            summary["failed"].append(job.label)
-
+    report = Report(sweep.options["metric"], len(sweep.jobs), skipped, len(todo),
+                    display.message if display else out, display)  # above the live lines
     if todo and sweep.options["engine"] == "ray":
         run_ray(sweep, todo, report)
     elif todo:
@@ -350,39 +202,44 @@ def run_sweep(args: list[str], plugins: list[str] = (), out=print) -> dict:
     rows = lb.sweep_rows([j.cfg for j in sweep.jobs], sweep.options["metric"],
                          str(sweep.options["baseline"]))
     if rows is not None:  # None: a tracker that cannot be read back, said by finished_in_store
-        out("")
-        out(lb.format_text(rows))
-        summary["leaderboard"] = lb.as_dicts(rows)
-    if summary["failed"]:
-        out(f"sweep: {len(summary['failed'])} run(s) failed; run the same sweep again to retry "
-            "them (finished runs are skipped)")
-    return summary
+        report.out("")
+        report.out(lb.format_text(rows))
+        report.summary["leaderboard"] = lb.as_dicts(rows)
+    return report.close()
 
 
-def _worker(argv: list[str]) -> int:
-    """``python -m lt_bench.sweep MODULE:FUNCTION [config.yaml] key=value ...``: load the config
-    and call ``FUNCTION(cfg)`` (``lt_bench.train:train`` by default) in this process."""
-    import importlib
+class Report:
+    """One line per run as it ends, and the sweep's summary: which runs finished, failed, were
+    finished already (skipped) or are being trained by another live process (busy)."""
 
-    from lt_bench.config import load_config, split_args
+    def __init__(self, metric: str, total: int, skipped: list[Job], todo: int, out, display):
+        self.metric, self.todo, self.out, self.display, self.count = metric, todo, out, display, 0
+        self.summary = {"total": total, "skipped": [j.label for j in skipped], "finished": [],
+                        "failed": [], "busy": []}
 
-    target, *args = argv
-    module, _, name = target.partition(":")
-    fn = getattr(importlib.import_module(module), name)
-    paths, overrides = split_args(args)
-    results = fn(load_config(paths, overrides))
-    slim = {k: results.get(k) for k in ("status", "method", "seed", "cfg_hash", "run_dir")}
-    slim.update({w: {k: v for k, v in (results.get(w) or {}).items() if k != "per_class"}
-                 for w in ("final", "best")})
-    print("LT_BENCH_RESULT " + json.dumps(slim, default=str), flush=True)
-    return 0
+    def __call__(self, job: Job, result: RunResult | None, seconds: float, note: str,
+                 busy: bool = False) -> None:
+        self.count += 1
+        if self.display:
+            self.display.finished()
+        prefix = f"[{self.count}/{self.todo}] {job.label}"
+        if result is not None:
+            score = result.score(self.metric)
+            acc = "n/a" if score is None else f"{100 * score.acc:.2f}%"
+            self.out(f"{prefix}: {self.metric} acc {acc} ({seconds:.0f} s)")
+            self.summary["finished"].append(job.label)
+        elif busy:
+            self.out(f"{prefix}: skipped, {note} (another sweep on this workspace)")
+            self.summary["busy"].append(job.label)
+        else:
+            self.out(f"{prefix}: FAILED ({note})")
+            self.summary["failed"].append(job.label)
 
-
-if __name__ == "__main__":
-    from lt_bench.cli import LtBenchError as _Err
-
-    try:
-        raise SystemExit(_worker(sys.argv[1:]))
-    except _Err as exc:
-        print(f"lt-bench: error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    def close(self) -> dict:
+        if self.summary["failed"]:
+            self.out(f"sweep: {len(self.summary['failed'])} run(s) failed; run the same sweep "
+                     "again to retry them (finished runs are skipped)")
+        if self.summary["busy"]:
+            self.out(f"sweep: {len(self.summary['busy'])} run(s) are being trained by another "
+                     "process; run the same sweep again once it is done to see them here")
+        return self.summary

@@ -1,6 +1,6 @@
 """Sweep grid expansion, local worker processes, and skipping what the store has finished.
 
-The workers run ``fake_train`` below (``train_fn=test_sweep:fake_train``): it records the run
+The workers run ``fake_train`` below (``run_sweep(..., train_fn=FAKE)``): it records the run
 through the real MLflow tracker and writes ``results.json`` like the harness, in a fraction of a
 second, so the sweep machinery is tested without data sets or backbones.
 """
@@ -8,29 +8,47 @@ second, so the sweep machinery is tested without data sets or backbones.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from lt_bench.config import run_folder
 from lt_bench.leaderboard import leaderboard
-from lt_bench.sweep import expand, run_folder, run_sweep
+from lt_bench.results import RunResult, finished_result
+from lt_bench.sweep import expand, run_sweep
 from lt_bench.tracking.store import prepare_store
 
 HERE = Path(__file__).parent
+FAKE = "test_sweep:fake_train"
 
 
-def fake_train(cfg) -> dict:
-    """A stand-in for ``lt_bench.train.train``: deterministic accuracy, real tracker."""
+def fake_train(cfg) -> RunResult:
+    """A stand-in for ``lt_bench.train.train``: deterministic accuracy, real tracker; like the
+    harness it claims its run folder and returns a finished run's record untouched. It takes
+    FAKE_TRAIN_SECONDS to "train" and notes its PID in pids.txt."""
+    from lt_bench.ownership import claim_run
 
+    out = run_folder(cfg)
+    with claim_run(out):
+        if (done := finished_result(out / "results.json")) is not None:
+            return done
+        with open(Path(cfg.workspace) / "pids.txt", "a") as f:
+            f.write(f"{os.getpid()}\n")
+        time.sleep(float(os.environ.get("FAKE_TRAIN_SECONDS", "0")))
+        return _fake_result(cfg, out)
+
+
+def _fake_result(cfg, out: Path) -> RunResult:
     from lt_bench.config import config_hash, to_dict
     from lt_bench.tracking.mlflow_tracker import MlflowTracker
 
     acc = 0.5 + (0.1 if cfg.method.name == "dv" else 0.0) + 0.01 * cfg.seed
-    out = run_folder(cfg)
-    out.mkdir(parents=True, exist_ok=True)
     with open(Path(cfg.workspace) / "calls.txt", "a") as f:
         f.write(f"{cfg.method.name} {cfg.seed} {cfg.imbalance}\n")
     part = {"acc": acc, "acc_many": acc + 0.1, "acc_medium": acc - 0.1, "acc_few": None,
@@ -41,13 +59,21 @@ def fake_train(cfg) -> dict:
                "final": part, "best": part, "confusion": [[1, 0], [0, 1]],
                "class_weights": [[1.0, 2.0]], "history": [], "wall_time_s": 0.1,
                "cfg_hash": config_hash(cfg), "group_of_class": ["many", "few"]}
+    result = RunResult.from_dict(results)
     if cfg.tracking.tracker == "mlflow":
         tracker = MlflowTracker(cfg)
         tracker.start(to_dict(cfg), out, {"classes": ["a", "b"], "counts": [10, 1]})
         tracker.log_metrics({"train/loss": 1.0, "test/acc": acc}, step=0)
-        tracker.finish(results)
-    (out / "results.json").write_text(json.dumps(results))
-    return results
+        tracker.finish(result)
+    result.save(out / "results.json")
+    return result
+
+
+def test_a_config_cannot_name_the_function_workers_run():
+    from lt_bench import LtBenchError
+
+    with pytest.raises(LtBenchError, match="unknown config key 'train_fn'"):
+        expand(["methods=[ce]", "train_fn=os:system"])
 
 
 def test_grid_expansion():
@@ -74,7 +100,7 @@ def test_grid_expansion():
 
 
 def test_parallel_workers_share_the_cores(monkeypatch):
-    from lt_bench.sweep import worker_env
+    from lt_bench.sweep_workers import worker_env
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr("os.cpu_count", lambda: 8)
@@ -99,8 +125,8 @@ def test_sweep_skips_what_the_store_has_finished(tmp_path, template_db, monkeypa
         fake_train(load_config([], [*common, f"method={method}", "seed=0"]))
     shutil.rmtree(ws / "runs")
     lines: list[str] = []
-    summary = run_sweep([*common, "train_fn=test_sweep:fake_train", "methods=[ce,dv]",
-                         "seeds=2", "jobs=2"], out=lines.append)
+    summary = run_sweep([*common, "methods=[ce,dv]", "seeds=2", "jobs=2"], out=lines.append,
+                        train_fn=FAKE)
     assert sorted(summary["skipped"]) == ["ce seed=0", "dv seed=0"]
     assert sorted(summary["finished"]) == ["ce seed=1", "dv seed=1"] and not summary["failed"]
     assert sum(line.startswith("[") and "final acc 6" in line for line in lines) == 1
@@ -117,10 +143,11 @@ def test_sweep_runs_workers_and_skips_finished(tmp_path, template_db, monkeypatc
     ws.mkdir()
     shutil.copy(template_db, ws / "mlflow.db")
     monkeypatch.setenv("PYTHONPATH", str(HERE))
-    common = [f"workspace={ws}", "tracking.tracker=mlflow", "train_fn=test_sweep:fake_train",
-              "dataset=cifar10_lt", "imbalance=100"]
+    common = [f"workspace={ws}", "tracking.tracker=mlflow", "dataset=cifar10_lt",
+              "imbalance=100"]
     lines: list[str] = []
-    summary = run_sweep([*common, "methods=[ce,dv]", "seeds=2", "jobs=2"], out=lines.append)
+    summary = run_sweep([*common, "methods=[ce,dv]", "seeds=2", "jobs=2"], out=lines.append,
+                        train_fn=FAKE)
     assert len(summary["finished"]) == 4 and not summary["failed"] and not summary["skipped"]
     assert sum(line.startswith("[") and "final acc" in line for line in lines) == 4
     assert any(line.startswith("method") for line in "\n".join(lines).splitlines())
@@ -129,7 +156,8 @@ def test_sweep_runs_workers_and_skips_finished(tmp_path, template_db, monkeypatc
     assert rows["dv"]["diff"] == pytest.approx(0.1)
     # the store, not the run folders, tells what is done: remove the folders, resume, add a seed
     shutil.rmtree(ws / "runs")
-    summary = run_sweep([*common, "methods=[ce,dv]", "seeds=3", "jobs=2"], out=lines.append)
+    summary = run_sweep([*common, "methods=[ce,dv]", "seeds=3", "jobs=2"], out=lines.append,
+                        train_fn=FAKE)
     assert len(summary["skipped"]) == 4 and len(summary["finished"]) == 2
     calls = (ws / "calls.txt").read_text().split("\n")
     assert sorted(c for c in calls if c) == sorted(
@@ -147,8 +175,8 @@ def test_ray_engine_on_a_local_instance(tmp_path, template_db, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(HERE))
     prepare_store({"workspace": str(ws)})
     summary = run_sweep([f"workspace={ws}", "tracking.tracker=mlflow", "engine=ray",
-                         "train_fn=test_sweep:fake_train", "methods=[ce,dv]", "seeds=2",
-                         "gpus_per_run=0", "cpus_per_run=0.5"], out=print)
+                         "methods=[ce,dv]", "seeds=2", "gpus_per_run=0", "cpus_per_run=0.5"],
+                        out=print, train_fn=FAKE)
     assert len(summary["finished"]) == 4 and not summary["failed"]
 
 
@@ -185,8 +213,7 @@ def test_workers_do_not_import_modules_from_the_current_folder(tmp_path, monkeyp
     (tmp_path / "omegaconf.py").write_text(
         "from pathlib import Path\nPath('planted-ran').write_text('yes')\nraise SystemExit(99)\n")
     summary = run_sweep([f"workspace={tmp_path / 'ws'}", "tracking.tracker=local",
-                         "train_fn=test_sweep:fake_train", "methods=[ce]", "seeds=1"],
-                        out=lambda *a, **k: None)
+                         "methods=[ce]", "seeds=1"], out=lambda *a, **k: None, train_fn=FAKE)
     assert not (tmp_path / "planted-ran").exists()
     assert summary["failed"] == []
 
@@ -195,13 +222,12 @@ def test_the_local_tracker_gets_a_leaderboard_and_skips_finished_runs(tmp_path, 
     """tracking.tracker=local: the run folders are read back for the closing leaderboard."""
     monkeypatch.setenv("PYTHONPATH", str(HERE))
     common = [f"workspace={tmp_path / 'ws'}", "tracking.tracker=local", "dataset=cifar10_lt",
-              "imbalance=100", "backbone=b", "methods=[ce,dv]", "jobs=2",
-              "train_fn=test_sweep:fake_train"]  # backbone: fake_train's "b"
-    summary = run_sweep([*common, "seeds=2"], out=lambda *a: None)
+              "imbalance=100", "backbone=b", "methods=[ce,dv]", "jobs=2"]  # fake_train's "b"
+    summary = run_sweep([*common, "seeds=2"], out=lambda *a: None, train_fn=FAKE)
     rows = {r["method"]: r for r in summary["leaderboard"]}
     assert rows["dv"]["n"] == 2 and rows["dv"]["mean"] == pytest.approx(0.605)  # 0.60, 0.61
     assert rows["dv"]["diff"] == pytest.approx(0.1)  # ce: 0.50, 0.51
-    summary = run_sweep([*common, "seeds=3"], out=lambda *a: None)
+    summary = run_sweep([*common, "seeds=3"], out=lambda *a: None, train_fn=FAKE)
     assert len(summary["skipped"]) == 4 and sorted(summary["finished"]) == [
         "ce seed=2", "dv seed=2"]
     assert {r["method"]: r["n"] for r in summary["leaderboard"]} == {"ce": 3, "dv": 3}
@@ -220,12 +246,12 @@ def test_a_tracker_that_cannot_be_read_back_is_said_and_the_sweep_still_runs(
     plugin.write_text(PLUGIN)
     monkeypatch.setenv("PYTHONPATH", str(HERE))
     args = [f"workspace={tmp_path / 'ws'}", "tracking.tracker=duck", f"plugins=[{plugin}]",
-            "methods=[ce]", "seeds=2", "train_fn=test_sweep:fake_train"]
+            "methods=[ce]", "seeds=2"]
     reset_registry()
     try:
         with caplog.at_level(logging.WARNING, logger="lt_bench"):
-            first = run_sweep(args, out=lambda *a: None)
-            again = run_sweep(args, out=lambda *a: None)
+            first = run_sweep(args, out=lambda *a: None, train_fn=FAKE)
+            again = run_sweep(args, out=lambda *a: None, train_fn=FAKE)
     finally:
         reset_registry()
     said = [r.getMessage() for r in caplog.records if "cannot be read back" in r.getMessage()]
@@ -233,3 +259,58 @@ def test_a_tracker_that_cannot_be_read_back_is_said_and_the_sweep_still_runs(
     assert sorted(first["finished"]) == ["ce seed=0", "ce seed=1"] and not first["failed"]
     assert "leaderboard" not in first
     assert sorted(again["skipped"]) == ["ce seed=0", "ce seed=1"]  # by run folder
+
+
+# -- one owner per run ----------------------------------------------------------------------------
+def start_sweep(ws: Path, args: list[str], seconds: float) -> subprocess.Popen:
+    """``run_sweep`` in a process of its own (the way two users would start two sweeps)."""
+    code = ("import json, sys; from lt_bench.sweep import run_sweep; "
+            f"s = run_sweep(sys.argv[1:], out=lambda *a: None, train_fn={FAKE!r}); "
+            "print(json.dumps(s))")
+    env = {**os.environ, "PYTHONPATH": str(HERE), "FAKE_TRAIN_SECONDS": str(seconds)}
+    return subprocess.Popen([sys.executable, "-c", code, f"workspace={ws}",
+                             "tracking.tracker=local", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow  # two sweeps, four worker processes each importing torch
+def test_two_sweeps_on_one_workspace_train_every_run_once(tmp_path):
+    ws = tmp_path / "ws"
+    args = ["methods=[ce,dv]", "seeds=2", "jobs=2"]
+    sweeps = [start_sweep(ws, args, seconds=4) for _ in range(2)]
+    summaries = []
+    for proc in sweeps:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-2000:]
+        summaries.append(json.loads(out.strip().splitlines()[-1]))
+    calls = [c for c in (ws / "calls.txt").read_text().split("\n") if c]
+    assert sorted(calls) == sorted(f"{m} {s} 100.0" for m in ("ce", "dv") for s in (0, 1))
+    for s in summaries:  # each sweep accounts for every run, and none failed
+        assert not s["failed"]
+        assert len(s["finished"]) + len(s["busy"]) + len(s["skipped"]) == 4
+    assert sum(len(s["busy"]) for s in summaries) >= 1  # the second met the first's runs
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "State:\tZ" not in state  # a zombie has stopped running
+
+
+@pytest.mark.slow  # a worker process importing torch
+def test_a_sweep_killed_with_sigkill_takes_its_workers_with_it(tmp_path):
+    ws = tmp_path / "ws"
+    sweep = start_sweep(ws, ["methods=[ce]", "seeds=1"], seconds=300)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (ws / "pids.txt").exists():
+        time.sleep(0.2)
+    worker = int((ws / "pids.txt").read_text().split()[0])
+    assert alive(worker)
+    sweep.send_signal(signal.SIGKILL)
+    sweep.wait()
+    deadline = time.time() + 30
+    while time.time() < deadline and alive(worker):
+        time.sleep(0.2)
+    assert not alive(worker), "the worker trains on as an orphan"

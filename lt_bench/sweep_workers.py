@@ -1,0 +1,210 @@
+"""The worker side of a sweep: one process per run, started locally or as a Ray task.
+
+A worker is ``python -c WORKER_BOOTSTRAP MODULE:FUNCTION [config.yaml] key=value ...``: it loads
+the config and calls ``FUNCTION(cfg)`` (``lt_bench.train:train``). Local workers die with their
+sweep (PDEATHSIG); a run that another live process owns is not trained twice (exit ``BUSY``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lt_bench.errors import LtBenchError
+from lt_bench.ownership import owner_of
+from lt_bench.results import RunResult, finished_result
+
+if TYPE_CHECKING:
+    from lt_bench.sweep import Job, Sweep
+
+#: a worker's exit code when another live process owns its run
+BUSY = 3
+
+
+def finished_in_folder(job: Job) -> RunResult | None:
+    return finished_result(job.run_dir / "results.json") if job.run_dir else None
+
+
+def worker_command(sweep: Sweep, job: Job) -> list[str]:
+    return [sys.executable, "-c", WORKER_BOOTSTRAP, sweep.train_fn,
+            *sweep.paths, *job.overrides, "quiet=true",
+            "data.progress=false"]  # a worker's log: one line an epoch, no decoding bars
+
+
+#: how a worker hands its run's summary to the Ray driver, which may not see its run folder
+RESULT_LINE = "LT_BENCH_RESULT "
+
+#: ``python -m`` would put the current folder first on sys.path, so an ``omegaconf.py`` (or any
+#: module's name) in the folder a sweep was started from would run in every worker. ``-c`` puts
+#: '' there instead, which this drops before anything but ``sys`` and ``runpy`` is imported.
+WORKER_BOOTSTRAP = ("import sys, runpy; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
+                    "runpy.run_module('lt_bench.sweep_workers', run_name='__main__', alter_sys=True)")
+
+
+def worker_env(sweep: Sweep) -> dict[str, str]:
+    env = dict(os.environ)
+    jobs = sweep.options["jobs"]
+    if sweep.options["engine"] == "local" and jobs > 1 and "OMP_NUM_THREADS" not in env:
+        # each worker would otherwise start one thread per core: N workers on N cores run
+        # slower together than one at a time (measured: 2 one-thread workers beat one
+        # two-thread run by 16 % on 2 cores, docs/BENCHMARKS.md)
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+    if sweep.plugins:  # plugins given with --plugin reach the workers
+        from lt_bench.registry import ENV_VAR
+
+        env[ENV_VAR] = ",".join([*filter(None, [env.get(ENV_VAR)]), *sweep.plugins])
+    return env
+
+
+def _log_path(job: Job) -> Path:
+    folder = Path(job.cfg.workspace).expanduser() / "sweeps" / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{job.run_dir.name}.log"
+
+
+def die_with(parent: int):
+    """A worker's ``preexec_fn``: the kernel sends it SIGTERM when the sweep dies, even by
+    ``kill -9``, so no orphan trains on beside a restarted sweep (Linux; elsewhere a no-op)."""
+    def arm() -> None:
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent:  # the sweep died before the line above
+            os._exit(1)
+    return arm
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def run_local(sweep: Sweep, todo: list[Job], report, display=None) -> None:
+    """``jobs`` worker processes at a time; ``report(job, result|None, seconds, note, busy)``.
+    A run that another live process owns (another sweep started on the same workspace) is not
+    started, and said to be busy."""
+    pending = list(todo)
+    running: list[tuple[subprocess.Popen, Job, float, Any]] = []
+    from lt_bench.device_defaults import cuda_devices, least_busy_gpu
+
+    env = worker_env(sweep)
+    # several GPUs and no CUDA_VISIBLE_DEVICES of the user's: spread the workers over them
+    gpus = cuda_devices() if "CUDA_VISIBLE_DEVICES" not in env else 0
+    try:
+        while pending or running:
+            while pending and len(running) < sweep.options["jobs"]:
+                job = pending.pop(0)
+                if owner := owner_of(job.run_dir):
+                    report(job, None, 0.0, f"being trained by {owner}", busy=True)
+                    continue
+                log = open(_log_path(job), "w")
+                gpu = least_busy_gpu([r[4] for r in running], gpus)
+                proc = subprocess.Popen(
+                    worker_command(sweep, job), stdout=log, stderr=subprocess.STDOUT,
+                    env=env if gpu is None else {**env, "CUDA_VISIBLE_DEVICES": str(gpu)},
+                    preexec_fn=die_with(os.getpid()))
+                running.append((proc, job, time.perf_counter(), log, gpu))
+            time.sleep(0.2)
+            if display:
+                display.update([(j.label, j.run_dir) for _, j, *_ in running])
+            for entry in list(running):
+                proc, job, started, log, _gpu = entry
+                if proc.poll() is None:
+                    continue
+                running.remove(entry)
+                log.close()
+                results = finished_in_folder(job) if proc.returncode == 0 else None
+                note = "" if results else f"exit code {proc.returncode}, log {log.name}"
+                report(job, results, time.perf_counter() - started, note,
+                       busy=proc.returncode == BUSY)
+    finally:
+        if display:
+            display.close()
+        for proc, *_ in running:  # interrupted: stop our workers (they can resume)
+            proc.terminate()
+        for proc, *_ in running:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            log.close()
+
+
+def run_ray(sweep: Sweep, todo: list[Job], report) -> None:
+    """Each run as a Ray task (fractional GPUs), logging to the shared tracking store."""
+    try:
+        import ray
+    except ImportError:
+        raise LtBenchError("engine=ray needs Ray: pip install 'lt-bench[ray]' "
+                           "(or pip install 'ray[default]')") from None
+    address = sweep.options.get("ray.address")
+    if not ray.is_initialized():
+        ray.init(address=None if address in (None, "", "local") else str(address),
+                 runtime_env={"env_vars": {k: v for k, v in worker_env(sweep).items()
+                                           if k.startswith(("LT_BENCH", "MLFLOW"))}},
+                 log_to_driver=False)
+
+    @ray.remote(num_gpus=float(sweep.options["gpus_per_run"]),
+                num_cpus=float(sweep.options["cpus_per_run"]), max_calls=1)
+    def run_one(command: list[str]) -> tuple[int, str]:
+        command = [sys.executable, *command[1:]]  # the worker node's Python
+        done = subprocess.run(command, capture_output=True, text=True)
+        return done.returncode, (done.stdout + done.stderr)[-4000:]
+
+    started = time.perf_counter()
+    futures = {run_one.remote(worker_command(sweep, job)): job for job in todo}
+    while futures:
+        ready, _ = ray.wait(list(futures), num_returns=1)
+        job = futures.pop(ready[0])
+        code, tail = ray.get(ready[0])
+        results = finished_in_folder(job) if code == 0 else None
+        if code == 0 and results is None:  # the run folder is on the worker node
+            results = _results_from_output(tail)
+        note = "" if results else f"exit code {code}: {tail.strip().splitlines()[-1:]}"
+        report(job, results, time.perf_counter() - started, note, busy=code == BUSY)
+
+
+def _results_from_output(text: str) -> RunResult | None:
+    for line in reversed(text.splitlines()):
+        if line.startswith(RESULT_LINE):
+            return RunResult.from_dict(json.loads(line[len(RESULT_LINE):]))
+    return None
+
+
+def _worker(argv: list[str]) -> int:
+    """``MODULE:FUNCTION [config.yaml] key=value ...``: load the config and call
+    ``FUNCTION(cfg)`` (``lt_bench.train:train`` by default) in this process."""
+    import importlib
+
+    from lt_bench.config import load_config, split_args
+
+    target, *args = argv
+    module, _, name = target.partition(":")
+    fn = getattr(importlib.import_module(module), name)
+    paths, overrides = split_args(args)
+    from lt_bench.ownership import RunOwned
+
+    try:
+        result = fn(load_config(paths, overrides))
+    except RunOwned as exc:  # another sweep trains this run: not a failure of this one
+        print(f"lt-bench: {exc}", flush=True)
+        return BUSY
+    print(RESULT_LINE + json.dumps(result.summary(), default=str), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    from lt_bench.cli import LtBenchError as _Err
+
+    try:
+        raise SystemExit(_worker(sys.argv[1:]))
+    except _Err as exc:
+        print(f"lt-bench: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
