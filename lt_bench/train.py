@@ -168,6 +168,7 @@ def run_epoch(run: Run, state: RunState, epoch: int) -> None:
 
     started = time.perf_counter()
     weights_used = state.criterion.class_weights.tolist()  # the weights applied this epoch
+    lr_used = state.optimizer.param_groups[0]["lr"]  # of its first step: after it, the next's
     batches = data.train_batches(epoch, p.batch_size, device=device, seed=cfg.seed,
                                  rank=run.rank, world_size=run.world_size,
                                  drop_last=run.drop_last)
@@ -175,7 +176,7 @@ def run_epoch(run: Run, state: RunState, epoch: int) -> None:
         run.model, state.criterion, state.optimizer, state.scheduler, batches, epoch=epoch,
         autocast=run.autocast, memory_format=parts.memory_format(cfg, device),
         log_every=cfg.log_every, on_step=on_step)
-    metrics = {"train/loss": train_loss, "lr": state.optimizer.param_groups[0]["lr"],
+    metrics = {"train/loss": train_loss, "lr": lr_used,
                "time/train_s": time.perf_counter() - started}
     record = {"epoch": epoch, "class_weights": weights_used}
     test = None
