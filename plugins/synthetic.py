@@ -11,6 +11,7 @@ import torch
 
 import lt_bench
 from lt_bench.data import TensorData, lt_counts
+from lt_bench.data.pipeline import CIFAR_FIXED_MEAN, CIFAR_FIXED_STD
 
 N_MAX, N_TEST, SIDE = 200, 20, 16
 
@@ -30,9 +31,12 @@ def synthetic_lt(cfg, *, imbalance: float | None = None) -> TensorData:
     train_images, train_labels = draw(counts)
     test_images, test_labels = draw([N_TEST] * num_classes)
     val_images, val_labels = draw([cfg.val_per_class] * num_classes)  # fresh draws, balanced
+    fixed = cfg.normalize == "cifar_fixed"  # honoured like CIFAR's, so a protocol runs as given
     return TensorData("synthetic_lt", [f"class{i}" for i in range(num_classes)], train_images,
-                      train_labels, test_images, test_labels, mean=[0.5] * 3,
-                      std=[0.3] * 3, sampler=cfg.sampler, augment=cfg.augment, padding=2,
+                      train_labels, test_images, test_labels,
+                      mean=CIFAR_FIXED_MEAN if fixed else [0.5] * 3,
+                      std=CIFAR_FIXED_STD if fixed else [0.3] * 3, sampler=cfg.sampler,
+                      augment=cfg.augment, padding=2, pad_mode=cfg.pad_mode,
                       val_images=val_images, val_labels=val_labels)
 
 

@@ -231,3 +231,14 @@ def test_loader_path_is_deterministic_whatever_the_workers(tmp_path):
     tests = [torch.cat([y for _, y in d0.test_batches(2, device="cpu", rank=r, world_size=2)])
              for r in range(2)]
     assert torch.equal(torch.cat(tests), labels[:5])
+
+
+def test_synthetic_data_honours_pad_mode_and_normalize():
+    from lt_bench.config import load_config
+    from lt_bench.data import load_data
+    from lt_bench.data.pipeline import CIFAR_FIXED_MEAN
+
+    cfg = load_config([], ["dataset=synthetic_lt", "data.pad_mode=reflect",
+                           "data.normalize=cifar_fixed"])
+    data = load_data("synthetic_lt", 10, cfg.data)
+    assert data.pad_mode == "reflect" and list(data.mean) == list(CIFAR_FIXED_MEAN)
