@@ -110,6 +110,8 @@ class Registry:
                 raise LtBenchError(
                     f"plugin file {spec!r} not found: give an existing .py file or a module name"
                 )
+            if self.pm.get_plugin(str(path)) is not None:
+                return  # loaded already (a sweep's workers and the config both name it)
             name = f"lt_bench_local_{path.stem}"
             try:
                 module_spec = importlib.util.spec_from_file_location(name, path)

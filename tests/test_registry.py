@@ -244,3 +244,10 @@ def test_the_readme_plugin_example_works_as_written(tmp_path):
     assert criterion.class_weights.tolist() == [0.5, 1.0]  # n^-0.5
     assert lt_bench.build_method("sqrt_volume", [4, 1], power=1.0,
                                  normalization="none").class_weights.tolist() == [0.25, 1.0]
+
+
+def test_one_plugin_file_named_twice_loads_once(tmp_path):
+    path = write_plugin(tmp_path / "twice.py", name="twice")
+    registry = get_registry([str(path)])
+    assert get_registry([str(path)]) is registry  # no "already registered" error
+    assert registry.get("methods", "twice").plugin == str(path)

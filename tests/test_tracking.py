@@ -1,5 +1,5 @@
-"""The MLflow tracker against synthetic results dicts shaped like ``lt_bench.evaluate.summarize``
-(no data set or backbone needed), checked through MLflow's own client."""
+"""The MLflow tracker against synthetic run records (``lt_bench.results.RunResult``; no data set
+or backbone needed), checked through MLflow's own client."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from lt_bench.config import config_hash
+from lt_bench.results import RunResult
 from lt_bench.tracking.mlflow_tracker import MlflowTracker, param_value
 from lt_bench.tracking.store import client, prepare_store, tracking_uri
 
@@ -38,8 +39,8 @@ def make_cfg(workspace: Path, method: str = "ce", seed: int = 0, **extra) -> dic
     return cfg
 
 
-def fake_results(cfg: dict, acc: float, epochs: int = 3) -> dict:
-    """A results dict as ``summarize`` produces it (CIFAR-10-LT: no few-shot class)."""
+def fake_results(cfg: dict, acc: float, epochs: int = 3) -> RunResult:
+    """A run record as ``train`` returns it (CIFAR-10-LT: no few-shot class)."""
     per_class = [min(1.0, acc + 0.3 - 0.06 * i) for i in range(10)]
     group = ["many"] * 4 + ["medium"] * 6
 
@@ -47,7 +48,7 @@ def fake_results(cfg: dict, acc: float, epochs: int = 3) -> dict:
         return {"acc": a, "acc_many": a + 0.2, "acc_medium": a - 0.1, "classes_many": 4,
                 "classes_medium": 6, "classes_few": 0, "epoch": epoch, "per_class": per_class}
 
-    return {
+    return RunResult.from_dict({
         "status": "FINISHED", "run_id": None, "seed": cfg["seed"], "method": cfg["method"]["name"],
         "dataset": cfg["dataset"], "imbalance": cfg["imbalance"], "backbone": "resnet32",
         "protocol": "quick", "classes": CLASSES, "train_counts": COUNTS,
@@ -56,7 +57,7 @@ def fake_results(cfg: dict, acc: float, epochs: int = 3) -> dict:
         "class_weights": [[1.0 + 0.1 * e * i for i in range(10)] for e in range(epochs)],
         "history": [{"epoch": e, "train/loss": 2.0 - e} for e in range(epochs)],
         "wall_time_s": 12.5, "cfg_hash": config_hash(cfg), "group_of_class": group,
-    }
+    })
 
 
 DATA_INFO = {"name": "cifar10_lt", "classes": CLASSES, "num_classes": 10, "counts": COUNTS,
@@ -69,7 +70,7 @@ def log_run(cfg: dict, acc: float, epochs: int = 3, status: str = "FINISHED",
     run_id = tracker.start(cfg, Path(cfg["workspace"]) / "runs" / "x", DATA_INFO, resume_id)
     for epoch in range(epochs):
         if stop_after is not None and epoch >= stop_after:
-            tracker.finish({"status": "KILLED"}, status="KILLED")
+            tracker.finish(None, status="KILLED")
             return tracker, run_id
         tracker.log_metrics({"train/loss": 2.0 - epoch, "lr": 0.1, "test/acc": acc - 0.1 + epoch * 0.05,
                              "test/acc_few": None}, step=epoch)
@@ -151,8 +152,8 @@ def test_layout_tags_metrics_artifacts(workspace):
     local = Path(c.download_artifacts(run_ids[1], "per_class_accuracy.csv", str(workspace / "dl")))
     rows = list(csv.DictReader(io.StringIO(local.read_text())))
     assert [int(r["train_count"]) for r in rows] == COUNTS
-    assert float(rows[9]["final_acc"]) == pytest.approx(fake_results(make_cfg(workspace), 0.64)
-                                                          ["final"]["per_class"][9])
+    assert float(rows[9]["final_acc"]) == pytest.approx(
+        fake_results(make_cfg(workspace), 0.64).final.per_class[9])
     weights = json.loads(Path(c.download_artifacts(run_ids[1], "class_weights.json",
                                                    str(workspace / "dl"))).read_text())
     assert len(weights["weights"]) == 3 and weights["weights"][2][9] == pytest.approx(2.8)

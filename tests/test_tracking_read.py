@@ -170,7 +170,7 @@ def test_local_and_mlflow_readers_give_the_same_records(tmp_path, template_db):
         log_run(cfg, acc)
         folder = ws / "runs" / f"run-seed{seed}"
         folder.mkdir(parents=True)
-        (folder / "results.json").write_text(json.dumps(fake_results(cfg, acc)))
+        (folder / "results.json").write_text(json.dumps(fake_results(cfg, acc).to_dict()))
     cfg = OmegaConf.create(make_cfg(ws))
 
     def by_seed(runs):

@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from lt_bench.results import RunResult
 from lt_bench.tracking.records import finished_keys, read_run_folders
 from lt_bench.tracking.store import get, workspace
 
@@ -37,9 +38,9 @@ class Tracker:
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         """Per-epoch metrics, ``step`` = the epoch (0-based)."""
 
-    def finish(self, results: dict, status: str = "FINISHED") -> None:
-        """Final and best metrics, per-class accuracy, weight trajectory; status FINISHED,
-        FAILED or KILLED."""
+    def finish(self, result: RunResult | None, status: str = "FINISHED") -> None:
+        """The run's record (``lt_bench.results.RunResult``: final and best metrics, per-class
+        accuracy, weight trajectory) with status FINISHED; None with FAILED or KILLED."""
 
     # -- the read side ----------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -75,11 +76,7 @@ def tracker_for(cfg: Any) -> Any:
     """The tracker ``tracking.tracker`` names, built by its plugin for ``cfg``."""
     from lt_bench.registry import get_registry
 
-    name = tracker_name(cfg)
-    registry = get_registry()
-    if name not in registry.table("trackers"):  # one of the config's own plugins, loaded once
-        registry = get_registry(get(cfg, "plugins") or ())
-    tracker = registry.get("trackers", name).factory(cfg)
+    tracker = get_registry(get(cfg, "plugins") or ()).build("trackers", tracker_name(cfg), cfg)
     if isinstance(tracker, Tracker) and tracker.cfg is None:
         tracker.cfg = cfg  # a subclass whose __init__ skips Tracker's reads this config's folders
     return tracker

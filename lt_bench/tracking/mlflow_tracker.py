@@ -31,6 +31,7 @@ from typing import Any
 
 from lt_bench.config import config_hash, flatten
 from lt_bench.errors import LtBenchError
+from lt_bench.results import RunResult
 from lt_bench.tracking.base import Tracker
 from lt_bench.tracking.records import SUMMARY_KEYS, mean, number, sample_std, summary_metrics
 from lt_bench.tracking.store import (
@@ -155,19 +156,17 @@ class MlflowTracker(Tracker):
         except Exception as exc:  # a tracking hiccup must not end hours of training
             log.warning("lt-bench: MLflow could not log epoch %s metrics: %s", step, exc)
 
-    def finish(self, result, status: str = "FINISHED") -> None:
+    def finish(self, result: RunResult | None, status: str = "FINISHED") -> None:
         if self.run_id is None:
             return
-        results = result.to_dict() if hasattr(result, "to_dict") else (result or {})
-        if status == "FINISHED" and results.get("final"):
-            summary = summary_metrics(results)
+        if status == "FINISHED" and result is not None and result.final is not None:
+            summary = summary_metrics(result)
             self._log_batch(self.run_id, metrics=self._metrics(summary, step=0))
-            self._call("set_tag", self.run_id, f"{TAG}best_chosen_on",
-                       results.get("best_chosen_on", "test"))
+            self._call("set_tag", self.run_id, f"{TAG}best_chosen_on", result.best_chosen_on)
             with tempfile.TemporaryDirectory(prefix="lt-bench-artifacts-") as tmp:
                 from lt_bench.tracking.report import write_report
 
-                write_report(results, self.resolved, Path(tmp))
+                write_report(result, self.resolved, Path(tmp))
                 self._call("log_artifacts", self.run_id, tmp)
         self._call("set_terminated", self.run_id, status)
         if status == "FINISHED" and self.group_id:

@@ -12,7 +12,6 @@ from MLflow and the same run read from its folder's ``results.json`` (the "local
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from lt_bench.results import RunResult, finished_result
 from lt_bench.tracking.store import TAG, imbalance_tag, setting_experiment
 
 SETTING = ("dataset", "imbalance", "backbone", "protocol")
@@ -48,17 +48,17 @@ def sample_std(values: list[float]) -> float | None:
     return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
 
 
-def summary_metrics(results: dict) -> dict[str, float]:
-    """``final/acc``, ``best/acc_few``, ``final/epoch``, … and ``wall_time_s`` from a results
-    dict; groups without a class (None) are left out."""
+def summary_metrics(result: RunResult) -> dict[str, float]:
+    """``final/acc``, ``best/acc_few``, ``final/epoch``, … and ``wall_time_s`` of a run record;
+    groups without a class (None) are left out."""
     out: dict[str, float] = {}
     for which in ("final", "best"):
-        part = results.get(which) or {}
+        score = result.score(which)
         for key in (*SUMMARY_KEYS, "epoch"):
-            value = number(part.get(key))
+            value = number(getattr(score, key, None))
             if value is not None:
                 out[f"{which}/{key}"] = value
-    wall = number(results.get("wall_time_s"))
+    wall = number(result.wall_time_s)
     if wall is not None:
         out["wall_time_s"] = wall
     return out
@@ -78,20 +78,19 @@ def finished_keys(records: Iterable[dict]) -> set[tuple[str, str, int]]:
     return {key for key in map(run_key, records) if key is not None}
 
 
-def from_results(results: dict, folder: Path) -> dict:
-    """The record of a finished run from its folder's ``results.json``; unknown keys (``schema``
-    and whatever comes later) are ignored."""
-    tags = {f"{TAG}{k}": str(results.get(k, "")) for k in ("method", "dataset", "backbone",
+def from_results(result: RunResult, folder: Path) -> dict:
+    """The record of a finished run from its folder's ``results.json``."""
+    tags = {f"{TAG}{k}": str(getattr(result, k)) for k in ("method", "dataset", "backbone",
                                                           "protocol", "cfg_hash", "seed")}
-    tags[f"{TAG}imbalance"] = imbalance_tag(results.get("imbalance"))
+    tags[f"{TAG}imbalance"] = imbalance_tag(result.imbalance)
     tags[f"{TAG}role"] = "seed"
-    metrics = {k: v for k, v in summary_metrics(results).items() if k in METRIC_KEYS}
+    metrics = {k: v for k, v in summary_metrics(result).items() if k in METRIC_KEYS}
     return {"run_id": folder.name, "end_time": int((folder / RESULTS).stat().st_mtime * 1000),
-            "experiment_id": folder_experiment(folder, results), "tags": tags,
+            "experiment_id": folder_experiment(folder, result), "tags": tags,
             "metrics": metrics}
 
 
-def folder_experiment(folder: Path, results: dict) -> str:
+def folder_experiment(folder: Path, result: RunResult) -> str:
     """The experiment the MLflow tracker would have put the run in: its ``tracking.experiment``
     (from the folder's config.yaml), else its setting's (``cifar10_lt-IF100-resnet32``)."""
     try:
@@ -99,9 +98,8 @@ def folder_experiment(folder: Path, results: dict) -> str:
     except (OSError, yaml.YAMLError):
         saved = None
     tracking = saved.get("tracking") if isinstance(saved, dict) else None
-    return setting_experiment({"dataset": results.get("dataset"),
-                               "imbalance": results.get("imbalance"),
-                               "backbone": {"name": results.get("backbone")},
+    return setting_experiment({"dataset": result.dataset, "imbalance": result.imbalance,
+                               "backbone": {"name": result.backbone},
                                "tracking": tracking if isinstance(tracking, dict) else {}})
 
 
@@ -112,12 +110,9 @@ _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 def read_run_folders(workspace: Path, experiment: str | None = None) -> Iterator[dict]:
     """The records of the FINISHED runs under ``<workspace>/runs``, of one experiment or all."""
     for path in sorted((Path(workspace) / "runs").glob(f"*/{RESULTS}")):
-        try:
-            results = json.loads(path.read_text())
-        except (OSError, ValueError):  # unreadable: not a finished run this reader can count
+        result = finished_result(path)  # None: unreadable, half-written or not finished
+        if result is None:
             continue
-        if not isinstance(results, dict) or results.get("status") != "FINISHED":
-            continue
-        record = from_results(results, path.parent)
+        record = from_results(result, path.parent)
         if experiment is None or record["experiment_id"] == experiment:
             yield record

@@ -1,11 +1,12 @@
 """A finished run's artifact files: per-class table, weight trajectory, and plots (PNG, Agg).
 
-``write_report(results, cfg, folder)`` writes into ``folder``::
+``write_report(result, cfg, folder)`` writes, for a ``lt_bench.results.RunResult``, into
+``folder``::
 
     config.yaml                    the resolved config
     per_class_accuracy.csv         class, train count, group, final and best accuracy
     class_weights.csv / .json      the class weights at the end of every epoch
-    results.json                   the results dict (as in the run folder)
+    results.json                   the run record (as in the run folder)
     plots/per_class_accuracy.png   accuracy against training count (log x)
     plots/class_weights.png        each class's weight over epochs
     plots/confusion_matrix.png     final-epoch confusion matrix (at most 100 classes)
@@ -20,19 +21,19 @@ from pathlib import Path
 
 import yaml
 
-MAX_CONFUSION_CLASSES = 100
+from lt_bench.results import MAX_CONFUSION_CLASSES, RunResult
 
 
-def _groups(results: dict) -> list[str]:
-    if results.get("group_of_class"):
-        return list(results["group_of_class"])
+def _groups(result: RunResult) -> list[str]:
+    if result.group_of_class:
+        return list(result.group_of_class)
     from lt_bench.data import groups
 
-    return groups(results.get("train_counts") or [])
+    return groups(result.train_counts)
 
 
-def write_report(results: dict, cfg: dict | None, folder: Path) -> list[Path]:
-    """Write the artifact files for ``results`` into ``folder``; return their paths."""
+def write_report(result: RunResult, cfg: dict | None, folder: Path) -> list[Path]:
+    """Write the artifact files for ``result`` into ``folder``; return their paths."""
     folder = Path(folder)
     (folder / "plots").mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -41,11 +42,11 @@ def write_report(results: dict, cfg: dict | None, folder: Path) -> list[Path]:
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         written.append(path)
 
-    classes = [str(c) for c in results.get("classes") or []]
-    counts = list(results.get("train_counts") or [])
-    final = (results.get("final") or {}).get("per_class") or []
-    best = (results.get("best") or {}).get("per_class") or []
-    group = _groups(results)
+    classes = [str(c) for c in result.classes]
+    counts = list(result.train_counts)
+    final = result.final.per_class if result.final else []
+    best = result.best.per_class if result.best else []
+    group = _groups(result)
     n = len(classes) or len(final)
     classes = classes or [str(i) for i in range(n)]
 
@@ -59,7 +60,7 @@ def write_report(results: dict, cfg: dict | None, folder: Path) -> list[Path]:
                         final[i] if i < len(final) else "", best[i] if i < len(best) else ""])
     written.append(path)
 
-    weights = results.get("class_weights") or []
+    weights = result.class_weights
     if weights:
         path = folder / "class_weights.csv"
         with open(path, "w", newline="") as f:
@@ -74,26 +75,27 @@ def write_report(results: dict, cfg: dict | None, folder: Path) -> list[Path]:
         written.append(path)
 
     path = folder / "results.json"
-    path.write_text(json.dumps(results, indent=1, default=str))
+    result.save(path)
     written.append(path)
-    written += write_plots(results, classes, counts, final, weights, folder / "plots")
+    written += write_plots(result, classes, counts, final, weights, folder / "plots")
     return written
 
 
-def write_plots(results, classes, counts, per_class, weights, folder: Path) -> list[Path]:
+def write_plots(result: RunResult, classes, counts, per_class, weights,
+                folder: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    title = (f"{results.get('method')} on {results.get('dataset')} "
-             f"(IF {results.get('imbalance')}, seed {results.get('seed')})")
+    title = (f"{result.method} on {result.dataset} "
+             f"(IF {result.imbalance}, seed {result.seed})")
     written = []
     if per_class and counts and len(counts) == len(per_class):
         written.append(_plot_per_class(plt, title, counts, per_class, folder))
     if weights:
         written.append(_plot_weights(plt, title, classes, counts, weights, folder))
-    confusion = results.get("confusion")
+    confusion = result.confusion
     if confusion and len(confusion) <= MAX_CONFUSION_CLASSES:
         written.append(_plot_confusion(plt, title, classes, confusion, folder))
     return written
