@@ -84,5 +84,10 @@ def lt_bench_register_backbones(register):
 def lt_bench_register_trackers(register):
     """Register experiment trackers: ``register(name, factory)``.
 
-    ``factory(cfg)`` returns an ``lt_bench.tracking.Tracker`` that records one training run.
+    ``factory(cfg)`` returns an ``lt_bench.tracking.Tracker`` that records one training run
+    (``start``, ``log_metrics``, ``finish`` with the typed ``lt_bench.results.RunResult``) and
+    reads runs back for the sweep and the leaderboard (``prepare``, ``finished_runs``,
+    ``runs_for_leaderboard``). A subclass that does not override the read side inherits one
+    that reads the run folders; an object without it makes the sweep skip by run folder only
+    and ``lt-bench leaderboard`` say that it cannot read the tracker.
     """

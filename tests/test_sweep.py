@@ -111,16 +111,22 @@ def test_parallel_workers_share_the_cores(monkeypatch):
     assert worker_env(expand(["jobs=4"]))["OMP_NUM_THREADS"] == "3"
 
 
-def test_sweep_skips_what_the_store_has_finished(tmp_path, template_db, monkeypatch):
-    """Two of four runs are already in the store (their run folders gone): only two run."""
-    from lt_bench.config import load_config
-
+@pytest.fixture
+def store_sweep(tmp_path, template_db, monkeypatch) -> tuple[Path, list[str]]:
+    """A workspace with an MLflow store, and the sweep arguments that use it."""
     ws = tmp_path / "ws"
     ws.mkdir()
     shutil.copy(template_db, ws / "mlflow.db")
     monkeypatch.setenv("PYTHONPATH", str(HERE))
-    common = [f"workspace={ws}", "tracking.tracker=mlflow", "dataset=cifar10_lt",
-              "imbalance=100"]
+    return ws, [f"workspace={ws}", "tracking.tracker=mlflow", "dataset=cifar10_lt",
+                "imbalance=100"]
+
+
+def test_sweep_skips_what_the_store_has_finished(store_sweep):
+    """Two of four runs are already in the store (their run folders gone): only two run."""
+    from lt_bench.config import load_config
+
+    ws, common = store_sweep
     for method in ("ce", "dv"):
         fake_train(load_config([], [*common, f"method={method}", "seed=0"]))
     shutil.rmtree(ws / "runs")
@@ -138,13 +144,8 @@ def test_sweep_skips_what_the_store_has_finished(tmp_path, template_db, monkeypa
 
 
 @pytest.mark.slow  # 6 worker processes, each importing torch and MLflow
-def test_sweep_runs_workers_and_skips_finished(tmp_path, template_db, monkeypatch):
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    shutil.copy(template_db, ws / "mlflow.db")
-    monkeypatch.setenv("PYTHONPATH", str(HERE))
-    common = [f"workspace={ws}", "tracking.tracker=mlflow", "dataset=cifar10_lt",
-              "imbalance=100"]
+def test_sweep_runs_workers_and_skips_finished(store_sweep):
+    ws, common = store_sweep
     lines: list[str] = []
     summary = run_sweep([*common, "methods=[ce,dv]", "seeds=2", "jobs=2"], out=lines.append,
                         train_fn=FAKE)
