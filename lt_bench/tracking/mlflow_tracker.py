@@ -33,6 +33,7 @@ from lt_bench.config import config_hash, flatten
 from lt_bench.errors import LtBenchError
 from lt_bench.results import RunResult
 from lt_bench.tracking.base import Tracker
+from lt_bench.tracking.outbox import Outbox, describe, reason
 from lt_bench.tracking.records import SUMMARY_KEYS, mean, number, sample_std, summary_metrics
 from lt_bench.tracking.store import (
     TAG,
@@ -48,6 +49,7 @@ from lt_bench.tracking.store import (
     sqlite_path,
     store_lock,
     tracking_uri,
+    unreachable,
 )
 
 log = logging.getLogger(__name__)
@@ -91,13 +93,22 @@ def quote(value: str) -> str:
 class MlflowTracker(Tracker):
     """Records the run in MLflow (``tracking.uri``; default ``sqlite:///<workspace>/mlflow.db``)."""
 
+    #: how long ``finish`` keeps trying a server that is away before the run finishes locally
+    finish_wait_s = 30.0
+
     def __init__(self, cfg):
         super().__init__(cfg)
         self.uri = tracking_uri(cfg)
         self.run_id: str | None = None
         self.group_id: str | None = None
         self.resolved: dict | None = None
+        self.run_dir: Path | None = None
         self._client = None
+        # a server can go away mid-run and come back; a database file cannot, and keeps the
+        # plain path (its lock contention is retried in ``_call``)
+        self.remote = self.uri.startswith(("http://", "https://"))
+        self.outbox = Outbox(self.uri, lambda ms: self._log_batch(self.run_id, metrics=ms)) \
+            if self.remote else None
 
     # -- plumbing --------------------------------------------------------------------------------
     @property
@@ -107,7 +118,10 @@ class MlflowTracker(Tracker):
         return self._client
 
     def _call(self, method: str, *args, **kwargs):
-        return retry(getattr(self.client, method), *args, **kwargs)
+        # a server's calls already carry MLflow's bounded HTTP retries: ours on top of them
+        # would multiply the wait on a server that is away
+        return retry(getattr(self.client, method), *args, attempts=1 if self.remote else 10,
+                     **kwargs)
 
     def _log_batch(self, run_id: str, metrics=(), params=(), tags=()) -> None:
         from mlflow.entities import Param, RunTag
@@ -133,6 +147,7 @@ class MlflowTracker(Tracker):
     def start(self, cfg: dict, run_dir: Path, data_info: dict,
               resume_id: str | None = None) -> str | None:
         self.resolved = cfg
+        self.run_dir = Path(run_dir)
         exp_id = ensure_experiment(self.client, setting_experiment(cfg),
                                    artifact_root(cfg, self.uri), self.uri)
         tags = setting_tags(cfg)
@@ -151,26 +166,71 @@ class MlflowTracker(Tracker):
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         if self.run_id is None:
             return
+        batch = self._metrics(metrics, step)
         try:
-            self._log_batch(self.run_id, metrics=self._metrics(metrics, step))
+            if self.outbox is not None:
+                self.outbox.put(batch, step)  # kept, not lost, while the server is away
+            else:
+                self._log_batch(self.run_id, metrics=batch)
         except Exception as exc:  # a tracking hiccup must not end hours of training
             log.warning("lt-bench: MLflow could not log epoch %s metrics: %s", step, exc)
 
     def finish(self, result: RunResult | None, status: str = "FINISHED") -> None:
         if self.run_id is None:
             return
-        if status == "FINISHED" and result is not None and result.final is not None:
-            summary = summary_metrics(result)
-            self._log_batch(self.run_id, metrics=self._metrics(summary, step=0))
-            self._call("set_tag", self.run_id, f"{TAG}best_chosen_on", result.best_chosen_on)
-            with tempfile.TemporaryDirectory(prefix="lt-bench-artifacts-") as tmp:
-                from lt_bench.tracking.report import write_report
+        done = status == "FINISHED" and result is not None and result.final is not None
+        summary = self._metrics(summary_metrics(result), step=0) if done else []
+        parts = []  # (what the store lacks if this part is not done, the part)
+        if done:
+            parts += [(f"the tag {TAG}best_chosen_on", lambda: self._call(
+                "set_tag", self.run_id, f"{TAG}best_chosen_on", result.best_chosen_on)),
+                ("the artifacts", lambda: self._log_report(result))]
+        parts.append((f"the run's status {status}",
+                      lambda: self._call("set_terminated", self.run_id, status)))
+        if done and self.group_id:
+            parts.append(("the group's mean and std", lambda: self.update_group(self.group_id)))
+        if self.outbox is None:
+            if summary:
+                self._log_batch(self.run_id, metrics=summary)
+            for _, part in parts:
+                part()
+            return
+        # a failed or interrupted run gets one try: its user is waiting for the error
+        self._finish_remote(summary, parts, self.finish_wait_s if done else 0.0, status)
 
-                write_report(result, self.resolved, Path(tmp))
-                self._call("log_artifacts", self.run_id, tmp)
-        self._call("set_terminated", self.run_id, status)
-        if status == "FINISHED" and self.group_id:
-            self.update_group(self.group_id)
+    def _log_report(self, result: RunResult) -> None:
+        with tempfile.TemporaryDirectory(prefix="lt-bench-artifacts-") as tmp:
+            from lt_bench.tracking.report import write_report
+
+            write_report(result, self.resolved, Path(tmp))
+            self._call("log_artifacts", self.run_id, tmp)
+
+    def _finish_remote(self, summary: list, parts: list, wait_s: float, status: str) -> None:
+        """Close the run on a server that may be away. The harness has written the run folder
+        before this, so a server still away after ``wait_s`` is one line, never an error."""
+        self.outbox.queue(summary, step=0, summary=True)
+        if not self.outbox.drain(wait_s):
+            missing = [describe(self.outbox.pending)] + [what for what, _ in parts]
+            return self._ended_locally(self.outbox.last_error, missing, status)
+        for i, (_, part) in enumerate(parts):
+            try:
+                part()
+            except Exception as exc:
+                if not unreachable(exc):
+                    raise
+                return self._ended_locally(exc, [what for what, _ in parts[i:]], status)
+
+    def _ended_locally(self, error: BaseException | None, missing: list[str],
+                       status: str) -> None:
+        # results.json exists only for a finished run; the checkpoint's history has every
+        # epoch's metrics either way
+        name = "results.json" if status == "FINISHED" else "checkpoint.pt (its history)"
+        where = self.run_dir / name if self.run_dir else f"the run folder's {name}"
+        listed = ", ".join(missing[:-1]) + " and " + missing[-1] if len(missing) > 1 else missing[0]
+        log.warning("lt-bench: the MLflow server %s is away (%s), so the run %s locally: %s are "
+                    "not in the store; the run's metrics are all in %s", self.uri,
+                    reason(error) if error else "no answer",
+                    "finished" if status == "FINISHED" else f"ended {status}", listed, where)
 
     # -- the read side ---------------------------------------------------------------------------
     def prepare(self) -> None:

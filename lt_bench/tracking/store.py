@@ -167,6 +167,50 @@ HTTP_BOUNDS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACK
                "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
 
 
+#: One metric batch to a server that may be away: one retry (for a stale pooled connection) and
+#: 5 s to connect and to answer. A batch that fails is kept and sent later (``outbox``), so
+#: waiting longer would only stall the training loop.
+METRIC_BOUNDS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": 1, "MLFLOW_HTTP_REQUEST_TIMEOUT": 5}
+
+
+@contextlib.contextmanager
+def http_bounds(bounds: dict[str, int]) -> Iterator[None]:
+    """MLflow's HTTP retries and timeout lowered to ``bounds`` inside the block (a lower setting of
+    the user's wins). MLflow reads these from the environment at every request and takes no
+    per-call argument for them, hence the environment."""
+    saved = {key: os.environ.get(key) for key in bounds}
+    for key, value in bounds.items():
+        try:
+            value = min(value, int(saved[key])) if saved[key] else value
+        except ValueError:
+            pass  # MLflow itself will say what is wrong with the user's value
+        os.environ[key] = str(value)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def unreachable(exc: BaseException) -> bool:
+    """True when the store did not answer (refused, reset, timed out, or still 5xx after MLflow's
+    own retries), False when it answered that the request is wrong. MLflow wraps the transport
+    error in an ``MlflowException`` whose context is the ``requests`` error."""
+    import requests
+
+    seen: set[int] = set()
+    node: BaseException | None = exc
+    while node is not None and id(node) not in seen:
+        if isinstance(node, (requests.RequestException, ConnectionError, TimeoutError)):
+            return True
+        seen.add(id(node))
+        node = node.__cause__ or node.__context__
+    return False
+
+
 def client(uri: str):
     """An ``MlflowClient`` whose store exists (created under the lock on first use)."""
     for key, value in HTTP_BOUNDS.items():
