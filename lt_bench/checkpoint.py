@@ -62,6 +62,7 @@ class RunState:
     history: list[dict] = field(default_factory=list)
     tracker_run_id: str | None = None
     elapsed: float = 0.0
+    trunk: str | None = None  # the trunk this run branched from (lt_bench.fork), if any
 
     def save(self, path: Path) -> None:
         cuda = self.device.type == "cuda"
@@ -71,10 +72,12 @@ class RunState:
             "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(self.device) if cuda else None,
             "epoch": self.next_epoch - 1, "history": self.history,
-            "tracker_run_id": self.tracker_run_id, "elapsed": self.elapsed,
+            "tracker_run_id": self.tracker_run_id, "elapsed": self.elapsed, "trunk": self.trunk,
         })
 
-    def restore(self, path: Path) -> None:
+    def restore(self, path: Path, criterion: bool = True) -> None:
+        """Everything saved in ``path``; the criterion's state too unless ``criterion=False``
+        (a branch continuing a trunk trained with another criterion)."""
         # Read onto the CPU: load_state_dict copies each tensor to its owner's device, and the
         # RNG states must stay CPU byte tensors whatever device the run trains on.
         state = load_checkpoint(path, map_location="cpu")
@@ -82,7 +85,8 @@ class RunState:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
-            self.criterion.load_state_dict(state["criterion"])
+            if criterion:
+                self.criterion.load_state_dict(state["criterion"])
             torch.set_rng_state(state["rng"])
             if self.device.type == "cuda" and state.get("cuda_rng") is not None:
                 torch.cuda.set_rng_state(state["cuda_rng"], self.device)
@@ -94,3 +98,4 @@ class RunState:
                 "the run again") from None
         self.tracker_run_id = state.get("tracker_run_id")
         self.elapsed = state.get("elapsed", 0.0)
+        self.trunk = state.get("trunk")

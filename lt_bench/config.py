@@ -81,7 +81,7 @@ class Config:
 
 #: keys that do not change what a run computes, left out of its identity hash
 NOT_HASHED = ("seed", "workspace", "tracking", "resume", "quiet", "log_every", "device", "plugins",
-              "compile_mode", "eval_batch_size", "precision_used")
+              "compile_mode", "eval_batch_size", "precision_used", "fork")
 #: keys added after runs were recorded, hashed only away from their default, so that a recorded
 #: run keeps its hash (and is still skipped by a sweep and grouped by the leaderboard)
 HASHED_WHEN_SET = {"data": {"pad_mode": "zero", "normalize": "dataset"}}

@@ -21,6 +21,8 @@ from torch import nn
 from lt_bench.errors import LtBenchError
 
 NORMALIZATIONS = ("expected", "mean", "none")
+#: ``Method.plain_epochs`` of a method that never departs from plain cross-entropy
+PLAIN_THROUGHOUT = 2**31 - 1
 
 
 def as_class_counts(class_counts) -> torch.Tensor:
@@ -170,6 +172,43 @@ class Method(nn.Module, metaclass=_WeighsAfterInit):
         self._observing = None
         self._refresh_weights()
         self.reset_statistics()
+
+    # -- the fork at the re-weighting start ----------------------------------------------------
+    @property
+    def plain_epochs(self) -> int:
+        """How many leading epochs this method trains exactly as plain cross-entropy with
+        uniform weights, keeping no state: runs that share them (same data, backbone, seed and
+        protocol) train them once and fork (``lt-bench sweep``, ``fork=true``). Read from the
+        loss, ``start_epoch`` and ``wants_statistics``; ``PLAIN_THROUGHOUT`` for a method that
+        never departs from it. Override it if a method differs from plain cross-entropy in any
+        other way before ``start_epoch``."""
+        if self.loss_name != "ce" or self.loss_fn is not cross_entropy_per_sample:
+            return 0
+        own = type(self)
+        if own.raw_weights is Method.raw_weights and own.wants_statistics is Method.wants_statistics:
+            return PLAIN_THROUGHOUT
+        saved = self.epoch
+        try:
+            for epoch in range(self.start_epoch):
+                self.epoch = epoch
+                if self.wants_statistics():
+                    return epoch
+            return self.start_epoch
+        finally:
+            self.epoch = saved
+
+    @torch.no_grad()
+    def start_at(self, epoch: int) -> None:
+        """Continue from a trunk of ``epoch`` plain epochs: the state ``end_epoch`` leaves after
+        that many epochs in which nothing was observed."""
+        if epoch > self.plain_epochs:
+            raise LtBenchError(f"this {type(self).__name__} departs from plain cross-entropy "
+                               f"after {self.plain_epochs} epochs: it cannot branch from a "
+                               f"trunk of {epoch}")
+        self.reset_statistics()
+        self.epoch = int(epoch)
+        self._observing = None
+        self._refresh_weights()
 
     def _refresh_weights(self) -> None:
         if self.epoch < self.start_epoch:

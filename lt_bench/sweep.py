@@ -31,7 +31,7 @@ from lt_bench.results import RunResult
 from lt_bench.sweep_workers import finished_in_folder, run_local, run_ray
 
 SWEEP_ONLY = ("methods", "seeds", "jobs", "engine", "gpus_per_run", "cpus_per_run",
-              "ray.address", "baseline", "metric")
+              "ray.address", "baseline", "metric", "fork")
 #: what a worker calls with the run's config; tests pass their own to ``run_sweep`` (a Python
 #: argument, never a config key: a config file must not name code to run)
 DEFAULT_TRAIN_FN = "lt_bench.train:train"
@@ -46,6 +46,10 @@ class Job:
     cfg_hash: str = ""
     label: str = ""
     run_dir: Path | None = None
+    train_fn: str | None = None  # None: the sweep's
+    kwargs: dict = field(default_factory=dict)  # more arguments of train_fn (the fork's)
+    after: Job | None = None  # a job that must finish first (a branch's trunk)
+    trunk_epochs: int = 0  # > 0: this job trains a trunk of that many epochs (lt_bench.fork)
 
 
 @dataclass
@@ -92,7 +96,7 @@ def expand(args: list[str]) -> Sweep:
     paths, pairs = split_args(args)
     options: dict[str, Any] = {"jobs": None, "engine": "local", "gpus_per_run": 0.0,
                                "cpus_per_run": 1.0, "ray.address": None, "baseline": "ce",
-                               "metric": "final"}
+                               "metric": "final", "fork": True}
     base = load_config(paths, [])
     axes: list[tuple[str, list[Any]]] = []
     fixed: list[str] = []
@@ -120,6 +124,8 @@ def expand(args: list[str]) -> Sweep:
         raise LtBenchError(f"sweep: jobs={options['jobs']!r}: give a number of workers >= 1")
     if options["engine"] not in ("local", "ray"):
         raise LtBenchError(f"sweep: engine={options['engine']!r}: choose local or ray")
+    if not isinstance(options["fork"], bool):
+        raise LtBenchError(f"sweep: fork={options['fork']!r}: choose true or false")
     if options["metric"] not in ("final", "best"):
         raise LtBenchError(f"sweep: metric={options['metric']!r}: choose final or best")
 
@@ -189,9 +195,11 @@ def run_sweep(args: list[str], plugins: list[str] = (), out=print,
     out(f"sweep: {len(sweep.jobs)} runs ({len(skipped)} already finished, {len(todo)} to run) "
         f"on {sweep.options['engine']}"
         + (f" with {sweep.options['jobs']} workers" if sweep.options["engine"] == "local" else ""))
-    display = (SweepDisplay(len(todo)) if out is print and sweep.options["engine"] == "local"
+    todo = add_trunks(sweep, todo, out)
+    runs = sum(not job.trunk_epochs for job in todo)
+    display = (SweepDisplay(runs) if out is print and sweep.options["engine"] == "local"
                else None)
-    report = Report(sweep.options["metric"], len(sweep.jobs), skipped, len(todo),
+    report = Report(sweep.options["metric"], len(sweep.jobs), skipped, runs,
                     display.message if display else out, display)  # above the live lines
     if todo and sweep.options["engine"] == "ray":
         run_ray(sweep, todo, report)
@@ -208,6 +216,35 @@ def run_sweep(args: list[str], plugins: list[str] = (), out=print,
     return report.close()
 
 
+def add_trunks(sweep: Sweep, todo: list[Job], out) -> list[Job]:
+    """``todo`` with a trunk job before each group of runs that can share their first epochs
+    (``lt_bench.fork``); the runs of a group wait for their trunk and start from it."""
+    if not sweep.options["fork"] or sweep.train_fn != DEFAULT_TRAIN_FN or len(todo) < 2:
+        return todo
+    if sweep.options["engine"] == "ray":  # a trunk's checkpoint would be on one node only
+        out("sweep: fork: off with engine=ray (branches need their trunk's checkpoint)")
+        return todo
+    from lt_bench import fork
+
+    trunks = fork.plan(todo)
+    if not trunks:
+        return todo
+    jobs = []
+    for t in trunks:
+        trunk = Job(t.branches[0].overrides, t.cfg, "ce", t.branches[0].seed,
+                    label=f"trunk seed={t.branches[0].seed}, epochs 1-{t.epochs}",
+                    run_dir=t.folder, train_fn="lt_bench.fork:train_trunk",
+                    kwargs={"epochs": t.epochs}, trunk_epochs=t.epochs)
+        jobs.append(trunk)
+        for branch in t.branches:
+            branch.after, branch.kwargs = trunk, {"trunk": str(t.folder)}
+    with_fork, alone = fork.saving(trunks, todo)
+    out(f"sweep: fork: {len(trunks)} trunk(s) shared by {sum(len(t.branches) for t in trunks)} "
+        f"runs: {with_fork} epochs to train instead of {alone} ({1 - with_fork / alone:.0%} "
+        "fewer; fork=false turns it off)")
+    return jobs + todo
+
+
 class Report:
     """One line per run as it ends, and the sweep's summary: which runs finished, failed, were
     finished already (skipped) or are being trained by another live process (busy)."""
@@ -219,6 +256,10 @@ class Report:
 
     def __call__(self, job: Job, result: RunResult | None, seconds: float, note: str,
                  busy: bool = False) -> None:
+        if job.trunk_epochs:
+            self.out(f"[trunk] {job.label}: " + ("done" if not note else f"FAILED ({note})")
+                     + f" ({seconds:.0f} s)")
+            return
         self.count += 1
         if self.display:
             self.display.finished()

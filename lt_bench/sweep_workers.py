@@ -31,9 +31,18 @@ def finished_in_folder(job: Job) -> RunResult | None:
     return finished_result(job.run_dir / "results.json") if job.run_dir else None
 
 
+def succeeded(job: Job) -> RunResult | bool | None:
+    """A finished job's record (a trunk's: True), from its folder; None when it did not end."""
+    if job.trunk_epochs:
+        from lt_bench.fork import finished_trunk
+
+        return finished_trunk(job.run_dir, job.trunk_epochs) or None
+    return finished_in_folder(job)
+
+
 def worker_command(sweep: Sweep, job: Job) -> list[str]:
-    return [sys.executable, "-c", WORKER_BOOTSTRAP, sweep.train_fn,
-            *sweep.paths, *job.overrides, "quiet=true",
+    return [sys.executable, "-c", WORKER_BOOTSTRAP, job.train_fn or sweep.train_fn,
+            json.dumps(job.kwargs), *sweep.paths, *job.overrides, "quiet=true",
             "data.progress=false"]  # a worker's log: one line an epoch, no decoding bars
 
 
@@ -86,11 +95,28 @@ def die_with(parent: int):
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
+def next_ready(pending: list[Job], done: dict[int, Any], report) -> Job | None:
+    """The first pending job whose trunk (if any) has finished. A job whose trunk failed, or is
+    being trained by another process, is reported so and dropped."""
+    for job in list(pending):
+        state = done.get(id(job.after)) if job.after is not None else True
+        if state is True:
+            return job
+        if state in (False, BUSY):
+            pending.remove(job)
+            done[id(job)] = state
+            report(job, None, 0.0, f"its trunk ({job.after.label}) "
+                   + ("is being trained by another process" if state == BUSY else "failed"),
+                   busy=state == BUSY)
+    return None
+
+
 def run_local(sweep: Sweep, todo: list[Job], report, display=None) -> None:
     """``jobs`` worker processes at a time; ``report(job, result|None, seconds, note, busy)``.
     A run that another live process owns (another sweep started on the same workspace) is not
     started, and said to be busy."""
     pending = list(todo)
+    done: dict[int, Any] = {}  # id(job) -> True (succeeded), False (failed) or BUSY
     running: list[tuple[subprocess.Popen, Job, float, Any]] = []
     from lt_bench.device_defaults import cuda_devices, least_busy_gpu
 
@@ -99,9 +125,11 @@ def run_local(sweep: Sweep, todo: list[Job], report, display=None) -> None:
     gpus = cuda_devices() if "CUDA_VISIBLE_DEVICES" not in env else 0
     try:
         while pending or running:
-            while pending and len(running) < sweep.options["jobs"]:
-                job = pending.pop(0)
+            while (job := next_ready(pending, done, report)) and \
+                    len(running) < sweep.options["jobs"]:
+                pending.remove(job)
                 if owner := owner_of(job.run_dir):
+                    done[id(job)] = BUSY
                     report(job, None, 0.0, f"being trained by {owner}", busy=True)
                     continue
                 log = open(_log_path(job), "w")
@@ -120,7 +148,8 @@ def run_local(sweep: Sweep, todo: list[Job], report, display=None) -> None:
                     continue
                 running.remove(entry)
                 log.close()
-                results = finished_in_folder(job) if proc.returncode == 0 else None
+                results = succeeded(job) if proc.returncode == 0 else None
+                done[id(job)] = BUSY if proc.returncode == BUSY else results is not None
                 note = "" if results else f"exit code {proc.returncode}, log {log.name}"
                 report(job, results, time.perf_counter() - started, note,
                        busy=proc.returncode == BUSY)
@@ -185,18 +214,19 @@ def _worker(argv: list[str]) -> int:
 
     from lt_bench.config import load_config, split_args
 
-    target, *args = argv
+    target, kwargs, *args = argv
     module, _, name = target.partition(":")
     fn = getattr(importlib.import_module(module), name)
     paths, overrides = split_args(args)
     from lt_bench.ownership import RunOwned
 
     try:
-        result = fn(load_config(paths, overrides))
+        result = fn(load_config(paths, overrides), **json.loads(kwargs))
     except RunOwned as exc:  # another sweep trains this run: not a failure of this one
         print(f"lt-bench: {exc}", flush=True)
         return BUSY
-    print(RESULT_LINE + json.dumps(result.summary(), default=str), flush=True)
+    if result is not None:  # a trunk has no record of its own
+        print(RESULT_LINE + json.dumps(result.summary(), default=str), flush=True)
     return 0
 
 

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from lt_bench import assemble as parts
-from lt_bench import loop
+from lt_bench import fork, loop
 from lt_bench.checkpoint import RunState, remove_stale_temporaries
 from lt_bench.config import config_hash, run_folder, to_dict
 from lt_bench.data import DataConfig, groups, load_data
@@ -51,8 +51,15 @@ class Run:
     progress: RunProgress
 
 
-def train(cfg: DictConfig) -> RunResult:
-    """Train and evaluate one run (one seed); return its record (also in results.json)."""
+def train(cfg: DictConfig, trunk: str | None = None) -> RunResult:
+    """Train and evaluate one run (one seed); return its record (also in results.json). With
+    ``trunk`` (a folder ``lt_bench.fork.train_trunk`` filled) a run without a checkpoint of its
+    own starts where the trunk stopped, exactly as if it had trained those epochs itself."""
+    return train_in(cfg, run_folder, trunk=trunk)
+
+
+def train_in(cfg: DictConfig, folder_of, trunk: str | None = None,
+             stop_after: int | None = None) -> RunResult | None:
     rank, world_size, device = parts.setup_distributed(cfg.device)
     get_registry(cfg.plugins)
     parts.check_names(cfg)
@@ -60,26 +67,29 @@ def train(cfg: DictConfig) -> RunResult:
     # minutes of decoding; so does a run another live process is training.
     if rank == 0:
         parts.check_writable(Path(cfg.workspace).expanduser())
-    out_dir = run_folder(cfg)
+    out_dir = folder_of(cfg)
     with claim_run(out_dir, enabled=rank == 0):
-        return train_claimed(cfg, out_dir, rank, world_size, device)
+        return train_claimed(cfg, out_dir, rank, world_size, device, trunk, stop_after)
 
 
 def train_claimed(cfg: DictConfig, out_dir: Path, rank: int, world_size: int,
-                  device: torch.device) -> RunResult:
+                  device: torch.device, trunk: str | None = None,
+                  stop_after: int | None = None) -> RunResult | None:
+    """``stop_after``: train that many epochs only, as a trunk (``lt_bench.fork``)."""
     is_main = rank == 0
 
     def say(line: str) -> None:
         if is_main and not cfg.quiet:
             print(f"lt-bench: {line}")
 
-    if cfg.resume and (done := finished_result(out_dir / "results.json")) is not None:
+    if cfg.resume and not stop_after and (done := finished_result(out_dir / "results.json")):
         say(f"{out_dir} already finished; pass resume=false to train again")
         return done
     parts.seed_everything(cfg.seed, cfg.deterministic)
     precision, why = resolve_precision(cfg.precision, device)
     say(f"precision: {precision} ({why})")
-    tracker = parts.build_tracker(cfg) if is_main else None  # fails now if it cannot start
+    tracker = (fork.trunk_tracker() if stop_after else parts.build_tracker(cfg)) if is_main \
+        else None  # fails now if it cannot start
 
     data = load_data(cfg.dataset, cfg.imbalance, DataConfig(**to_dict(cfg.data)))
     model = parts.build_model(cfg, data, device)
@@ -90,12 +100,15 @@ def train_claimed(cfg: DictConfig, out_dir: Path, rank: int, world_size: int,
     optimizer = parts.build_optimizer(model, p, device)
     state = RunState(model, optimizer, parts.build_schedule(optimizer, steps, p),
                      parts.build_criterion(cfg, data, device), device)
-    resume_or_start(state, cfg, out_dir, is_main, say)
+    branched = resume_or_start(state, cfg, out_dir, is_main, say, trunk)
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-        state.tracker_run_id = tracker.start({**to_dict(cfg), "precision_used": precision},
-                                             out_dir, data.describe(), state.tracker_run_id)
+        state.tracker_run_id = tracker.start(
+            {**to_dict(cfg), "precision_used": precision, **fork.trunk_params(state)}, out_dir,
+            data.describe(), state.tracker_run_id)
+        if branched:  # the trunk's epochs are this run's too
+            fork.replay_history(tracker, state.history)
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"
                 else nullcontext())
     run = Run(cfg, data, parts.wrap_for_training(model, cfg, device, world_size, say), tracker,
@@ -104,7 +117,7 @@ def train_claimed(cfg: DictConfig, out_dir: Path, rank: int, world_size: int,
               RunProgress(out_dir, p.epochs, steps, enabled=is_main))
     status = "FAILED"
     try:
-        for epoch in range(state.next_epoch, p.epochs):
+        for epoch in range(state.next_epoch, stop_after or p.epochs):
             run_epoch(run, state, epoch)
         status = "FINISHED"
     except KeyboardInterrupt:
@@ -114,7 +127,10 @@ def train_claimed(cfg: DictConfig, out_dir: Path, rank: int, world_size: int,
         run.bar.close()
         if status != "FINISHED" and is_main:
             record_failure(tracker, status)
+    if stop_after:
+        return fork.trunk_done(out_dir, stop_after, is_main)
     return finish(run, state, precision)
+
 
 
 def finish(run: Run, state: RunState, precision: str) -> RunResult:
@@ -143,16 +159,24 @@ def step_bar(cfg: DictConfig, steps_per_epoch: int, first_epoch: int, is_main: b
                 mininterval=1.0, desc=f"{cfg.method.name} seed {cfg.seed}")
 
 
-def resume_or_start(state: RunState, cfg: DictConfig, out_dir: Path, is_main: bool,
-                    say) -> None:
+def resume_or_start(state: RunState, cfg: DictConfig, out_dir: Path, is_main: bool, say,
+                    trunk: str | None = None) -> bool:
+    """Continue the run's own checkpoint, else branch from ``trunk`` when given (True)."""
     checkpoint = out_dir / "checkpoint.pt"
+    branched = False
     if cfg.resume and checkpoint.is_file():
         state.restore(checkpoint)
         say(f"resuming {out_dir.name} after epoch {state.next_epoch}")
-    elif is_main and checkpoint.exists():
-        checkpoint.unlink()
+    else:
+        if is_main and checkpoint.exists():
+            checkpoint.unlink()
+        if trunk is not None:
+            fork.branch(state, Path(trunk))
+            say(f"branching from the trunk {Path(trunk).name} after epoch {state.next_epoch}")
+            branched = True
     if is_main:
         remove_stale_temporaries(out_dir)
+    return branched
 
 
 def run_epoch(run: Run, state: RunState, epoch: int) -> None:

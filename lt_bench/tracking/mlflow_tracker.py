@@ -155,9 +155,11 @@ class MlflowTracker(Tracker):
             return self.run_id
         self.group_id = self._ensure_group(exp_id, cfg, tags)
         seed = cfg.get("seed", 0)
+        trunk = get(cfg, "fork.trunk")  # a branch of lt_bench.fork: the trunk it came from
         run = self._call("create_run", exp_id, run_name=f"{tags[TAG + 'method']}-seed{seed}",
                          tags={**tags, f"{TAG}role": "seed", f"{TAG}seed": str(seed),
-                               PARENT_TAG: self.group_id, f"{TAG}run_dir": str(run_dir)})
+                               PARENT_TAG: self.group_id, f"{TAG}run_dir": str(run_dir),
+                               **({f"{TAG}trunk": str(trunk)} if trunk else {})})
         self.run_id = run.info.run_id
         self._log_batch(self.run_id, params=config_params(cfg))
         self._log_dataset(data_info or {}, cfg)

@@ -1,0 +1,140 @@
+"""The fork at the re-weighting start: a comparison trains its common part once.
+
+In a protocol like the paper's, every method trains as plain cross-entropy with uniform weights
+for its first ``start_epoch`` epochs (one fewer for class volume, which gathers statistics in
+the epoch before). Runs that share everything but the method (data, backbone, seed, protocol)
+are then the same run up to that point. A sweep trains that **trunk** once, as ``ce`` stopped
+after ``k`` epochs (``k`` = the least ``Method.plain_epochs`` of the group), checkpoints it in
+``<workspace>/trunks/``, and starts every method's run (a **branch**) from the checkpoint. The
+branch is the same computation as the run trained alone: the same model, optimizer, schedule and
+random states at epoch ``k``, and a criterion in the state ``end_epoch`` leaves after ``k``
+epochs of nothing observed. On the CPU with ``deterministic=true`` it is bit-identical.
+
+A branch's run is an ordinary run (same folder, config hash and tracker record, the trunk's
+epochs logged into it); ``fork.trunk`` among its params names the trunk. An interrupted trunk or
+branch resumes from its own checkpoint. ``lt-bench sweep ... fork=false`` turns it off.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from lt_bench.config import config_hash
+
+MARK = "trunk.json"  # written when a trunk has all its epochs
+
+
+def trunk_config(cfg):
+    """The config the trunk trains: the run's, with plain cross-entropy as its method."""
+    trunk = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    trunk.method = {"name": "ce"}
+    return trunk
+
+
+def trunk_folder(cfg, epochs: int) -> Path:
+    trunk = trunk_config(cfg)
+    name = f"{trunk.dataset}-{config_hash(trunk)}-seed{trunk.seed}-epochs{epochs}"
+    return Path(trunk.workspace).expanduser() / "trunks" / name
+
+
+def finished_trunk(folder: Path, epochs: int) -> bool:
+    try:
+        return json.loads((Path(folder) / MARK).read_text()).get("epochs") == epochs
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def train_trunk(cfg, epochs: int) -> None:
+    """Train the trunk of ``cfg``'s group: ``epochs`` epochs of plain cross-entropy."""
+    from lt_bench.train import train_in
+
+    if cfg.resume and finished_trunk(trunk_folder(cfg, epochs), epochs):
+        return None
+    return train_in(trunk_config(cfg), lambda c: trunk_folder(c, epochs), stop_after=epochs)
+
+
+def trunk_done(folder: Path, epochs: int, is_main: bool) -> None:
+    if is_main:
+        (Path(folder) / MARK).write_text(json.dumps({"epochs": epochs}))
+
+
+def trunk_tracker():
+    """A trunk is not a run of its own: only its branches are recorded."""
+    from lt_bench.tracking.base import Tracker
+
+    return Tracker()
+
+
+def branch(state, trunk: Path) -> None:
+    """Put ``state`` (a ``checkpoint.RunState``) where the trunk stopped."""
+    from lt_bench.errors import LtBenchError
+
+    checkpoint = trunk / "checkpoint.pt"
+    if not checkpoint.is_file() or not (trunk / MARK).is_file():
+        raise LtBenchError(f"trunk {str(trunk)!r} is not finished (no {MARK} beside a "
+                           "checkpoint.pt): train it first, or start the run without it")
+    state.restore(checkpoint, criterion=False)
+    state.criterion.start_at(state.next_epoch)
+    state.trunk, state.tracker_run_id = trunk.name, None
+
+
+def trunk_params(state) -> dict:
+    return {"fork": {"trunk": state.trunk}} if state.trunk else {}
+
+
+def replay_history(tracker, history: list[dict]) -> None:
+    """Log the trunk's epochs into a branch's tracker run, so that it reads like any other."""
+    for record in history:
+        metrics = {k: v for k, v in record.items() if k != "epoch"
+                   and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        tracker.log_metrics(metrics, step=record["epoch"])
+
+
+# -- the sweep's side -------------------------------------------------------------------------
+@dataclass
+class Trunk:
+    folder: Path
+    epochs: int
+    cfg: Any  # a branch's config (train_trunk makes it plain)
+    branches: list = field(default_factory=list)  # the sweep's Jobs
+
+
+def plain_epochs(cfg) -> int:
+    """``Method.plain_epochs`` of ``cfg``'s method (0 when it cannot be built here)."""
+    from lt_bench.api import build_method
+    from lt_bench.assemble import method_options_of
+
+    try:
+        return build_method(cfg.method.name, [100, 10], **method_options_of(cfg)).plain_epochs
+    except Exception:  # noqa: BLE001  (a method that needs the real data: no fork for it)
+        return 0
+
+
+def plan(jobs: list) -> list[Trunk]:
+    """The trunks worth training for ``jobs`` (runs still to do): one per group of at least two
+    runs that differ only in the method and share at least one plain epoch."""
+    groups: dict[tuple, list] = defaultdict(list)
+    for job in jobs:
+        groups[(config_hash(trunk_config(job.cfg)), job.seed, str(job.cfg.workspace))].append(job)
+    trunks = []
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        first = members[0].cfg
+        epochs = min(first.protocol.epochs, *(plain_epochs(j.cfg) for j in members))
+        if epochs >= 1:
+            trunks.append(Trunk(trunk_folder(first, epochs), epochs, first, members))
+    return trunks
+
+
+def saving(trunks: list[Trunk], jobs: list) -> tuple[int, int]:
+    """(epochs trained with the fork, epochs trained without it) for ``jobs``."""
+    alone = sum(j.cfg.protocol.epochs for j in jobs)
+    shared = sum(t.epochs * (len(t.branches) - 1) for t in trunks)
+    return alone - shared, alone
