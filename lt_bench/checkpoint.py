@@ -41,10 +41,12 @@ def load_checkpoint(path: Path, map_location=None) -> dict:
         # objects would run code planted in a run folder.
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:200]  # torch's are paragraphs
         raise LtBenchError(
-            f"checkpoint {str(path)!r} cannot be read ({type(exc).__name__}: {exc}); "
+            f"checkpoint {str(path)!r} cannot be read ({type(exc).__name__}: {first}); it is "
+            "not one lt-bench wrote (only tensors and plain values are loaded, never code): "
             "delete it or pass resume=false to start the run again"
-        ) from exc
+        ) from None
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import math
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -205,6 +206,10 @@ class Registry:
         """The entry of ``name``, after checking that it takes the ``given`` options (those of
         its factory unless ``allowed`` lists them)."""
         entry = self.get(kind, name)
+        for key, value in given.items():  # NaN or inf is never a setting: it turns into a NaN loss
+            if isinstance(value, float) and not math.isfinite(value):
+                raise LtBenchError(f"{KINDS[kind][1]} {name!r}: option {key}={value} must be a "
+                                   "finite number")
         if allowed is None:
             if accepts_any(entry.factory):
                 return entry

@@ -124,3 +124,37 @@ def test_a_method_option_out_of_range_fails_before_the_data(tmp_path, monkeypatc
                            "method.beta=1.5", "tracking.tracker=local", f"workspace={tmp_path}"])
     with pytest.raises(LtBenchError, match="beta must be in"):
         harness.train(cfg)
+
+
+class _Payload:
+    """Unpickling this runs code: what a planted checkpoint would do."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))  # creates the marker file when unpickled
+
+
+def test_a_planted_pickle_checkpoint_does_not_run(tmp_path):
+    """Case 1: a pickle planted as a run's checkpoint.pt is refused in one line, unexecuted."""
+    import pickle
+
+    cfg = load_config([], TINY + [f"workspace={tmp_path}"])
+    folder = run_folder(cfg)
+    folder.mkdir(parents=True)
+    marker = tmp_path / "payload-ran"
+    (folder / "checkpoint.pt").write_bytes(pickle.dumps({"model": _Payload(str(marker))}))
+    with pytest.raises(LtBenchError, match=r"checkpoint .* cannot be read.*resume=false") as info:
+        harness.train(cfg)
+    assert not marker.exists() and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("method,option", [("focal", "gamma"), ("ldam", "scale"),
+                                           ("logit_adjusted", "tau"), ("effective_number", "beta")])
+def test_a_non_finite_option_is_refused(method, option):
+    """Case 7: NaN or inf as an option value gives one line, never a NaN loss."""
+    for value in (float("nan"), float("inf")):
+        with pytest.raises(LtBenchError, match=option):
+            build_method(method, [10, 1], **{option: value})
+
