@@ -113,8 +113,8 @@ def train_claimed(cfg: DictConfig, out_dir: Path, rank: int, world_size: int,
                 else nullcontext())
     run = Run(cfg, data, parts.wrap_for_training(model, cfg, device, world_size, say), tracker,
               out_dir, rank, world_size, steps, drop_last, autocast,
-              step_bar(cfg, steps, state.next_epoch, is_main),
-              RunProgress(out_dir, p.epochs, steps, enabled=is_main))
+              step_bar(cfg, steps, state.next_epoch, is_main, stop_after or p.epochs),
+              RunProgress(out_dir, stop_after or p.epochs, steps, enabled=is_main))
     status = "FAILED"
     try:
         for epoch in range(state.next_epoch, stop_after or p.epochs):
@@ -151,9 +151,9 @@ def record_failure(tracker, status: str) -> None:
         log.error("the tracker could not record the %s run: %s", status, exc)
 
 
-def step_bar(cfg: DictConfig, steps_per_epoch: int, first_epoch: int, is_main: bool):
+def step_bar(cfg: DictConfig, steps_per_epoch: int, first_epoch: int, is_main: bool,
+             epochs: int):
     """One bar over the whole run (its ETA is the run's), resumed where the run stands."""
-    epochs = cfg.protocol.epochs
     return tqdm(total=epochs * steps_per_epoch, initial=first_epoch * steps_per_epoch,
                 unit="step", disable=cfg.quiet or not is_main, dynamic_ncols=True,
                 mininterval=1.0, desc=f"{cfg.method.name} seed {cfg.seed}")
