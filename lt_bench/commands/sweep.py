@@ -13,8 +13,12 @@ def add_parser(sub) -> None:
                     "task (ray.address=HOST:PORT, gpus_per_run=0.25, cpus_per_run=1) logging to "
                     "a shared tracking server (tracking.uri=http://...). Runs already FINISHED "
                     "in the tracking store are skipped, so an interrupted sweep resumes when "
-                    "started again. Prints one line per finished run and, at the end, the "
-                    "leaderboard (baseline=ce, metric=final|best).",
+                    "started again. Runs that differ only in the method share their first "
+                    "epochs (plain cross-entropy until the re-weighting start): that trunk is "
+                    "trained once per seed and every method starts from it (fork=false turns "
+                    "it off). A run another sweep is training is skipped, not trained twice. "
+                    "Prints one line per finished run and, at the end, the leaderboard "
+                    "(baseline=ce, metric=final|best).",
         epilog="example: lt-bench sweep dataset=cifar10_lt imbalance=[100,200] "
                "methods=[ce,dv] seeds=3 jobs=2 tracking.tracker=mlflow",
     )
