@@ -23,46 +23,51 @@ from pathlib import Path
 TINY = "dataset=synthetic_lt tracking.tracker=local quiet=true protocol.epochs=1"
 API = "import torch, lt_bench; "
 
+
+
+def train(extra: str) -> str:
+    return f"lt-bench train {TINY} {extra} workspace={{ws}}"
+
+
+def plant(write: str) -> str:
+    """Write a file into the run folder of the tiny run (``write`` sees it as ``d``), then
+    train that run."""
+    return ("python -c \"import os; from lt_bench.config import load_config, run_folder; "
+            f"c = load_config([], '{TINY} workspace={{ws}}'.split()); d = run_folder(c); "
+            f"os.makedirs(d); {write}\" && lt-bench train {TINY} workspace={{ws}}")
+
+
 #: (case, the command; {ws} is a fresh workspace, {tmp} a scratch folder)
 CASES = [
     ("1 planted pickle as checkpoint.pt",
-     "python -c \"import pickle, os; from lt_bench.config import load_config, run_folder; "
-     f"c = load_config([], '{TINY} workspace={{ws}}'.split()); d = run_folder(c); "
-     "os.makedirs(d); open(d / 'checkpoint.pt', 'wb').write(pickle.dumps({{'m': "
-     "__import__('builtins').__dict__['open']}}))\" && lt-bench train " + TINY +
-     " workspace={ws}"),
+     plant("open(d / 'checkpoint.pt', 'wb').write(__import__('pickle').dumps({{'m': "
+           "__import__('builtins').__dict__['open']}}))")),
     ("2 omegaconf.py in the sweep's folder",
      "cd {tmp} && echo 'raise SystemExit(99)' > omegaconf.py && lt-bench sweep " + TINY +
      " methods=[ce] workspace={ws}"),
     ("3 tracking.uri unreachable", "lt-bench train " + TINY.replace("tracking.tracker=local", "")
      + " tracking.tracker=mlflow tracking.uri=http://127.0.0.1:1 workspace={ws}"),
-    ("4 precision=fp32 before protocol=quick",
+    ("4 a key typed before its group: protocol.epochs=3 protocol=quick",
      "python -c \"from lt_bench.config import load_config; "
      "c = load_config([], ['protocol.epochs=3', 'protocol=quick']); "
      "print('epochs', c.protocol.epochs)\""),
-    ("5 data.num_classes=0", "lt-bench train " + TINY + " data.num_classes=0 workspace={ws}"),
-    ("6 protocol.lr=1e6", "lt-bench train " + TINY + " protocol.lr=1e6 protocol.warmup_epochs=0 "
-     "workspace={ws}"),
-    ("6 protocol.lr_decay=-1", "lt-bench train " + TINY + " protocol.lr_decay=-1 workspace={ws}"),
+    ("5 data.num_classes=0", train("data.num_classes=0")),
+    ("6 protocol.lr=1e6", train("protocol.lr=1e6 protocol.warmup_epochs=0")),
+    ("6 protocol.lr_decay=-1", train("protocol.lr_decay=-1")),
     ("7 API: empty batch", "python -c \"" + API + "m = lt_bench.build_method('ce', [3, 1]); "
      "m(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long))\""),
     ("7 API: logit_adjusted tau=nan", "python -c \"" + API +
      "lt_bench.build_method('logit_adjusted', [3, 1], tau=float('nan'))\""),
-    ("8 protocol.lr=-1", "lt-bench train " + TINY + " protocol.lr=-1 workspace={ws}"),
-    ("8 protocol.weight_decay=-1", "lt-bench train " + TINY + " protocol.weight_decay=-1 "
-     "workspace={ws}"),
-    ("8 device=gpu0", "lt-bench train " + TINY + " device=gpu0 workspace={ws}"),
-    ("8 protocol.eval_every=0", "lt-bench train " + TINY + " protocol.eval_every=0 "
-     "workspace={ws}"),
-    ("8 log_every=0", "lt-bench train " + TINY + " log_every=0 workspace={ws}"),
+    ("8 protocol.lr=-1", train("protocol.lr=-1")),
+    ("8 protocol.weight_decay=-1", train("protocol.weight_decay=-1")),
+    ("8 device=gpu0", train("device=gpu0")),
+    ("8 protocol.eval_every=0", train("protocol.eval_every=0")),
+    ("8 log_every=0", train("log_every=0")),
     ("8 workspace is a file", "touch {tmp}/f && lt-bench train " + TINY + " workspace={tmp}/f"),
     ("8 workspace read-only", "mkdir -p {tmp}/ro && chmod 555 {tmp}/ro && lt-bench train " + TINY
      + " workspace={tmp}/ro/ws"),
     ("9 checkpoint of another structure",
-     "python -c \"import torch, os; from lt_bench.config import load_config, run_folder; "
-     f"c = load_config([], '{TINY} workspace={{ws}}'.split()); d = run_folder(c); "
-     "os.makedirs(d); torch.save({{'x': 1}}, d / 'checkpoint.pt')\" && lt-bench train " + TINY +
-     " workspace={ws}"),
+     plant("__import__('torch').save({{'x': 1}}, d / 'checkpoint.pt')")),
     ("10 lt-bench ui --port 99999", "lt-bench ui --port 99999 workspace={ws}"),
     ("10 lt-bench ui on a taken port",
      "python -c \"import socket, subprocess, sys; s = socket.socket(); s.bind(('127.0.0.1', 0)); "

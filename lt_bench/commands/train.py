@@ -9,7 +9,8 @@ def add_parser(sub) -> None:
         description="Train one run and print top-1 accuracy overall and for the many / medium / "
                     "few-shot classes (final epoch and best epoch). Arguments are YAML files and "
                     "key=value overrides, applied in order. Groups: dataset=NAME, backbone=NAME, "
-                    "method=NAME, protocol=NAME (paper_cifar, ldam_cifar, quick). An interrupted "
+                    "method=NAME, protocol=NAME (demo, quick, paper_cifar, zheng_ng_code, "
+                    "ldam_cifar, vl_ltr_*). An interrupted "
                     "run continues from its last epoch when started again with the same config.",
         epilog="example: lt-bench train dataset=cifar10_lt imbalance=100 "
                "data.root=../shared/data method=dv protocol=quick",
