@@ -99,8 +99,12 @@ def test_two_process_ddp_on_gloo(tmp_path):
     """torchrun with 2 CPU processes: rank 0 alone writes, evaluation covers each test image
     once, and the class-volume weights come from the statistics of both ranks."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # --max-restarts=1, as the README advises: gloo now and then aborts a rank as the ranks
+    # start ("terminate called without an active exception", seen twice in CI; of the kind in
+    # pytorch/pytorch#188266); the restarted workers resume from the run's checkpoint.
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           "--master_port=29517", "-m", "lt_bench", "train", *TINY, "method=dv",
+           "--max-restarts=1", "--master_port=29517", "-m", "lt_bench", "train", *TINY,
+           "method=dv",
            "protocol.epochs=2", "protocol.start_epoch=1", "deterministic=false",
            f"workspace={tmp_path}"]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
