@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 #: a worker's exit code when another live process owns its run
 BUSY = 3
+#: how often Ray runs a task again whose worker died
+RAY_RETRIES = 2
 
 
 def finished_in_folder(job: Job) -> RunResult | None:
@@ -180,11 +182,18 @@ def run_ray(sweep: Sweep, todo: list[Job], report) -> None:
                                            if k.startswith(("LT_BENCH", "MLFLOW"))}},
                  log_to_driver=False)
 
+    # max_retries: a task whose Ray worker dies (a node lost, a killed process) runs again, and
+    # its run resumes from the checkpoint; the training process dies with the worker
+    # (die_with), so the retry never trains beside an orphan of the first attempt.
     @ray.remote(num_gpus=float(sweep.options["gpus_per_run"]),
-                num_cpus=float(sweep.options["cpus_per_run"]), max_calls=1)
+                num_cpus=float(sweep.options["cpus_per_run"]), max_calls=1,
+                max_retries=RAY_RETRIES)
     def run_one(command: list[str]) -> tuple[int, str]:
+        from lt_bench.sweep_workers import die_with
+
         command = [sys.executable, *command[1:]]  # the worker node's Python
-        done = subprocess.run(command, capture_output=True, text=True)
+        done = subprocess.run(command, capture_output=True, text=True,
+                              preexec_fn=die_with(os.getpid()))
         return done.returncode, (done.stdout + done.stderr)[-4000:]
 
     started = time.perf_counter()

@@ -170,22 +170,60 @@ def test_sweep_runs_workers_and_skips_finished(store_sweep):
 @pytest.mark.skipif(__import__("importlib").util.find_spec("ray") is None,
                     reason="ray is not installed (optional extra lt-bench[ray])")
 def test_ray_engine_on_a_local_instance(tmp_path, template_db, monkeypatch):
+    """2 methods x 2 seeds as Ray tasks on a local Ray instance (ray.init on 127.0.0.1): every
+    run lands once in the store, with its results.json, and the leaderboard closes the sweep."""
+    from lt_bench.tracking.store import client, tracking_uri
+
     ws = tmp_path / "ws"
     ws.mkdir()
     shutil.copy(template_db, ws / "mlflow.db")
     monkeypatch.setenv("PYTHONPATH", str(HERE))
     prepare_store({"workspace": str(ws)})
+    lines: list[str] = []
     summary = run_sweep([f"workspace={ws}", "tracking.tracker=mlflow", "engine=ray",
-                         "methods=[ce,dv]", "seeds=2", "gpus_per_run=0", "cpus_per_run=0.5"],
-                        out=print, train_fn=FAKE)
+                         "methods=[ce,dv]", "seeds=2", "gpus_per_run=0", "cpus_per_run=1"],
+                        out=lines.append, train_fn=FAKE)
     assert len(summary["finished"]) == 4 and not summary["failed"]
+    c = client(tracking_uri({"workspace": str(ws)}))
+    runs = c.search_runs([e.experiment_id for e in c.search_experiments()],
+                         "tags.`lt.role` = 'seed'")
+    assert sorted((r.data.tags["lt.method"], r.data.tags["lt.seed"]) for r in runs) == [
+        ("ce", "0"), ("ce", "1"), ("dv", "0"), ("dv", "1")]  # each once
+    assert len(list(ws.glob("runs/*/results.json"))) == 4
+    assert any(line.startswith("method") for line in "\n".join(lines).splitlines())
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("ray") is None,
+                    reason="ray is not installed (optional extra lt-bench[ray])")
+@pytest.mark.slow  # a local Ray instance and a task that is killed and run again
+def test_a_ray_task_whose_worker_dies_runs_again_once(tmp_path):
+    ws = tmp_path / "ws"
+    sweep = start_sweep(ws, ["engine=ray", "methods=[ce]", "seeds=1", "cpus_per_run=1"],
+                        seconds=6)
+    pids = ws / "pids.txt"
+    deadline = time.time() + 180
+    while time.time() < deadline and not pids.exists():
+        time.sleep(0.2)
+    first = int(pids.read_text().split()[0])
+    ray_worker = int(Path(f"/proc/{first}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    os.kill(ray_worker, signal.SIGKILL)  # the task's Ray worker dies mid-run
+    out, err = sweep.communicate(timeout=300)
+    assert sweep.returncode == 0, err[-2000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["finished"] == ["ce seed=0"] and not summary["failed"]
+    started = pids.read_text().split()
+    assert len(started) == 2 and not alive(first)  # retried once; the first attempt died too
+    assert (ws / "calls.txt").read_text().split("\n")[:-1] == ["ce 0 100.0"]  # trained once
 
 
 def test_sweep_command_reports_a_missing_ray_cleanly(tmp_path):
-    if __import__("importlib").util.find_spec("ray") is not None:
-        pytest.skip("ray is installed")
+    hide = tmp_path / "no-ray"  # a ray that fails to import, installed or not
+    hide.mkdir()
+    (hide / "ray.py").write_text("raise ImportError('No module named ray')\n")
     out = subprocess.run([sys.executable, "-m", "lt_bench", "sweep", f"workspace={tmp_path}",
-                          "engine=ray", "methods=[ce]"], capture_output=True, text=True)
+                          "tracking.tracker=local", "engine=ray", "methods=[ce]"],
+                         capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(hide)})
     assert out.returncode == 2 and "pip install 'lt-bench[ray]'" in out.stderr
 
 
