@@ -58,6 +58,8 @@ class Row:
     test_note: str = ""
     values: list[float] = field(default_factory=list)
     seeds: list[str] = field(default_factory=list)
+    # per group (many/medium/few), the seeds' values: the plot's error bars need their spread
+    group_values: dict[str, list[float]] = field(default_factory=dict)
 
 
 # -- statistics ---------------------------------------------------------------------------------
@@ -111,7 +113,10 @@ def build(runs: list[dict], metric: str = "final", baseline: str = "ce",
                         acc_many=mean_of(f"{metric}/acc_many"),
                         acc_medium=mean_of(f"{metric}/acc_medium"),
                         acc_few=mean_of(f"{metric}/acc_few"), values=values,
-                        seeds=[r["tags"].get(f"{TAG}seed", "") for r in members]))
+                        seeds=[r["tags"].get(f"{TAG}seed", "") for r in members],
+                        group_values={g: [r["metrics"][f"{metric}/acc_{g}"] for r in members
+                                          if f"{metric}/acc_{g}" in r["metrics"]]
+                                      for g in ("many", "medium", "few")}))
     by_setting: dict[tuple, list[Row]] = defaultdict(list)
     for row in rows:
         by_setting[tuple(getattr(row, k) for k in SETTING)].append(row)
@@ -266,7 +271,8 @@ def format_json(rows: list[Row]) -> str:
 
 def format_csv(rows: list[Row]) -> str:
     out = io.StringIO()
-    names = [k for k in Row.__dataclass_fields__ if k not in ("values", "seeds")]
+    names = [k for k in Row.__dataclass_fields__
+             if k not in ("values", "seeds", "group_values")]
     w = csv.DictWriter(out, fieldnames=names, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for row in as_dicts(rows):

@@ -213,6 +213,15 @@ def run_sweep(args: list[str], plugins: list[str] = (), out=print,
         report.out("")
         report.out(lb.format_text(rows))
         report.summary["leaderboard"] = lb.as_dicts(rows)
+    if rows:
+        from lt_bench.tracking.comparison_plot import sweep_figures
+
+        try:
+            report.summary["plots"] = [str(p) for p in sweep_figures(
+                [j.cfg for j in sweep.jobs], rows, report.out)]
+        except Exception as exc:  # a picture must not fail a sweep whose runs are all done
+            report.out(f"sweep: the comparison plot could not be drawn ({exc}); "
+                       "lt-bench leaderboard --plot FILE.png draws it again")
     return report.close()
 
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -57,21 +58,16 @@ def _wait_http(url: str, timeout: float) -> None:
     raise TimeoutError(url)
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="chromium is not installed "
-                    "(.ci/install-browser)")
-def test_browser_finds_run_and_per_class_plot(tmp_path):
+def browser_test(fn):
+    return pytest.mark.slow(pytest.mark.skipif(
+        not os.path.exists(CHROMIUM), reason="chromium is not installed (.ci/install-browser)")(fn))
+
+
+@contextmanager
+def ui_page(ws: Path):
+    """A Chromium page and the URL of ``lt-bench ui`` serving ``ws``'s store."""
     playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed "
                                      "(.ci/install-browser)")
-    sys.path.insert(0, str(HERE))
-    from test_tracking import log_run, make_cfg
-
-    ws = tmp_path / "ws"
-    _, run_id = log_run(make_cfg(ws, "dv", 0), 0.64)
-    from lt_bench.tracking.store import client, tracking_uri
-
-    run = client(tracking_uri({"workspace": str(ws)})).get_run(run_id)
-    exp_id = run.info.experiment_id
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "lt_bench", "ui", f"workspace={ws}",
                              "--port", str(port)], stdout=subprocess.PIPE,
@@ -83,22 +79,7 @@ def test_browser_finds_run_and_per_class_plot(tmp_path):
         _wait_http(f"{url}/health", 120)
         with playwright.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-            page = browser.new_page()
-            group_name = f"dv-{run.data.tags['lt.cfg_hash']}"  # the group run; seeds nest in it
-            page.goto(f"{url}/#/experiments/{exp_id}/runs", wait_until="domcontentloaded")
-            page.get_by_text(group_name).first.wait_for(timeout=90_000)
-            page.goto(f"{url}/#/experiments/{exp_id}/runs/{run_id}/artifacts",
-                      wait_until="domcontentloaded")
-            page.get_by_text("dv-seed0").first.wait_for(timeout=60_000)
-            page.get_by_text("plots", exact=True).first.click(timeout=60_000)
-            with page.expect_response(lambda r: "per_class_accuracy.png" in r.url,
-                                      timeout=60_000) as response:
-                page.get_by_text("per_class_accuracy.png", exact=True).first.click()
-            assert response.value.ok  # the UI fetched the plot; fetch it again to read it
-            png = page.request.get(response.value.url)
-            assert png.ok and png.body()[:4] == b"\x89PNG"
-            page.locator("img[src*='per_class_accuracy'], img[src^='blob:']").first.wait_for(
-                timeout=30_000)
+            yield browser.new_page(), url
             browser.close()
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -106,3 +87,65 @@ def test_browser_finds_run_and_per_class_plot(tmp_path):
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def open_image(page, name: str) -> None:
+    """Click ``name`` in the artifact tree of the open run; the UI must fetch and show it."""
+    with page.expect_response(lambda r: name in r.url, timeout=60_000) as response:
+        page.get_by_text(name, exact=True).first.click(timeout=60_000)
+    assert response.value.ok  # the UI fetched the image; fetch it again to read it
+    png = page.request.get(response.value.url)
+    assert png.ok and png.body()[:4] == b"\x89PNG"
+    page.locator(f"img[src*='{name.split('.')[0]}'], img[src^='blob:']").first.wait_for(
+        timeout=30_000)
+
+
+@browser_test
+def test_browser_finds_run_and_per_class_plot(tmp_path):
+    sys.path.insert(0, str(HERE))
+    from test_tracking import log_run, make_cfg
+
+    ws = tmp_path / "ws"
+    _, run_id = log_run(make_cfg(ws, "dv", 0), 0.64)
+    from lt_bench.tracking.store import client, tracking_uri
+
+    run = client(tracking_uri({"workspace": str(ws)})).get_run(run_id)
+    exp_id = run.info.experiment_id
+    with ui_page(ws) as (page, url):
+        group_name = f"dv-{run.data.tags['lt.cfg_hash']}"  # the group run; seeds nest in it
+        page.goto(f"{url}/#/experiments/{exp_id}/runs", wait_until="domcontentloaded")
+        page.get_by_text(group_name).first.wait_for(timeout=90_000)
+        page.goto(f"{url}/#/experiments/{exp_id}/runs/{run_id}/artifacts",
+                  wait_until="domcontentloaded")
+        page.get_by_text("dv-seed0").first.wait_for(timeout=60_000)
+        page.get_by_text("plots", exact=True).first.click(timeout=60_000)
+        open_image(page, "per_class_accuracy.png")
+
+
+@browser_test
+def test_browser_finds_the_sweep_runs_comparison_plot(tmp_path, template_db):
+    """The sweep-level run (lt.role=sweep) as ``lt_bench.sweep`` logs it, with its figure."""
+    sys.path.insert(0, str(HERE))
+    from test_comparison_plot import rows_of, write_run
+
+    from lt_bench.tracking.comparison_plot import write_figures
+    from lt_bench.tracking.mlflow_tracker import log_sweep_run
+    from lt_bench.tracking.store import client, tracking_uri
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    shutil.copy(template_db, ws / "mlflow.db")
+    for method in ("ce", "dv"):
+        for seed in range(2):
+            write_run(ws, method, seed)
+    [png] = write_figures(rows_of(ws), ws, ws / "sweeps" / "comparison.png", suffix=True)
+    cfg = {"workspace": str(ws), "dataset": "cifar10_lt", "imbalance": 100.0,
+           "backbone": {"name": "resnet32"}, "protocol": {"name": "quick"}, "method": {}}
+    run_id = log_sweep_run(cfg, [png])
+    exp_id = client(tracking_uri(cfg)).get_run(run_id).info.experiment_id
+    with ui_page(ws) as (page, url):
+        page.goto(f"{url}/#/experiments/{exp_id}/runs", wait_until="domcontentloaded")
+        page.get_by_text("sweep-comparison").first.wait_for(timeout=90_000)
+        page.goto(f"{url}/#/experiments/{exp_id}/runs/{run_id}/artifacts",
+                  wait_until="domcontentloaded")
+        open_image(page, png.name)

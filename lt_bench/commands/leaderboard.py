@@ -29,6 +29,11 @@ def add_parser(sub) -> None:
     for name in FORMATS[1:]:
         group.add_argument(f"--{name}", dest="format", action="store_const", const=name,
                            help=f"print {name} instead of a text table")
+    parser.add_argument(
+        "--plot", metavar="FILE.png",
+        help="also draw the comparison: per method, mean ± std accuracy over seeds (overall, "
+             "many/medium/few) and per-class accuracy against training count; one file per "
+             "setting (FILE-<setting>.png) when the rows span several")
     parser.set_defaults(func=run, format="text")
 
 
@@ -60,4 +65,24 @@ def run(args) -> int:
     render = {"text": lb.format_text, "json": lb.format_json, "markdown": lb.format_markdown,
               "csv": lb.format_csv}[args.format]
     print(render(rows))
+    if args.plot:
+        plot(rows, cfg, args.plot)
     return 0
+
+
+def plot(rows: list, cfg, path: str) -> None:
+    import sys
+    from pathlib import Path
+
+    from lt_bench.errors import LtBenchError
+    from lt_bench.tracking.comparison_plot import write_figures
+
+    if not rows:
+        raise LtBenchError("leaderboard --plot: no finished seed runs match the filters; drop "
+                           "or correct a filter (lt-bench leaderboard without --plot lists them)")
+
+    def say(line: str) -> None:  # stderr: the table on stdout stays parseable with --json/--csv
+        print(line, file=sys.stderr)
+
+    for written in write_figures(rows, Path(cfg.workspace).expanduser(), Path(path), out=say):
+        say(f"leaderboard: comparison plot written to {written}")

@@ -353,3 +353,23 @@ def mlflow_tracker(cfg) -> Tracker:
         raise LtBenchError("tracking.tracker=mlflow needs MLflow: pip install 'mlflow>=3', "
                            "or pass tracking.tracker=local to keep only the run folder") from None
     return MlflowTracker(cfg)
+
+
+def log_sweep_run(cfg, paths: list[Path]) -> str:
+    """A finished sweep-level run (tag ``lt.role=sweep``) in ``cfg``'s setting's experiment with
+    ``paths`` as artifacts; the leaderboard, which reads only ``lt.role=seed``, never counts it."""
+    from lt_bench.config import to_dict
+
+    resolved = to_dict(cfg) if not isinstance(cfg, dict) else cfg
+    uri = tracking_uri(resolved)
+    mlflow_client = client(uri)
+    exp_id = ensure_experiment(mlflow_client, setting_experiment(resolved),
+                               artifact_root(resolved, uri), uri)
+    tags = {k: v for k, v in setting_tags(resolved).items()
+            if k not in (f"{TAG}method", f"{TAG}cfg_hash")}  # it spans the methods
+    run_id = retry(mlflow_client.create_run, exp_id, run_name="sweep-comparison",
+                   tags={**tags, f"{TAG}role": "sweep"}).info.run_id
+    for path in paths:
+        retry(mlflow_client.log_artifact, run_id, str(path))
+    retry(mlflow_client.set_terminated, run_id, "FINISHED")
+    return run_id

@@ -1,0 +1,220 @@
+"""The comparison as a picture: one PNG per benchmark setting, drawn from the leaderboard's rows.
+
+Left panel: per method (row), grouped bars of the mean top-1 accuracy over seeds, overall and
+many / medium / few-shot, with the sample std over seeds as error bars (none with one seed); a
+group no class falls in (None in every row) is left out. Right panel: per-class accuracy against
+the class's training count (log x), one line per method (the mean over seeds) in a band from the
+lowest to the highest seed. Classes that share a training count are one point, their mean: an
+ImageNet-LT line would otherwise zigzag up and down at every count.
+
+Per-class accuracy is not in the tracker's records: it is read from the run folders'
+``results.json`` (``<workspace>/runs/<dataset>-<method>-<cfg_hash>-seed<seed>``). A store filled
+from other machines may lack them; one line says so and the panel draws the runs that are here.
+
+Several settings give several files: ``FILE.png`` becomes ``FILE-<setting>.png`` (a row of
+panels per setting in one figure would shrink every panel as a sweep's grid grows).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from lt_bench.results import finished_result
+from lt_bench.tracking.records import SETTING, mean, sample_std
+
+GROUPS = ("overall", "many", "medium", "few")
+BAND = "band: lowest to highest seed"
+
+
+def setting_of(row) -> tuple:
+    return tuple(getattr(row, k) for k in SETTING)
+
+
+def setting_slug(setting: tuple) -> str:
+    dataset, imbalance, backbone, protocol = setting
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{dataset}-IF{imbalance}-{backbone}-{protocol}")
+
+
+def labels(rows: list) -> list[str]:
+    """Method names; ``method@hash`` where a method has two configurations in the setting."""
+    count = defaultdict(int)
+    for row in rows:
+        count[row.method] += 1
+    return [f"{r.method}@{r.cfg_hash}" if count[r.method] > 1 else r.method for r in rows]
+
+
+def bar_data(rows: list) -> dict[str, dict[str, tuple[float, float | None, int]]]:
+    """{group: {label: (mean, std or None, seeds)}}, groups without a class left out."""
+    out: dict[str, dict] = {}
+    for group in GROUPS:
+        cells = {}
+        for label, row in zip(labels(rows), rows):
+            if group == "overall":
+                cells[label] = (row.mean, row.std, row.n)
+                continue
+            values = row.group_values.get(group, [])
+            if getattr(row, f"acc_{group}") is not None:
+                cells[label] = (getattr(row, f"acc_{group}"), sample_std(values), len(values))
+        if cells:
+            out[group] = cells
+    return out
+
+
+def class_lines(rows: list, workspace: Path) -> tuple[dict[str, dict], list[str]]:
+    """{label: {counts, mean, low, high, seeds}} from the run folders, and the missing folders.
+    ``counts`` ascend; ``mean``/``low``/``high`` are over seeds of each count's class mean."""
+    lines, missing = {}, []
+    for label, row in zip(labels(rows), rows):
+        per_seed = []
+        for seed in row.seeds:
+            folder = Path(workspace) / "runs" / f"{row.dataset}-{row.method}-{row.cfg_hash}-seed{seed}"
+            result = finished_result(folder / "results.json")
+            score = result.score(row.metric) if result is not None else None
+            if score is None or len(score.per_class) != len(result.train_counts):
+                missing.append(folder.name)
+                continue
+            per_seed.append(by_count(result.train_counts, score.per_class))
+        if not per_seed:
+            continue
+        counts = sorted(per_seed[0])
+        per_seed = [s for s in per_seed if sorted(s) == counts]  # another class split: left out
+        lines[label] = {"counts": counts, "seeds": len(per_seed),
+                        "mean": [mean([s[c] for s in per_seed]) for c in counts],
+                        "low": [min(s[c] for s in per_seed) for c in counts],
+                        "high": [max(s[c] for s in per_seed) for c in counts]}
+    return lines, missing
+
+
+def by_count(counts: list[int], accuracy: list[float]) -> dict[int, float]:
+    grouped = defaultdict(list)
+    for count, acc in zip(counts, accuracy):
+        grouped[int(count)].append(float(acc))
+    return {c: mean(v) for c, v in grouped.items()}
+
+
+def figure(rows: list, workspace: Path, out=print):
+    """The figure of one setting's rows (matplotlib, Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    lines, missing = class_lines(rows, workspace)
+    if missing:
+        total = sum(len(r.seeds) for r in rows)
+        out(f"comparison plot: {len(missing)} of {total} runs have no finished results.json under "
+            f"{Path(workspace) / 'runs'} (a store filled on other machines?), e.g. {missing[0]}; "
+            + ("the per-class panel is drawn from the others" if lines
+               else "the per-class panel is left out"))
+    fig, axes = plt.subplots(1, 2 if lines else 1, figsize=(13 if lines else 7, 5), dpi=110,
+                             squeeze=False)
+    # by name, not by rank: a method keeps its colour from one setting's figure to the next
+    colours = {label: plt.get_cmap("tab10")(sorted(labels(rows)).index(label) % 10)
+               for label in labels(rows)}
+    _bars(axes[0][0], bar_data(rows), colours)
+    if lines:
+        _lines(axes[0][1], lines, colours)
+    first = rows[0]
+    fig.suptitle(f"{first.dataset}, imbalance {first.imbalance}, {first.backbone}, protocol "
+                 f"{first.protocol}: top-1 accuracy over seeds, {first.metric} epoch",
+                 fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def _bars(ax, data: dict, colours: dict) -> None:
+    names = list(colours)
+    width = 0.8 / max(1, len(names))
+    for i, label in enumerate(names):
+        cells = [(g, *data[group][label]) for g, group in enumerate(data) if label in data[group]]
+        xs = [g - 0.4 + width * (i + 0.5) for g, *_ in cells]
+        heights = [100 * value for _, value, _, _ in cells]
+        n = max((seeds for *_, seeds in cells), default=0)
+        ax.bar(xs, heights, width, color=colours[label], label=f"{label} (n={n})")
+        spread = [(x, h, 100 * std) for x, h, (_, _, std, _) in zip(xs, heights, cells)
+                  if std is not None]  # one seed has no spread: no bar, not a zero-length one
+        if spread:
+            x, h, err = zip(*spread)
+            ax.errorbar(x, h, yerr=err, fmt="none", ecolor="black", elinewidth=1, capsize=3,
+                        label=f"_std {label}")
+    ax.set_xticks(range(len(data)), list(data))
+    ax.set_ylabel("top-1 accuracy % (mean over seeds)")
+    ax.set_ylim(0, 100)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, title="method (seeds)", title_fontsize=8)
+    ax.set_title("by class group; error bar: ± sample std over seeds (none for one seed)",
+                 fontsize=9)
+
+
+def _lines(ax, lines: dict, colours: dict) -> None:
+    for label, line in lines.items():
+        xs = [max(c, 1) for c in line["counts"]]
+        ax.plot(xs, [100 * v for v in line["mean"]], marker="o", ms=3, lw=1.5,
+                color=colours[label], label=f"{label} (n={line['seeds']})")
+        ax.fill_between(xs, [100 * v for v in line["low"]], [100 * v for v in line["high"]],
+                        color=colours[label], alpha=0.18, lw=0)
+    ax.set_xscale("log")
+    ax.set_xlabel("training images of the class (log)")
+    ax.set_ylabel("top-1 accuracy % (mean over seeds)")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, title="method (seeds)", title_fontsize=8)
+    ax.set_title(f"per class, against its training count; line: mean, {BAND}", fontsize=9)
+
+
+def write_figures(rows: list, workspace: Path, path: Path, suffix: bool = False,
+                  out=print) -> list[Path]:
+    """One PNG per setting of ``rows``: ``path`` itself for a single setting unless ``suffix``,
+    else ``<stem>-<setting>.png`` beside it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    settings: dict[tuple, list] = {}
+    for row in rows:
+        settings.setdefault(setting_of(row), []).append(row)
+    written = []
+    for setting, members in settings.items():
+        target = (path.with_name(f"{path.stem}-{setting_slug(setting)}{path.suffix or '.png'}")
+                  if suffix or len(settings) > 1 else path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fig = figure(members, workspace, out)
+        fig.savefig(target)
+        plt.close(fig)
+        written.append(target)
+    return written
+
+
+def sweep_figures(cfgs: list, rows: list, out=print) -> list[Path]:
+    """The sweep's closing pictures, ``<workspace>/sweeps/comparison-<setting>.png``, each also
+    an artifact of a sweep-level MLflow run when the tracker is MLflow."""
+    from lt_bench.tracking import tracker_name
+
+    first = cfgs[0]
+    paths = write_figures(rows, Path(first.workspace).expanduser(),
+                          Path(first.workspace).expanduser() / "sweeps" / "comparison.png",
+                          suffix=True, out=out)
+    for target in paths:
+        out(f"sweep: comparison plot {target}")
+    if tracker_name(first) == "mlflow":
+        from lt_bench.tracking.mlflow_tracker import log_sweep_run
+
+        by_slug = {setting_slug(setting_of(r)): r for r in rows}
+        for target in paths:
+            row = by_slug[target.stem.removeprefix("comparison-")]
+            cfg = _cfg_of(cfgs, row)
+            run_id = log_sweep_run(cfg, [target])
+            out(f"sweep: the plot is an artifact of MLflow run {run_id} (tag lt.role=sweep)")
+    return paths
+
+
+def _cfg_of(cfgs: list, row) -> Any:
+    from lt_bench.tracking.store import imbalance_tag
+
+    for cfg in cfgs:
+        if (cfg.dataset, imbalance_tag(cfg.imbalance), cfg.backbone.name) == (
+                row.dataset, row.imbalance, row.backbone):
+            return cfg
+    return cfgs[0]
