@@ -32,16 +32,18 @@ def group_mean(values: list[float], group: str) -> float:
     return float(np.mean([v for v, g in zip(values, GROUP) if g == group]))
 
 
-def write_run(ws: Path, method: str, seed: int) -> RunResult:
+def write_run(ws: Path, method: str, seed: int, imbalance: float = 100.0) -> RunResult:
     acc = per_class(method, seed)
     score = {"epoch": 5, "acc": float(np.mean(acc)), "per_class": acc,
              **{f"acc_{g}": group_mean(acc, g) for g in ("many", "medium", "few")}}
     result = RunResult.from_dict({
-        "status": "FINISHED", "method": method, "dataset": "cifar10_lt", "imbalance": 100.0,
+        "status": "FINISHED", "method": method, "dataset": "cifar10_lt", "imbalance": imbalance,
         "backbone": "resnet32", "protocol": "quick", "seed": seed, "cfg_hash": f"h{method}",
         "classes": [f"c{i}" for i in range(10)], "train_counts": COUNTS,
         "group_of_class": GROUP, "final": score, "best": score})
-    folder = ws / "runs" / f"cifar10_lt-{method}-h{method}-seed{seed}"
+    hash_ = f"h{method}" if imbalance == 100.0 else f"h{method}{imbalance:g}"
+    result.cfg_hash = hash_
+    folder = ws / "runs" / f"cifar10_lt-{method}-{hash_}-seed{seed}"
     folder.mkdir(parents=True)
     result.save(folder / "results.json")
     return result
@@ -135,6 +137,13 @@ def test_command_writes_the_png_and_says_where(ws):
                          capture_output=True, text=True)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     assert "--plot" in bad.stderr and "filter" in bad.stderr
+    write_run(ws, "ce", 0, imbalance=200.0)  # a second setting: a second file, each suffixed
+    subprocess.run([sys.executable, "-m", "lt_bench", "leaderboard", f"workspace={ws}",
+                    "tracking.tracker=local", "--plot", str(target)], check=True,
+                   capture_output=True)
+    assert sorted(p.name for p in target.parent.glob("comparison-*.png")) == [
+        "comparison-cifar10_lt-IF100-resnet32-quick.png",
+        "comparison-cifar10_lt-IF200-resnet32-quick.png"]
 
 
 def test_the_sweep_draws_it_and_logs_a_sweep_level_run(tmp_path, template_db, monkeypatch):
