@@ -115,6 +115,10 @@ def is_transient(exc: BaseException) -> bool:
     return any(marker in text for marker in _TRANSIENT)
 
 
+#: how many times this process retried a store call (benchmarks/store_load.py reports it)
+retries_done = 0
+
+
 def retry(fn: Callable[..., T], *args, attempts: int = 10, base_s: float = 0.05,
           max_s: float = 3.0, **kwargs) -> T:
     """``fn(*args, **kwargs)``, retried on transient store errors with jittered exponential
@@ -125,6 +129,8 @@ def retry(fn: Callable[..., T], *args, attempts: int = 10, base_s: float = 0.05,
         except Exception as exc:
             if attempt == attempts or not is_transient(exc):
                 raise
+            global retries_done
+            retries_done += 1
             delay = min(max_s, base_s * 2 ** attempt)
             time.sleep(delay * (0.5 + random.random()))
     raise AssertionError("unreachable")
