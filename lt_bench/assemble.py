@@ -75,13 +75,19 @@ def check_names(cfg: DictConfig) -> None:
     registry.get("datasets", cfg.dataset)
     registry.get("trackers", cfg.tracking.tracker)
     check_method(cfg.method.name, method_options_of(cfg))
-    try:  # option values (beta=1.5) too: a trial build on made-up counts, before any decoding
-        build_method(cfg.method.name, [100, 10], **method_options_of(cfg))
+    try:  # option values (beta=1.5) too, before any decoding
+        trial_method(cfg)
     except LtBenchError:
         raise
     except Exception:
         pass  # a plugin that needs the real counts is checked when they are known
     check_backbone(cfg.backbone.name, backbone_options_of(cfg))
+
+
+def trial_method(cfg: DictConfig):
+    """``cfg``'s method built on made-up counts: its options checked, its properties readable
+    (``plain_epochs``) before any data is loaded."""
+    return build_method(cfg.method.name, [100, 10], **method_options_of(cfg))
 
 
 def check_writable(folder: Path) -> None:

@@ -107,11 +107,10 @@ class Trunk:
 
 def plain_epochs(cfg) -> int:
     """``Method.plain_epochs`` of ``cfg``'s method (0 when it cannot be built here)."""
-    from lt_bench.api import build_method
-    from lt_bench.assemble import method_options_of
+    from lt_bench.assemble import trial_method
 
     try:
-        return build_method(cfg.method.name, [100, 10], **method_options_of(cfg)).plain_epochs
+        return trial_method(cfg).plain_epochs
     except Exception:  # noqa: BLE001  (a method that needs the real data: no fork for it)
         return 0
 

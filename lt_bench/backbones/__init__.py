@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from lt_bench.errors import LtBenchError
-from lt_bench.registry import factory_options, get_registry
+from lt_bench.registry import accepts_any, factory_options, get_registry
 
 #: the parameter through which a factory asks for the data set's class names
 CLASS_NAMES = "class_names"
@@ -39,10 +39,11 @@ def backbone_options(name: str) -> dict[str, object]:
 
 def check_backbone(name: str, options: dict):
     """The registry entry of backbone ``name``, after checking that it takes ``options``."""
-    if CLASS_NAMES in options:
-        raise LtBenchError(f"backbone {name!r}: {CLASS_NAMES} comes from the data set, not an "
-                           "option")
-    return get_registry().check_options("backbones", name, options)
+    registry = get_registry()
+    if accepts_any(registry.get("backbones", name).factory):
+        return registry.check_options("backbones", name, options)
+    # class_names comes from the data set: not one of the options a user may give or is shown
+    return registry.check_options("backbones", name, options, allowed=backbone_options(name))
 
 
 def build_backbone(name: str, num_classes: int, *, class_names: Sequence[str] | None = None,
