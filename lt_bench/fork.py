@@ -116,24 +116,25 @@ def plain_epochs(cfg) -> int:
 
 
 def plan(jobs: list) -> list[Trunk]:
-    """The trunks worth training for ``jobs`` (runs still to do): one per group of at least two
-    runs that differ only in the method and share at least one plain epoch."""
+    """The trunks for ``jobs`` (runs still to do): one per group of runs that differ only in the
+    method and share at least one plain epoch, when the group has two runs or more, or when its
+    trunk is finished already (a method added to a finished comparison branches from it)."""
     groups: dict[tuple, list] = defaultdict(list)
     for job in jobs:
         groups[(config_hash(trunk_config(job.cfg)), job.seed, str(job.cfg.workspace))].append(job)
     trunks = []
     for members in groups.values():
-        if len(members) < 2:
-            continue
         first = members[0].cfg
         epochs = min(first.protocol.epochs, *(plain_epochs(j.cfg) for j in members))
-        if epochs >= 1:
-            trunks.append(Trunk(trunk_folder(first, epochs), epochs, first, members))
+        folder = trunk_folder(first, epochs)
+        if epochs >= 1 and (len(members) >= 2 or finished_trunk(folder, epochs)):
+            trunks.append(Trunk(folder, epochs, first, members))
     return trunks
 
 
 def saving(trunks: list[Trunk], jobs: list) -> tuple[int, int]:
     """(epochs trained with the fork, epochs trained without it) for ``jobs``."""
     alone = sum(j.cfg.protocol.epochs for j in jobs)
-    shared = sum(t.epochs * (len(t.branches) - 1) for t in trunks)
+    shared = sum(t.epochs * (len(t.branches) - (not finished_trunk(t.folder, t.epochs)))
+                 for t in trunks)
     return alone - shared, alone

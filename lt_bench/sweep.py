@@ -228,7 +228,7 @@ def run_sweep(args: list[str], plugins: list[str] = (), out=print,
 def add_trunks(sweep: Sweep, todo: list[Job], out) -> list[Job]:
     """``todo`` with a trunk job before each group of runs that can share their first epochs
     (``lt_bench.fork``); the runs of a group wait for their trunk and start from it."""
-    if not sweep.options["fork"] or sweep.train_fn != DEFAULT_TRAIN_FN or len(todo) < 2:
+    if not sweep.options["fork"] or sweep.train_fn != DEFAULT_TRAIN_FN or not todo:
         return todo
     if sweep.options["engine"] == "ray":  # a trunk's checkpoint would be on one node only
         out("sweep: fork: off with engine=ray (branches need their trunk's checkpoint)")

@@ -50,8 +50,8 @@ def test_plain_epochs_from_the_loss_the_start_and_the_statistics():
 
 
 class Job:
-    def __init__(self, overrides, seed=0):
-        self.cfg = load_config([], [*TINY, *overrides, f"seed={seed}", "workspace=/tmp/w"])
+    def __init__(self, overrides, seed=0, workspace="/tmp/w"):
+        self.cfg = load_config([], [*TINY, *overrides, f"seed={seed}", f"workspace={workspace}"])
         self.seed = seed
 
 
@@ -66,6 +66,19 @@ def test_the_plan_shares_the_least_plain_prefix_of_each_group():
     with_fork, alone = saving(trunks, jobs)
     assert alone == 8 * 5 and with_fork == alone - 2 * 2 - 2 * 1
     assert len({t.folder for t in trunks}) == 2
+
+
+def test_a_method_added_later_branches_from_the_finished_trunk(tmp_path):
+    added = [Job(["method=dv", "method.convention=authors"], workspace=tmp_path)]
+    assert plan(added) == []  # alone in its group and no trunk yet: trained alone
+    folder = trunk_folder(added[0].cfg, 2)
+    folder.mkdir(parents=True)
+    (folder / "trunk.json").write_text('{"epochs": 2}')  # what a finished trunk leaves
+    trunks = plan(added)
+    assert [(t.folder, t.epochs, len(t.branches)) for t in trunks] == [(folder, 2, 1)]
+    assert saving(trunks, added) == (5 - 2, 5)  # the trunk's epochs are all saved
+    (folder / "trunk.json").write_text('{"epochs": 3}')  # a trunk of another length
+    assert plan(added) == []
 
 
 @pytest.mark.slow  # two sweeps of three worker processes each
