@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from lt_bench.errors import LtBenchError
-from lt_bench.progress import SweepDisplay
+from lt_bench.progress import SweepDisplay, read_progress
 from lt_bench.results import RunResult
 from lt_bench.sweep_workers import finished_in_folder, run_local, run_ray
 
@@ -50,6 +50,8 @@ class Job:
     kwargs: dict = field(default_factory=dict)  # more arguments of train_fn (the fork's)
     after: Job | None = None  # a job that must finish first (a branch's trunk)
     trunk_epochs: int = 0  # > 0: this job trains a trunk of that many epochs (lt_bench.fork)
+    first_epoch: int = 0  # where its training starts (a branch: its trunk's end; see plan_work)
+    epochs_to_train: int = 0  # what this sweep trains of it (set by plan_work)
 
 
 @dataclass
@@ -196,8 +198,8 @@ def run_sweep(args: list[str], plugins: list[str] = (), out=print,
         f"on {sweep.options['engine']}"
         + (f" with {sweep.options['jobs']} workers" if sweep.options["engine"] == "local" else ""))
     todo = add_trunks(sweep, todo, out)
-    runs = sum(not job.trunk_epochs for job in todo)
-    display = (SweepDisplay(runs) if out is print and sweep.options["engine"] == "local"
+    runs, epochs = sum(not job.trunk_epochs for job in todo), plan_work(todo)
+    display = (SweepDisplay(runs, epochs) if out is print and sweep.options["engine"] == "local"
                else None)
     report = Report(sweep.options["metric"], len(sweep.jobs), skipped, runs,
                     display.message if display else out, display)  # above the live lines
@@ -254,6 +256,27 @@ def add_trunks(sweep: Sweep, todo: list[Job], out) -> list[Job]:
     return jobs + todo
 
 
+def plan_work(todo: list[Job]) -> int:
+    """Set each job's ``first_epoch`` and ``epochs_to_train``, and return the sweep's work in
+    epochs: a trunk trains its epochs, a branch those after its trunk's, a run that resumes from
+    its own checkpoint those after the epoch its ``progress.json`` reached (a finished trunk:
+    none). The ETA comes from it: runs would count a trunk as nothing and a branch as a whole."""
+    from lt_bench.fork import finished_trunk
+
+    for job in todo:
+        end = job.trunk_epochs or int(job.cfg.protocol.epochs)
+        start = job.after.trunk_epochs if job.after is not None else 0
+        own = job.run_dir and job.cfg.resume and (job.run_dir / "checkpoint.pt").is_file()
+        p = read_progress(job.run_dir) if own else None
+        if p and p.get("epochs") == end and isinstance(p.get("epoch"), int):
+            start = p["epoch"]  # its own checkpoint goes first (train.resume_or_start)
+        if job.trunk_epochs and job.cfg.resume and finished_trunk(job.run_dir, end):
+            start = end
+        job.first_epoch = max(0, min(start, end))
+        job.epochs_to_train = end - job.first_epoch
+    return sum(job.epochs_to_train for job in todo)
+
+
 class Report:
     """One line per run as it ends, and the sweep's summary: which runs finished, failed, were
     finished already (skipped) or are being trained by another live process (busy)."""
@@ -265,13 +288,13 @@ class Report:
 
     def __call__(self, job: Job, result: RunResult | None, seconds: float, note: str,
                  busy: bool = False) -> None:
+        if self.display:  # its epochs are behind us, trained or not
+            self.display.finished(job.epochs_to_train, run=not job.trunk_epochs)
         if job.trunk_epochs:
             self.out(f"[trunk] {job.label}: " + ("done" if not note else f"FAILED ({note})")
                      + f" ({seconds:.0f} s)")
             return
         self.count += 1
-        if self.display:
-            self.display.finished()
         prefix = f"[{self.count}/{self.todo}] {job.label}"
         if result is not None:
             score = result.score(self.metric)

@@ -143,7 +143,8 @@ def run_local(sweep: Sweep, todo: list[Job], report, display=None) -> None:
                 running.append((proc, job, time.perf_counter(), log, gpu))
             time.sleep(0.2)
             if display:
-                display.update([(j.label, j.run_dir) for _, j, *_ in running])
+                display.update([(j.label, j.run_dir, j.first_epoch, j.epochs_to_train)
+                                for _, j, *_ in running])
             for entry in list(running):
                 proc, job, started, log, _gpu = entry
                 if proc.poll() is None:
