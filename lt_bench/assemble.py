@@ -3,6 +3,7 @@ schedule, tracker. Every part is made through the registry (``Registry.build``).
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import random
@@ -14,9 +15,11 @@ from omegaconf import DictConfig
 
 from lt_bench.api import build_method, check_method
 from lt_bench.backbones import build_backbone, check_backbone
+from lt_bench.backbones.heads import swap_head
 from lt_bench.config import to_dict
 from lt_bench.device_defaults import resolve_compile
 from lt_bench.errors import LtBenchError
+from lt_bench.method import Method
 from lt_bench.registry import get_registry
 
 
@@ -106,9 +109,40 @@ def build_tracker(cfg: DictConfig):
 
 
 def build_model(cfg: DictConfig, data, device: torch.device) -> torch.nn.Module:
+    """The backbone, with what the method declared it needs: a swapped head, features."""
     model = build_backbone(cfg.backbone.name, len(data.classes), class_names=list(data.classes),
-                           **backbone_options_of(cfg)).to(device)
-    return model.to(memory_format=memory_format(cfg, device))
+                           **backbone_options_of(cfg))
+    method = method_class(cfg)
+    if method.head is not None:
+        swap_head(model, method.head, cfg.backbone.name)
+    if method.needs_features and not returns_features(model):
+        raise LtBenchError(f"method {cfg.method.name!r} needs the penultimate features, but "
+                           f"backbone {cfg.backbone.name!r} does not return them (its forward "
+                           "takes no return_features); use backbone=resnet32")
+    return model.to(device).to(memory_format=memory_format(cfg, device))
+
+
+def check_data_needs(cfg: DictConfig, data) -> None:
+    """A method that declares a meta set gets one, or the run stops before it trains."""
+    if method_class(cfg).meta_per_class and getattr(data, "meta", None) is None:
+        raise LtBenchError(
+            f"method {cfg.method.name!r} needs a balanced meta set, but data set "
+            f"{cfg.dataset!r} made none for data.meta_per_class={cfg.data.meta_per_class}: "
+            "its factory must hold out that many images per class as data.meta")
+
+
+def method_class(cfg: DictConfig) -> type:
+    """The method's class, whose attributes say what it needs (``lt_bench.method``); a plain
+    factory function declares nothing."""
+    factory = get_registry().get("methods", cfg.method.name).factory
+    return factory if isinstance(factory, type) and issubclass(factory, Method) else Method
+
+
+def returns_features(model: torch.nn.Module) -> bool:
+    try:
+        return "return_features" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def build_criterion(cfg: DictConfig, data, device: torch.device) -> torch.nn.Module:

@@ -84,7 +84,7 @@ NOT_HASHED = ("seed", "workspace", "tracking", "resume", "quiet", "log_every", "
               "compile_mode", "eval_batch_size", "precision_used", "fork")
 #: keys added after runs were recorded, hashed only away from their default, so that a recorded
 #: run keeps its hash (and is still skipped by a sweep and grouped by the leaderboard)
-HASHED_WHEN_SET = {"data": {"pad_mode": "zero", "normalize": "dataset"}}
+HASHED_WHEN_SET = {"data": {"pad_mode": "zero", "normalize": "dataset", "meta_per_class": 0}}
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
@@ -219,7 +219,25 @@ def load_config(paths: list[str] = (), overrides: list[str] = ()) -> DictConfig:
         typed.append((source, _nested(key, value)))
         cfg = _merge(cfg, typed[-1][1], source)
     _check(cfg)
+    _data_the_method_needs(cfg)
     return cfg
+
+
+def _data_the_method_needs(cfg: DictConfig) -> None:
+    """A method that declares a meta set (``Method.meta_per_class``) gets one when
+    ``data.meta_per_class`` is left at 0: in the config, so that the run's hash, folder and
+    fork all see the data it trains on."""
+    if cfg.data.get("meta_per_class"):
+        return
+    from lt_bench.registry import get_registry
+
+    try:
+        factory = get_registry().get("methods", cfg.method.name).factory
+    except LtBenchError:
+        return  # a misspelt method is named, with the closest one, by the run's checks
+    need = getattr(factory, "meta_per_class", 0)
+    if isinstance(need, int) and need > 0:
+        cfg.data.meta_per_class = need
 
 
 def split_args(args: list[str]) -> tuple[list[str], list[str]]:

@@ -1,8 +1,8 @@
 """One epoch of training and one of evaluation, as the training loop calls them.
 
-Every method is trained the same way: the step only calls ``criterion(logits, targets)``, and
-the epoch ends with ``criterion.end_epoch()``, so a comparison between methods differs only in
-the method.
+Every method is trained the same way: the step only calls ``criterion(logits, targets, ...)``,
+and the epoch ends with ``criterion.end_epoch()``, so a comparison between methods differs only
+in the method. What a method declares it needs (``lt_bench.method``) is given in ``batch_loss``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import torch
 
 from lt_bench.errors import LtBenchError
 from lt_bench.evaluate import evaluate
+from lt_bench.lookahead import LookAhead
 
 #: a mean training loss above this has diverged (cross-entropy of a uniform guess over 10^4
 #: classes is 9.2; LDAM's scale 30 multiplies by at most 30)
@@ -20,9 +21,10 @@ DIVERGED = 1e6
 
 
 def train_one_epoch(model, criterion, optimizer, scheduler, batches, *, epoch: int, autocast,
-                    memory_format, log_every: int, on_step) -> float:
+                    memory_format, log_every: int, on_step, meta=None) -> float:
     """Train over ``batches``; return the mean loss. ``on_step(step, mean_loss | None)`` is told
-    after every step (the mean only every ``log_every`` steps: reading it syncs the device)."""
+    after every step (the mean only every ``log_every`` steps: reading it syncs the device).
+    ``meta``: batches of the meta set, for a method that looks ahead this epoch."""
     model.train()
     criterion.train()
     loss_sum = None
@@ -30,11 +32,8 @@ def train_one_epoch(model, criterion, optimizer, scheduler, batches, *, epoch: i
     for step, (images, targets) in enumerate(batches):
         images = images.contiguous(memory_format=memory_format)
         with autocast:
-            outputs = model(images)
-            # Multi-branch heads (VL-LTR) return a tuple: the weights apply to every branch,
-            # the statistics come from the first.
-            branches = outputs if isinstance(outputs, tuple) else (outputs,)
-            loss = sum(criterion(z, targets, observe=i == 0) for i, z in enumerate(branches))
+            lr = optimizer.param_groups[0]["lr"]
+            loss = batch_loss(model, criterion, images, targets, meta, lr)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -48,6 +47,23 @@ def train_one_epoch(model, criterion, optimizer, scheduler, batches, *, epoch: i
     mean_loss = check_finite(loss_sum, epoch, step) / (step + 1)
     criterion.end_epoch()
     return mean_loss
+
+
+def batch_loss(model, criterion, images, targets, meta, lr: float) -> torch.Tensor:
+    """The criterion's loss of one batch, given what its method declared it needs."""
+    features = weights = None
+    if criterion.needs_features:
+        outputs, features = model(images, return_features=True)
+    else:
+        outputs = model(images)
+    if criterion.looks_ahead:
+        weights = criterion.look_ahead(
+            LookAhead(model, images, targets, criterion.loss_fn, meta, lr)).detach()
+    # Multi-branch heads (VL-LTR) return a tuple: the weights apply to every branch, the
+    # statistics come from the first.
+    branches = outputs if isinstance(outputs, tuple) else (outputs,)
+    return sum(criterion(z, targets, observe=i == 0, features=features, sample_weights=weights)
+               for i, z in enumerate(branches))
 
 
 def evaluate_epoch(model, data, device, batch_size: int, rank: int, world_size: int,

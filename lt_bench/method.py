@@ -4,7 +4,14 @@ A method turns per-sample losses into one number, ``mean_b(α_{y_b} · ℓ_b)``.
 come from ``raw_weights()`` (which a subclass overrides), scaled by the normalisation, and are
 uniform before ``start_epoch``. Methods that learn from the logits (class volume) also override
 ``observe`` / ``reset_statistics`` / ``sync_statistics``; the training loop only ever calls
-``criterion(logits, targets)`` and ``criterion.end_epoch()``.
+``criterion(logits, targets, ...)`` and ``criterion.end_epoch()``.
+
+A method may declare what more it needs, and the harness provides exactly that (``Needs``):
+the penultimate features beside the logits (``needs_features``), a cosine classifier in place of
+the backbone's linear one (``head = "cosine"``), a balanced meta set held out of the training
+images (``meta_per_class``), and per-sample weights from a one-step look-ahead through the model
+(``wants_look_ahead`` / ``look_ahead``, given an ``lt_bench.lookahead.LookAhead``). A method
+whose batch loss is not a weighted mean of per-sample losses overrides ``loss``.
 
 Why not ``F.cross_entropy(weight=α)``: its mean divides by Σα over the batch, which cancels any
 global scale of α, the normalisation (β of the paper) included.
@@ -64,6 +71,21 @@ def normalize(raw: torch.Tensor, counts: torch.Tensor, how: str) -> torch.Tensor
     return weights
 
 
+def declared_needs(factory) -> list[str]:
+    """What a method class declares it needs from the harness, in words (``lt-bench methods``)."""
+    if not (isinstance(factory, type) and issubclass(factory, Method)):
+        return []
+    needs = ["the penultimate features"] if factory.needs_features else []
+    if factory.head:
+        needs.append(f"a {factory.head} classifier head")
+    if factory.meta_per_class:
+        needs.append(f"a balanced meta set ({factory.meta_per_class} images per class by "
+                     "default, data.meta_per_class)")
+    if factory.wants_look_ahead is not Method.wants_look_ahead:
+        needs.append("a one-step look-ahead through the model")
+    return needs
+
+
 class _WeighsAfterInit(type(nn.Module)):
     """Computes the first weights once the whole ``__init__`` chain has run, so a subclass may
     set its attributes before or after ``super().__init__()``."""
@@ -87,6 +109,14 @@ class Method(nn.Module, metaclass=_WeighsAfterInit):
     default_loss = "ce"
     #: the normalisation used when ``normalization=`` is not given
     default_normalization = "mean"
+    # -- capabilities: what the harness gives a method that declares it ------------------------
+    #: the penultimate features, passed to ``loss`` as ``features`` ([B, D], float)
+    needs_features = False
+    #: "cosine": the backbone's classifier ``fc`` becomes a normalised linear layer whose logits
+    #: are cosines in [-1, 1] (LDAM-DRW's); None keeps the backbone's own
+    head: str | None = None
+    #: > 0: a balanced meta set of this many images per class (``data.meta_per_class`` sets it)
+    meta_per_class = 0
 
     def __init__(self, class_counts, *, loss: str | None = None, loss_fn=None,
                  normalization: str | None = None, start_epoch: int = 0):
@@ -115,6 +145,7 @@ class Method(nn.Module, metaclass=_WeighsAfterInit):
         #: wants_statistics() of the current epoch, asked once per epoch rather than every step
         #: (a compiled criterion would otherwise guard on, and recompile for, each epoch)
         self._observing: bool | None = None
+        self._looking: bool | None = None
 
     # -- what a subclass overrides -------------------------------------------------------------
     def raw_weights(self) -> torch.Tensor | None:
@@ -134,13 +165,32 @@ class Method(nn.Module, metaclass=_WeighsAfterInit):
     def sync_statistics(self) -> None:
         """Combine the statistics of all torch.distributed ranks (called by ``end_epoch``)."""
 
+    def wants_look_ahead(self) -> bool:
+        """Whether this epoch's steps need ``look_ahead`` (asked once per epoch)."""
+        return False
+
+    def look_ahead(self, step) -> torch.Tensor:
+        """Per-sample weights [B] for a training batch from a one-step look-ahead on the meta
+        set; ``step`` is an ``lt_bench.lookahead.LookAhead``. Called only when
+        ``wants_look_ahead()``; the weights replace the class weights in ``loss``."""
+        raise NotImplementedError(f"{type(self).__name__} wants a look-ahead but has none")
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, features=None,
+             sample_weights=None) -> torch.Tensor:
+        """The batch loss: ``mean_b(w_b · ℓ_b)`` with ``w_b = α_{y_b}`` or, when given, the
+        look-ahead's per-sample weights."""
+        per_sample = self.loss_fn(logits, targets)
+        weights = self.class_weights[targets] if sample_weights is None else sample_weights
+        return (weights.to(per_sample.dtype) * per_sample).mean()
+
     # -- the interface the training loop uses --------------------------------------------------
     @property
     def num_classes(self) -> int:
         return self.class_counts.numel()
 
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor,
-                observe: bool = True) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor, observe: bool = True, *,
+                features: torch.Tensor | None = None,
+                sample_weights: torch.Tensor | None = None) -> torch.Tensor:
         if logits.shape[0] == 0:
             raise LtBenchError("the batch is empty: a criterion needs at least one sample")
         if targets.dtype.is_floating_point or targets.dtype == torch.bool:
@@ -161,15 +211,24 @@ class Method(nn.Module, metaclass=_WeighsAfterInit):
             self._observing = bool(self.wants_statistics())
         if observe and self.training and self._observing:
             self.observe(logits.detach(), targets)
-        per_sample = self.loss_fn(logits, targets)
-        return (self.class_weights[targets].to(per_sample.dtype) * per_sample).mean()
+        if self.needs_features and features is None:
+            raise LtBenchError(f"{type(self).__name__} needs the penultimate features: call it "
+                               "as criterion(logits, targets, features=features)")
+        return self.loss(logits, targets, features, sample_weights)
+
+    @property
+    def looks_ahead(self) -> bool:
+        """``wants_look_ahead()`` of the current epoch, asked once per epoch."""
+        if self._looking is None:
+            self._looking = bool(self.wants_look_ahead())
+        return self._looking
 
     @torch.no_grad()
     def end_epoch(self) -> None:
         """Close an epoch: recompute the weights from the statistics gathered since the last call."""
         self.sync_statistics()
         self.epoch += 1
-        self._observing = None
+        self._observing = self._looking = None
         self._refresh_weights()
         self.reset_statistics()
 
@@ -181,17 +240,20 @@ class Method(nn.Module, metaclass=_WeighsAfterInit):
         protocol) train them once and fork (``lt-bench sweep``, ``fork=true``). Read from the
         loss, ``start_epoch`` and ``wants_statistics``; ``PLAIN_THROUGHOUT`` for a method that
         never departs from it. Override it if a method differs from plain cross-entropy in any
-        other way before ``start_epoch``."""
-        if self.loss_name != "ce" or self.loss_fn is not cross_entropy_per_sample:
-            return 0
+        other way before ``start_epoch``. One that overrides ``loss`` or swaps the head counts
+        as never plain unless it overrides this too; a look-ahead is found like statistics."""
         own = type(self)
-        if own.raw_weights is Method.raw_weights and own.wants_statistics is Method.wants_statistics:
+        if (self.loss_name != "ce" or self.loss_fn is not cross_entropy_per_sample
+                or own.loss is not Method.loss or self.head is not None):
+            return 0
+        if (own.raw_weights is Method.raw_weights and own.wants_statistics is
+                Method.wants_statistics and own.wants_look_ahead is Method.wants_look_ahead):
             return PLAIN_THROUGHOUT
         saved = self.epoch
         try:
             for epoch in range(self.start_epoch):
                 self.epoch = epoch
-                if self.wants_statistics():
+                if self.wants_statistics() or self.wants_look_ahead():
                     return epoch
             return self.start_epoch
         finally:
@@ -207,7 +269,7 @@ class Method(nn.Module, metaclass=_WeighsAfterInit):
                                f"trunk of {epoch}")
         self.reset_statistics()
         self.epoch = int(epoch)
-        self._observing = None
+        self._observing = self._looking = None
         self._refresh_weights()
 
     def _refresh_weights(self) -> None:
@@ -233,7 +295,7 @@ class Method(nn.Module, metaclass=_WeighsAfterInit):
 
     def set_extra_state(self, state: dict) -> None:
         self.epoch = int(state["epoch"])
-        self._observing = None
+        self._observing = self._looking = None
 
     # -- introspection (lt-bench methods) ------------------------------------------------------
     @classmethod

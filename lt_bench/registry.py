@@ -67,9 +67,9 @@ class Entry:
 
 
 def describe(factory: Callable) -> str:
-    """The first line of the factory's docstring."""
-    doc = inspect.getdoc(factory) or ""
-    return doc.strip().splitlines()[0] if doc.strip() else ""
+    """The first paragraph of the factory's docstring, on one line."""
+    doc = (inspect.getdoc(factory) or "").strip()
+    return " ".join(doc.split("\n\n")[0].split()) if doc else ""
 
 
 class Registry:

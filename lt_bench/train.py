@@ -25,6 +25,7 @@ from lt_bench.checkpoint import RunState, remove_stale_temporaries
 from lt_bench.config import config_hash, run_folder, to_dict
 from lt_bench.data import DataConfig, groups, load_data
 from lt_bench.device_defaults import resolve_precision
+from lt_bench.lookahead import meta_batches
 from lt_bench.ownership import claim_run
 from lt_bench.progress import RunProgress
 from lt_bench.registry import get_registry
@@ -92,6 +93,7 @@ def train_claimed(cfg: DictConfig, out_dir: Path, rank: int, world_size: int,
         else None  # fails now if it cannot start
 
     data = load_data(cfg.dataset, cfg.imbalance, DataConfig(**to_dict(cfg.data)))
+    parts.check_data_needs(cfg, data)
     model = parts.build_model(cfg, data, device)
     p = cfg.protocol
     # A last batch of one sample would break BatchNorm in training mode: drop it then.
@@ -196,10 +198,12 @@ def run_epoch(run: Run, state: RunState, epoch: int) -> None:
     batches = data.train_batches(epoch, p.batch_size, device=device, seed=cfg.seed,
                                  rank=run.rank, world_size=run.world_size,
                                  drop_last=run.drop_last)
+    meta = (meta_batches(data, p.batch_size, device=device, seed=cfg.seed, epoch=epoch)
+            if state.criterion.looks_ahead else None)
     train_loss = loop.train_one_epoch(
         run.model, state.criterion, state.optimizer, state.scheduler, batches, epoch=epoch,
         autocast=run.autocast, memory_format=parts.memory_format(cfg, device),
-        log_every=cfg.log_every, on_step=on_step)
+        log_every=cfg.log_every, on_step=on_step, meta=meta)
     metrics = {"train/loss": train_loss, "lr": lr_used,
                "time/train_s": time.perf_counter() - started}
     record = {"epoch": epoch, "class_weights": weights_used}

@@ -32,12 +32,18 @@ def synthetic_lt(cfg, *, imbalance: float | None = None) -> TensorData:
     test_images, test_labels = draw([N_TEST] * num_classes)
     val_images, val_labels = draw([cfg.val_per_class] * num_classes)  # fresh draws, balanced
     fixed = cfg.normalize == "cifar_fixed"  # honoured like CIFAR's, so a protocol runs as given
-    return TensorData("synthetic_lt", [f"class{i}" for i in range(num_classes)], train_images,
-                      train_labels, test_images, test_labels,
-                      mean=CIFAR_FIXED_MEAN if fixed else [0.5] * 3,
-                      std=CIFAR_FIXED_STD if fixed else [0.3] * 3, sampler=cfg.sampler,
-                      augment=cfg.augment, padding=2, pad_mode=cfg.pad_mode,
-                      val_images=val_images, val_labels=val_labels)
+
+    def make(images, labels, **more) -> TensorData:
+        return TensorData("synthetic_lt", [f"class{i}" for i in range(num_classes)], images,
+                          labels, test_images, test_labels,
+                          mean=CIFAR_FIXED_MEAN if fixed else [0.5] * 3,
+                          std=CIFAR_FIXED_STD if fixed else [0.3] * 3, sampler=cfg.sampler,
+                          augment=cfg.augment, padding=2, pad_mode=cfg.pad_mode, **more)
+
+    data = make(train_images, train_labels, val_images=val_images, val_labels=val_labels)
+    if cfg.meta_per_class:  # fresh draws too, after the others so that those stay the same
+        data.meta = make(*draw([cfg.meta_per_class] * num_classes))
+    return data
 
 
 @lt_bench.hookimpl

@@ -81,8 +81,10 @@ class CifarResNet(nn.Module):
         out = self.layer3(self.layer2(self.layer1(out)))
         return out.mean(dim=(2, 3))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x))
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        features = self.features(x)
+        logits = self.fc(features)
+        return (logits, features) if return_features else logits
 
 
 def resnet32(num_classes: int) -> nn.Module:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from lt_bench.api import method_options
+from lt_bench.method import declared_needs
 from lt_bench.registry import get_registry
 
 
@@ -21,7 +22,7 @@ def add_parser(sub) -> None:
 def rows() -> list[dict]:
     return [
         {"name": entry.name, "description": entry.description, "plugin": entry.plugin,
-         "options": method_options(entry.name)}
+         "options": method_options(entry.name), "needs": declared_needs(entry.factory)}
         for entry in get_registry().table("methods").values()
     ]
 
@@ -35,4 +36,6 @@ def run(args) -> int:
         print(f"{row['name']}  ({row['plugin']})\n    {row['description']}")
         opts = ", ".join(f"{k}={v!r}" for k, v in row["options"].items())
         print(f"    options: {opts}")
+        if row["needs"]:
+            print(f"    needs: {'; '.join(row['needs'])}")
     return 0

@@ -30,6 +30,9 @@ class LongTailedData:
         self.val_labels = torch.as_tensor([] if val_labels is None else val_labels,
                                           dtype=torch.long)
         self.sampler = sampler
+        #: the balanced meta set held out of training (``data.meta_per_class``), as a data set
+        #: of its own whose training batches are the meta batches; None without one
+        self.meta: LongTailedData | None = None
         c = len(self.classes)
         self.train_counts: list[int] = torch.bincount(self.train_labels, minlength=c).tolist()
         self.test_counts: list[int] = torch.bincount(self.test_labels, minlength=c).tolist()
@@ -101,6 +104,7 @@ class LongTailedData:
             "test_counts": list(self.test_counts),
             "test_total": int(sum(self.test_counts)),
             "val_total": self.num_val,
+            "meta_total": self.meta.num_train if self.meta is not None else 0,
             "sampler": self.sampler,
         }
 

@@ -52,24 +52,35 @@ def _with_stats(data: dict) -> dict:
 
 
 def _split(labels, classes, cfg: DataConfig, imbalance, source: str):
-    """(train, val) indices: the long-tailed subset, less the validation set when asked for."""
+    """(train, val, meta) indices: the long-tailed subset, less the validation set and the meta
+    set when asked for."""
     keep = make_long_tailed(labels, classes, imbalance, cfg.profile, cfg.subset_seed, source)
-    if not cfg.val_per_class:
-        return keep, keep[:0]
-    return hold_out_validation(labels, keep, cfg.val_per_class, cfg.subset_seed, classes, source)
+    val = meta = keep[:0]
+    if cfg.val_per_class:
+        keep, val = hold_out_validation(labels, keep, cfg.val_per_class, cfg.subset_seed,
+                                        classes, source)
+    if cfg.meta_per_class:
+        keep, meta = hold_out_validation(labels, keep, cfg.meta_per_class, cfg.subset_seed,
+                                         classes, source, taken=val,
+                                         key="data.meta_per_class", salt=104729)
+    return keep, val, meta
 
 
 def _tensor_data(name: str, data: dict, cfg: DataConfig, imbalance, source: str) -> TensorData:
-    keep, val = _split(data["train_labels"], data["classes"], cfg, imbalance, source)
+    keep, val, meta = _split(data["train_labels"], data["classes"], cfg, imbalance, source)
     fixed = cfg.normalize == "cifar_fixed"
-    return TensorData(
-        name, data["classes"], data["train_images"][keep], data["train_labels"][keep],
-        data["test_images"], data["test_labels"],
-        mean=CIFAR_FIXED_MEAN if fixed else data["mean"],
-        std=CIFAR_FIXED_STD if fixed else data["std"],
-        sampler=cfg.sampler, augment=cfg.augment, pad_mode=cfg.pad_mode,
-        val_images=data["train_images"][val], val_labels=data["train_labels"][val],
-    )
+
+    def make(train, **more):
+        return TensorData(
+            name, data["classes"], data["train_images"][train], data["train_labels"][train],
+            data["test_images"], data["test_labels"],
+            mean=CIFAR_FIXED_MEAN if fixed else data["mean"],
+            std=CIFAR_FIXED_STD if fixed else data["std"],
+            sampler=cfg.sampler, augment=cfg.augment, pad_mode=cfg.pad_mode, **more)
+
+    out = make(keep, val_images=data["train_images"][val], val_labels=data["train_labels"][val])
+    out.meta = make(meta) if len(meta) else None  # augmented as the training images are
+    return out
 
 
 def _loader_data(name: str, classes, train_paths, train_labels, test_paths, test_labels,
@@ -82,12 +93,18 @@ def _loader_data(name: str, classes, train_paths, train_labels, test_paths, test
                 f"data.{key}={getattr(cfg, key)} applies to small images kept as tensors "
                 f"(CIFAR-LT, at most {SMALL} px), but {name} goes through the DataLoader "
                 f"pipeline; remove data.{key} (or set data.pipeline=tensor)")
-    keep, val = _split(train_labels, classes, cfg, imbalance, source)
-    return LoaderData(name, classes, [train_paths[i] for i in keep.tolist()], train_labels[keep],
-                      test_paths, test_labels, image_size=cfg.image_size, augment=cfg.augment,
-                      workers=cfg.workers, sampler=cfg.sampler,
-                      val_paths=[train_paths[i] for i in val.tolist()],
-                      val_labels=train_labels[val])
+    keep, val, meta = _split(train_labels, classes, cfg, imbalance, source)
+
+    def make(train, **more):
+        return LoaderData(name, classes, [train_paths[i] for i in train.tolist()],
+                          train_labels[train], test_paths, test_labels,
+                          image_size=cfg.image_size, augment=cfg.augment, workers=cfg.workers,
+                          sampler=cfg.sampler, **more)
+
+    out = make(keep, val_paths=[train_paths[i] for i in val.tolist()],
+               val_labels=train_labels[val])
+    out.meta = make(meta) if len(meta) else None
+    return out
 
 
 # -- CIFAR-10/100-LT --------------------------------------------------------------------------

@@ -42,6 +42,9 @@ class DataConfig:
     # a balanced validation set held out of the training images (0: none); when set, the best
     # epoch is chosen on it instead of on the test set
     val_per_class: int = 0
+    # a balanced meta set held out of the training images (0: none) for methods that learn
+    # their weights on one (da, meta_weight_net); such a method sets it when it is left at 0
+    meta_per_class: int = 0
     # small images kept as tensors (CIFAR-LT) only, where the random crop pads 1/8 of a side:
     # zero is torchvision's RandomCrop default; reflect mirrors the border without repeating
     # the edge pixel, as the class-volume authors' code (after Jamal et al.'s Longtail_DA) did
@@ -92,6 +95,9 @@ def as_data_config(cfg) -> DataConfig:
         raise LtBenchError(f"data.image_size must be a positive integer, got {cfg.image_size}")
     if cfg.workers < 0:
         raise LtBenchError(f"data.workers must be ≥ 0, got {cfg.workers}")
+    if cfg.meta_per_class < 0:
+        raise LtBenchError(f"data.meta_per_class must be ≥ 0 (0: no meta set), "
+                           f"got {cfg.meta_per_class}")
     if cfg.val_per_class < 0:
         raise LtBenchError(f"data.val_per_class must be ≥ 0 (0: no validation set), "
                            f"got {cfg.val_per_class}")

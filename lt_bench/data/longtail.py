@@ -103,29 +103,40 @@ def check_not_empty(counts: Sequence[int], classes: Sequence[str], source: str) 
 
 
 def hold_out_validation(labels, keep: torch.Tensor, per_class: int, subset_seed: int,
-                        classes: Sequence[str], source: str) -> tuple[torch.Tensor, torch.Tensor]:
+                        classes: Sequence[str], source: str, *, taken=None,
+                        key: str = "data.val_per_class", salt: int = 7919
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(train, val)`` indices: a balanced validation set of ``per_class`` images per class.
 
     A class's validation images come first from the images the long-tailed profile left out
     (CIFAR-LT's tail classes leave thousands), then from its training images: the head class,
     which keeps everything, gives up ``per_class`` of its training images. The draw has its own
     seeded generator, so the training subset of the other classes is unchanged.
+
+    The meta set (``data.meta_per_class``) is held out the same way, with its own stream
+    (``salt``), after the validation set (``taken``: images already held out). Its images are
+    never trained on, and the head class ends with n_max − per_class images, as in Jamal et
+    al.'s and Meta-Weight-Net's code (there the held-out images are taken before the long-tailed
+    draw, so the other classes' subsets change; here they keep theirs).
     """
     labels = torch.as_tensor(labels, dtype=torch.long)
     kept = torch.zeros(len(labels), dtype=torch.bool)
     kept[keep] = True
-    gen = torch.Generator().manual_seed(int(subset_seed) + 7919)  # not the subset's stream
+    free = torch.ones(len(labels), dtype=torch.bool)
+    if taken is not None:
+        free[taken] = False
+    gen = torch.Generator().manual_seed(int(subset_seed) + salt)  # not the subset's stream
     val = []
     for c, name in enumerate(classes):
         in_class = labels == c
-        left_out = torch.nonzero(in_class & ~kept, as_tuple=True)[0]
+        left_out = torch.nonzero(in_class & ~kept & free, as_tuple=True)[0]
         trained = torch.nonzero(in_class & kept, as_tuple=True)[0]
         from_train = per_class - len(left_out)
         if from_train >= len(trained):
             raise LtBenchError(
-                f"data.val_per_class={per_class} would leave class {name!r} of {source} with no "
+                f"{key}={per_class} would leave class {name!r} of {source} with no "
                 f"training image (it has {len(trained)} training and {len(left_out)} unused "
-                f"images); lower data.val_per_class below {len(trained) + len(left_out)}"
+                f"images); lower {key} below {len(trained) + len(left_out)}"
             )
         pool = torch.cat([left_out[torch.randperm(len(left_out), generator=gen)],
                           trained[torch.randperm(len(trained), generator=gen)]])
