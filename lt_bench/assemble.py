@@ -122,9 +122,14 @@ def build_model(cfg: DictConfig, data, device: torch.device) -> torch.nn.Module:
     return model.to(device).to(memory_format=memory_format(cfg, device))
 
 
-def check_data_needs(cfg: DictConfig, data) -> None:
-    """A method that declares a meta set gets one, or the run stops before it trains."""
-    if method_class(cfg).meta_per_class and getattr(data, "meta", None) is None:
+def check_needs(cfg: DictConfig, data, world_size: int) -> None:
+    """A method that declares a meta set gets one, or the run stops before it trains; a
+    look-ahead runs in one process (each rank would train its own weight net)."""
+    method = method_class(cfg)
+    if world_size > 1 and method.wants_look_ahead is not Method.wants_look_ahead:
+        raise LtBenchError(f"method {cfg.method.name!r} looks ahead on a meta set, which runs "
+                           "in one process: start it without torchrun")
+    if method.meta_per_class and getattr(data, "meta", None) is None:
         raise LtBenchError(
             f"method {cfg.method.name!r} needs a balanced meta set, but data set "
             f"{cfg.dataset!r} made none for data.meta_per_class={cfg.data.meta_per_class}: "

@@ -42,6 +42,14 @@ def lt_bench_register_methods(register):
     ``super().__init__(class_counts, **options)``; set your attributes before or after that call,
     as you like: the first weights are computed once the whole ``__init__`` has run.
 
+    A method may declare what more it needs, as class attributes the harness reads before it
+    builds the run (``lt_bench.method.Method``): ``needs_features`` (the penultimate features
+    are passed to ``loss``), ``head = "cosine"`` (the backbone's ``fc`` is swapped),
+    ``meta_per_class`` (a balanced meta set is held out of training as ``data.meta``) and
+    ``wants_look_ahead``/``look_ahead`` (given an ``lt_bench.lookahead.LookAhead`` each step,
+    it returns per-sample weights). ``loss`` may be overridden for a batch loss that is not a
+    weighted mean.
+
     A method's options also include its loss's (``loss="focal", gamma=1``):
     ``lt_bench.build_method`` builds the registered loss and passes it in as ``loss_fn``, so a
     method never looks anything up itself.
@@ -74,7 +82,10 @@ def lt_bench_register_backbones(register):
     """Register backbones: ``register(name, factory)``.
 
     ``factory(num_classes, **options)`` returns a ``torch.nn.Module`` whose ``forward(images)``
-    gives logits ``[B, C]`` (or, for multi-branch heads in training mode, a tuple of them). A
+    gives logits ``[B, C]`` (or, for multi-branch heads in training mode, a tuple of them); a
+    backbone whose ``forward`` takes ``return_features=False`` returns ``(logits, features)``
+    when it is true, and one whose classifier is an ``nn.Linear`` named ``fc`` can have its head
+    swapped, for methods that declare those needs. A
     factory that declares a ``class_names`` parameter also receives the data set's class names
     (a list of C strings; VL-LTR's text anchors need them); it is not a user option.
     """

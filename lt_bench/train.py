@@ -93,7 +93,7 @@ def train_claimed(cfg: DictConfig, out_dir: Path, rank: int, world_size: int,
         else None  # fails now if it cannot start
 
     data = load_data(cfg.dataset, cfg.imbalance, DataConfig(**to_dict(cfg.data)))
-    parts.check_data_needs(cfg, data)
+    parts.check_needs(cfg, data, world_size)
     model = parts.build_model(cfg, data, device)
     p = cfg.protocol
     # A last batch of one sample would break BatchNorm in training mode: drop it then.

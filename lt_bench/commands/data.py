@@ -81,4 +81,10 @@ def run(args) -> int:
     print(f"groups: many {g['many']}, medium {g['medium']}, few {g['few']} "
           "(many > 100, medium 20–100, few < 20 training images)")
     print(histogram(info["counts"], info["classes"]))
+    held = [f"{info[k]:,} {what} images ({info[k] // info['num_classes']} per class, "
+            f"data.{key})" for k, what, key in (("val_total", "validation", "val_per_class"),
+                                                 ("meta_total", "meta-set", "meta_per_class"))
+            if info.get(k)]
+    if held:
+        print("held out of training: " + "; ".join(held))
     return 0
