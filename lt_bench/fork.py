@@ -118,7 +118,8 @@ def plain_epochs(cfg) -> int:
 def plan(jobs: list) -> list[Trunk]:
     """The trunks for ``jobs`` (runs still to do): one per group of runs that differ only in the
     method and share at least one plain epoch, when the group has two runs or more, or when its
-    trunk is finished already (a method added to a finished comparison branches from it)."""
+    trunk is finished already (a method added to a finished comparison branches from it, from
+    the longest finished trunk it can use when none has its own length)."""
     groups: dict[tuple, list] = defaultdict(list)
     for job in jobs:
         groups[(config_hash(trunk_config(job.cfg)), job.seed, str(job.cfg.workspace))].append(job)
@@ -126,10 +127,22 @@ def plan(jobs: list) -> list[Trunk]:
     for members in groups.values():
         first = members[0].cfg
         epochs = min(first.protocol.epochs, *(plain_epochs(j.cfg) for j in members))
-        folder = trunk_folder(first, epochs)
-        if epochs >= 1 and (len(members) >= 2 or finished_trunk(folder, epochs)):
-            trunks.append(Trunk(folder, epochs, first, members))
+        if not finished_trunk(trunk_folder(first, epochs), epochs):
+            shorter = longest_finished_trunk(first, epochs)
+            if shorter or len(members) < 2:
+                epochs = shorter
+        if epochs >= 1:
+            trunks.append(Trunk(trunk_folder(first, epochs), epochs, first, members))
     return trunks
+
+
+def longest_finished_trunk(cfg, epochs: int) -> int:
+    """The most epochs, at most ``epochs``, of a finished trunk of ``cfg``'s group (0: none)."""
+    prefix = trunk_folder(cfg, 0).name[:-1]  # "...-epochs"
+    found = [int(f.name[len(prefix):]) for f in trunk_folder(cfg, 0).parent.glob(prefix + "*")
+             if f.name[len(prefix):].isdigit()]
+    return max((k for k in found if k <= epochs and finished_trunk(trunk_folder(cfg, k), k)),
+               default=0)
 
 
 def saving(trunks: list[Trunk], jobs: list) -> tuple[int, int]:

@@ -77,8 +77,16 @@ def test_a_method_added_later_branches_from_the_finished_trunk(tmp_path):
     trunks = plan(added)
     assert [(t.folder, t.epochs, len(t.branches)) for t in trunks] == [(folder, 2, 1)]
     assert saving(trunks, added) == (5 - 2, 5)  # the trunk's epochs are all saved
-    (folder / "trunk.json").write_text('{"epochs": 3}')  # a trunk of another length
+    (folder / "trunk.json").write_text('{"epochs": 3}')  # unfinished: it says another length
     assert plan(added) == []
+    # a method whose plain prefix is longer than a finished trunk's branches from that trunk
+    longer = [Job(["method=effective_number"], workspace=tmp_path)]  # plain for 3 epochs
+    shorter = trunk_folder(longer[0].cfg, 1)
+    shorter.mkdir()
+    (shorter / "trunk.json").write_text('{"epochs": 1}')
+    assert [(t.folder, t.epochs) for t in plan(longer)] == [(shorter, 1)]
+    (folder / "trunk.json").write_text('{"epochs": 2}')
+    assert [(t.folder, t.epochs) for t in plan(longer)] == [(folder, 2)]  # the longest usable
 
 
 @pytest.mark.slow  # two sweeps of three worker processes each
