@@ -5,7 +5,8 @@ z'_j = Δ_j · z_j + ι_j with Δ_j = (n_j / n_max)^γ and ι_j = τ · log π_j
 prior). γ = 0 is the logit-adjusted loss, τ = 0 CDT. The defaults are the official README's
 CIFAR-10-LT (IF 100) example, γ = 0.2 and τ = 1.2, without DRW (the code's own argparse
 defaults are γ = 0.3, τ = 1.0). Predictions use the raw logits. Combine it with a weighting
-through ``loss=vs`` (``method=effective_number loss=vs``).
+through ``loss=vs`` (``method=effective_number loss=vs``); that takes the batch mean of w·ℓ,
+where the official VS+DRW takes Σ w ℓ / Σ w (``ldam_drw``'s reduction).
 """
 
 from __future__ import annotations
