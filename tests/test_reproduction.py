@@ -184,6 +184,9 @@ EPOCH_TABLES = {
     "quick": [((1, 4), (0.1, False, False)), ((5, 5), (0.1, False, True)),
               ((6, 6), (0.01, True, True)), ((7, 7), (1e-3, True, True))],
     "demo": [((1, 1), (0.1, False, True)), ((2, 2), (0.1, True, True))],
+    # the CPU comparison: lr 0.1 to epoch 45, statistics of epoch 46 (lr 0.01) weigh 47 on
+    "short_cifar": [((1, 45), (0.1, False, False)), ((46, 46), (0.01, False, True)),
+                    ((47, 47), (0.01, True, True)), ((48, 49), (1e-3, True, True))],
 }
 
 
