@@ -6,7 +6,7 @@ uniform before ``start_epoch``. Methods that learn from the logits (class volume
 ``observe`` / ``reset_statistics`` / ``sync_statistics``; the training loop only ever calls
 ``criterion(logits, targets, ...)`` and ``criterion.end_epoch()``.
 
-A method may declare what more it needs, and the harness provides exactly that (``Needs``):
+A method may declare what more it needs, and the harness provides exactly that (nothing else):
 the penultimate features beside the logits (``needs_features``), a cosine classifier in place of
 the backbone's linear one (``head = "cosine"``), a balanced meta set held out of the training
 images (``meta_per_class``), and per-sample weights from a one-step look-ahead through the model
