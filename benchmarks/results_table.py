@@ -19,12 +19,14 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from lt_bench.api import method_options
 from lt_bench.config import config_hash, load_config
 from lt_bench.leaderboard import leaderboard
 
 #: Zheng & Ng, Table 1 (ResNet-32, CIFAR-10-LT, error %, mean ± std over 30 seeds)
 PAPER = {
-    100.0: {"ce": "26.5 ± 0.5", "effective_number": "27.3 ± 2.6", "dv (authors)": "20.8 ± 0.3"},
+    100.0: {"ce": "26.5 ± 0.5", "effective_number": "27.3 ± 2.6", "dv": "20.8 ± 0.3",
+            "dv (authors)": "20.8 ± 0.3"},
     200.0: {"ce": "39.9 ± 2.1", "effective_number": "37.7 ± 2.1", "dv": "27.3 ± 1.4"},
 }
 ORDER = ("ce", "effective_number", "focal", "dv", "dv (paper)", "dv (authors)", "pv", "bv",
@@ -44,8 +46,9 @@ def labels(workspace: str) -> dict[str, str]:
     for name, hashes in by_name.items():
         differ = sorted({k for h in hashes for k in options[h] if k != "name"
                          and len({str(options[g].get(k)) for g in hashes}) > 1})
+        defaults = method_options(name)
         for h in hashes:
-            extra = ", ".join(str(options[h].get(k)) for k in differ)
+            extra = ", ".join(str(options[h].get(k, defaults.get(k))) for k in differ)
             out[h] = f"{name} ({extra})" if extra else name
     return out
 
