@@ -33,8 +33,8 @@ class WeightNet(nn.Module):
 
 
 def normalised(v: torch.Tensor) -> torch.Tensor:
-    total = v.sum()
-    return v / total if total.item() != 0 else v  # the code skips an all-zero batch
+    total = v.sum()  # no .item(): the step would wait for the device every batch
+    return torch.where(total != 0, v / total, v)  # the code skips an all-zero batch
 
 
 class MetaWeightNet(lt_bench.Method):
