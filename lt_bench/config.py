@@ -219,22 +219,47 @@ def load_config(paths: list[str] = (), overrides: list[str] = ()) -> DictConfig:
         typed.append((source, _nested(key, value)))
         cfg = _merge(cfg, typed[-1][1], source)
     _check(cfg)
-    _data_the_method_needs(cfg)
+    factory = _method_factory(cfg)
+    if factory is not None:
+        _drop_typed_defaults(cfg, factory)
+        _data_the_method_needs(cfg, factory)
     return cfg
 
 
-def _data_the_method_needs(cfg: DictConfig) -> None:
+def _method_factory(cfg: DictConfig):
+    """The method's factory, with the config's own plugins loaded; None for a misspelt method,
+    which the run's checks name with the closest one."""
+    from lt_bench.registry import get_registry
+
+    registry = get_registry(cfg.get("plugins") or ())  # a plugin that fails to load says so
+    try:
+        return registry.get("methods", cfg.method.name).factory
+    except LtBenchError:
+        return None
+
+
+def _drop_typed_defaults(cfg: DictConfig, factory) -> None:
+    """Forget a method option typed at its default, so that ``method.convention=paper`` and
+    leaving it out are one setting: one hash, one leaderboard row, one run a sweep skips."""
+    from lt_bench.registry import factory_options
+
+    defaults = factory_options(factory)
+    for key in [k for k in cfg.method if k != "name"]:
+        value = cfg.method[key]
+        if isinstance(value, (DictConfig, ListConfig)):
+            value = OmegaConf.to_container(value, resolve=True)
+        default = defaults.get(key)
+        same_kind = isinstance(value, bool) == isinstance(default, bool)  # True == 1 in Python
+        if default is not None and same_kind and value == default:
+            del cfg.method[key]
+
+
+def _data_the_method_needs(cfg: DictConfig, factory) -> None:
     """A method that declares a meta set (``Method.meta_per_class``) gets one when
     ``data.meta_per_class`` is left at 0: in the config, so that the run's hash, folder and
     fork all see the data it trains on."""
     if cfg.data.get("meta_per_class"):
         return
-    from lt_bench.registry import get_registry
-
-    try:
-        factory = get_registry().get("methods", cfg.method.name).factory
-    except LtBenchError:
-        return  # a misspelt method is named, with the closest one, by the run's checks
     need = getattr(factory, "meta_per_class", 0)
     if isinstance(need, int) and need > 0:
         cfg.data.meta_per_class = need

@@ -63,6 +63,18 @@ def test_hash_ignores_seed_and_bookkeeping_but_not_the_method():
     assert config_hash(d) != config_hash(a)  # which images: part of the identity
 
 
+def test_a_method_option_typed_at_its_default_is_the_same_setting():
+    """``dv``'s signature says convention='paper' and ``pv``'s components=10: typing them must not
+    make a new setting (a sweep would retrain finished runs, the leaderboard split a row)."""
+    assert config_hash(load_config([], ["method=dv", "method.convention=paper"])) == \
+        config_hash(load_config([], ["method=dv"]))
+    assert config_hash(load_config([], ["method=dv", "method.convention=authors"])) != \
+        config_hash(load_config([], ["method=dv"]))
+    pv = load_config([], ["method=pv", "method.components=10", "method.loss=ce"])
+    assert dict(pv.method) == {"name": "pv"}
+    assert load_config([], ["method=pv", "method.components=9"]).method.components == 9
+
+
 def test_a_value_for_a_whole_section_is_a_clear_error():
     with pytest.raises(LtBenchError, match=r"override 'data=5'.*DataConfig"):
         load_config([], ["data=5"])
