@@ -248,3 +248,6 @@ if __name__ == "__main__":
     except _Err as exc:
         print(f"lt-bench: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM from a dying sweep: the run is recorded KILLED
+        print("lt-bench: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None

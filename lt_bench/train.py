@@ -9,8 +9,10 @@ DistributedDataParallel; the criterion all-reduces its own statistics in ``end_e
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,8 +71,29 @@ def train_in(cfg: DictConfig, folder_of, trunk: str | None = None,
     if rank == 0:
         parts.check_writable(Path(cfg.workspace).expanduser())
     out_dir = folder_of(cfg)
-    with claim_run(out_dir, enabled=rank == 0):
+    with claim_run(out_dir, enabled=rank == 0), terminate_as_interrupt():
         return train_claimed(cfg, out_dir, rank, world_size, device, trunk, stop_after)
+
+
+@contextmanager
+def terminate_as_interrupt():
+    """SIGTERM (a dying sweep's workers, ``kill``, a batch scheduler) stops the run as Ctrl-C
+    does, so the tracker records it KILLED; by default Python would exit without a word and
+    leave it RUNNING forever, when it was killed before its first checkpoint."""
+    # Only where nothing else handles it: a Ray worker's own handler must still shut it down.
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def train_claimed(cfg: DictConfig, out_dir: Path, rank: int, world_size: int,
