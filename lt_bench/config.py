@@ -221,7 +221,7 @@ def load_config(paths: list[str] = (), overrides: list[str] = ()) -> DictConfig:
     _check(cfg)
     factory = _method_factory(cfg)
     if factory is not None:
-        _drop_typed_defaults(cfg, factory)
+        _drop_typed_defaults(cfg)
         _data_the_method_needs(cfg, factory)
     return cfg
 
@@ -238,12 +238,16 @@ def _method_factory(cfg: DictConfig):
         return None
 
 
-def _drop_typed_defaults(cfg: DictConfig, factory) -> None:
-    """Forget a method option typed at its default, so that ``method.convention=paper`` and
-    leaving it out are one setting: one hash, one leaderboard row, one run a sweep skips."""
-    from lt_bench.registry import factory_options
+def _drop_typed_defaults(cfg: DictConfig) -> None:
+    """Forget a method option (its loss's included) typed at its default, so that
+    ``method.convention=paper`` and leaving it out are one setting: one hash, one leaderboard
+    row, one run a sweep skips."""
+    from lt_bench.api import method_options
 
-    defaults = factory_options(factory)
+    try:
+        defaults = method_options(cfg.method.name, cfg.method.get("loss"))
+    except LtBenchError:
+        return  # a misspelt loss is named, with the closest one, by the run's checks
     for key in [k for k in cfg.method if k != "name"]:
         value = cfg.method[key]
         if isinstance(value, (DictConfig, ListConfig)):

@@ -73,6 +73,12 @@ def test_a_method_option_typed_at_its_default_is_the_same_setting():
     pv = load_config([], ["method=pv", "method.components=10", "method.loss=ce"])
     assert dict(pv.method) == {"name": "pv"}
     assert load_config([], ["method=pv", "method.components=9"]).method.components == 9
+    # the loss's options too: focal's gamma defaults to 2 (Lin et al.), also under another method
+    assert dict(load_config([], ["method=focal", "method.gamma=2.0"]).method) == {"name": "focal"}
+    assert dict(load_config([], ["method=ce", "method.loss=focal", "method.gamma=2"]).method) \
+        == {"name": "ce", "loss": "focal"}
+    assert load_config([], ["method=focal", "method.gamma=1.0"]).method.gamma == 1.0
+    assert load_config([], ["method=dv", "method.loss=nosuch"]).method.loss == "nosuch"
 
 
 def test_a_value_for_a_whole_section_is_a_clear_error():
