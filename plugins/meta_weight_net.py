@@ -34,7 +34,8 @@ class WeightNet(nn.Module):
 
 def normalised(v: torch.Tensor) -> torch.Tensor:
     total = v.sum()  # no .item(): the step would wait for the device every batch
-    return torch.where(total != 0, v / total, v)  # the code skips an all-zero batch
+    # the code skips an all-zero batch; dividing by 1 there keeps 0/0 out of the backward pass
+    return v / torch.where(total != 0, total, torch.ones_like(total))
 
 
 class MetaWeightNet(lt_bench.Method):

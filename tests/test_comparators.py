@@ -747,3 +747,17 @@ def test_meta_per_class_filled_from_the_method():
     assert load_config([], ["method=da_dv"]).data.meta_per_class == 10
     assert load_config([], ["method=da", "data.meta_per_class=5"]).data.meta_per_class == 5
     assert load_config([], ["method=ce"]).data.meta_per_class == 0
+
+
+def test_mwn_weight_normalisation_skips_an_all_zero_batch_without_nan_gradients():
+    """The official code divides the batch's weights by their sum unless the sum is 0; that case
+    must give the weights back unchanged and a finite gradient (0/0 in backward would poison
+    the weight net's update)."""
+    from lt_bench_plugins.meta_weight_net import normalised
+
+    v = torch.tensor([1.0, 3.0], requires_grad=True)
+    assert torch.allclose(normalised(v), torch.tensor([0.25, 0.75]))
+    zero = torch.zeros(4, requires_grad=True)
+    out = normalised(zero)
+    out.sum().backward()
+    assert torch.equal(out.detach(), torch.zeros(4)) and torch.isfinite(zero.grad).all()
