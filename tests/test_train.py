@@ -94,18 +94,21 @@ def test_a_run_stopped_by_sigterm_is_recorded_killed_not_left_running(tmp_path):
 
     proc = run_cli(TINY + ["protocol.epochs=500", f"workspace={tmp_path}"])
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    deadline, runs = time.time() + 240, []
-    while time.time() < deadline and proc.poll() is None and not runs:
+
+    def seed_runs():
+        if not (tmp_path / "mlflow.db").exists():
+            return []
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        return client.search_runs(experiments, "tags.`lt.role` = 'seed'")
+
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not seed_runs():
         time.sleep(0.5)
-        if (tmp_path / "runs").is_dir() and list((tmp_path / "runs").glob("*/config.yaml")):
-            time.sleep(1.0)  # the config is written just before the tracker starts
-            runs = client.search_runs(client.search_experiments()[0].experiment_id)
-    assert proc.poll() is None and runs, "the run ended before it could be stopped: " + \
+    assert proc.poll() is None and seed_runs(), "the run ended before it could be stopped: " + \
         proc.stderr.read()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 130, proc.stderr.read()
-    seeds = client.search_runs(runs[0].info.experiment_id, "tags.`lt.role` = 'seed'")
-    assert [r.info.status for r in seeds] == ["KILLED"]
+    assert [r.info.status for r in seed_runs()] == ["KILLED"]
 
 
 def test_finished_run_is_not_trained_again(tmp_path):
