@@ -53,6 +53,8 @@ class TrackingConfig:
     tracker: str = "mlflow"  # mlflow (a SQLite store in the workspace by default) | local
     uri: str | None = None
     experiment: str | None = None
+    # how long a call may wait on a tracking server that does not answer before the run fails
+    timeout_s: float = 30.0
 
 
 @dataclass
