@@ -9,10 +9,8 @@ DistributedDataParallel; the criterion all-reduces its own statistics in ``end_e
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from lt_bench.checkpoint import RunState, remove_stale_temporaries
 from lt_bench.config import config_hash, run_folder, to_dict
 from lt_bench.data import DataConfig, groups, load_data
 from lt_bench.device_defaults import resolve_precision
+from lt_bench.interrupts import held, terminate_as_interrupt
 from lt_bench.lookahead import meta_batches
 from lt_bench.ownership import claim_run
 from lt_bench.progress import RunProgress
@@ -75,27 +74,6 @@ def train_in(cfg: DictConfig, folder_of, trunk: str | None = None,
         return train_claimed(cfg, out_dir, rank, world_size, device, trunk, stop_after)
 
 
-@contextmanager
-def terminate_as_interrupt():
-    """SIGTERM (a dying sweep's workers, ``kill``, a batch scheduler) stops the run as Ctrl-C
-    does, so the tracker records it KILLED; by default Python would exit without a word and
-    leave it RUNNING forever, when it was killed before its first checkpoint."""
-    # Only where nothing else handles it: a Ray worker's own handler must still shut it down.
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def train_claimed(cfg: DictConfig, out_dir: Path, rank: int, world_size: int,
                   device: torch.device, trunk: str | None = None,
                   stop_after: int | None = None) -> RunResult | None:
@@ -126,36 +104,46 @@ def train_claimed(cfg: DictConfig, out_dir: Path, rank: int, world_size: int,
     state = RunState(model, optimizer, parts.build_schedule(optimizer, steps, p),
                      parts.build_criterion(cfg, data, device), device)
     branched = resume_or_start(state, cfg, out_dir, is_main, say, trunk)
-    if is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-        state.tracker_run_id = tracker.start(
-            {**to_dict(cfg), "precision_used": precision, **fork.trunk_params(state)}, out_dir,
-            data.describe(), state.tracker_run_id)
-        if branched:  # the trunk's epochs are this run's too
-            fork.replay_history(tracker, state.history)
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"
                 else nullcontext())
     run = Run(cfg, data, parts.wrap_for_training(model, cfg, device, world_size, say), tracker,
-              out_dir, rank, world_size, steps, drop_last, autocast,
-              step_bar(cfg, steps, state.next_epoch, is_main, stop_after or p.epochs),
+              out_dir, rank, world_size, steps, drop_last, autocast, None,
               RunProgress(out_dir, stop_after or p.epochs, steps, enabled=is_main))
     status = "FAILED"
     try:
+        with held():  # a tracker run, once created, is always closed by the finally below
+            if is_main:
+                start_tracking(run, state, precision, branched)
+        run.bar = step_bar(cfg, steps, state.next_epoch, is_main, stop_after or p.epochs)
         for epoch in range(state.next_epoch, stop_after or p.epochs):
             run_epoch(run, state, epoch)
-        status = "FINISHED"
+        if stop_after:
+            status = "FINISHED"
+            return fork.trunk_done(out_dir, stop_after, is_main)
+        with held():  # results.json and the tracker's FINISHED, both or neither
+            result = finish(run, state, precision)
+            status = "FINISHED"
+        return result
     except KeyboardInterrupt:
-        status = "KILLED"
+        if status != "FINISHED":  # a signal held over the finish stops a finished run
+            status = "KILLED"
         raise
     finally:
-        run.bar.close()
+        if run.bar is not None:
+            run.bar.close()
         if status != "FINISHED" and is_main:
             record_failure(tracker, status)
-    if stop_after:
-        return fork.trunk_done(out_dir, stop_after, is_main)
-    return finish(run, state, precision)
 
+
+def start_tracking(run: Run, state: RunState, precision: str, branched: bool) -> None:
+    cfg, out_dir = run.cfg, run.out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    state.tracker_run_id = run.tracker.start(
+        {**to_dict(cfg), "precision_used": precision, **fork.trunk_params(state)}, out_dir,
+        run.data.describe(), state.tracker_run_id)
+    if branched:  # the trunk's epochs are this run's too
+        fork.replay_history(run.tracker, state.history)
 
 
 def finish(run: Run, state: RunState, precision: str) -> RunResult:
