@@ -17,6 +17,7 @@ branch resumes from its own checkpoint. ``lt-bench sweep ... fork=false`` turns 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -44,24 +45,61 @@ def trunk_folder(cfg, epochs: int) -> Path:
 
 
 def finished_trunk(folder: Path, epochs: int) -> bool:
+    return trunk_epochs(folder) == epochs
+
+
+def trunk_epochs(folder: Path) -> int | None:
+    """The epochs of the finished trunk in ``folder``: its mark names them, and the checkpoint
+    beside it is the one the mark was written for (a truncated or replaced checkpoint is no
+    finished trunk, whatever the mark says). None when there is no such trunk."""
     try:
-        return json.loads((Path(folder) / MARK).read_text()).get("epochs") == epochs
-    except (OSError, ValueError, AttributeError):
-        return False
+        mark = json.loads((Path(folder) / MARK).read_text())
+        epochs = mark["epochs"]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    if not isinstance(epochs, int) or isinstance(epochs, bool):
+        return None
+    digest = mark.get("sha256")  # absent from the marks of older lt_bench: trusted as before
+    if digest is not None and checkpoint_digest(Path(folder)) != digest:
+        return None
+    return epochs
+
+
+def checkpoint_digest(folder: Path) -> str | None:
+    path = folder / "checkpoint.pt"
+    try:
+        seen = path.stat()
+        key = (str(path), seen.st_size, seen.st_mtime_ns)
+        if key not in _digests:  # a sweep's plan asks for every group, a large trunk is GBs
+            _digests[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+        return _digests[key]
+    except OSError:
+        return None
+
+
+_digests: dict[tuple, str] = {}
 
 
 def train_trunk(cfg, epochs: int) -> None:
     """Train the trunk of ``cfg``'s group: ``epochs`` epochs of plain cross-entropy."""
     from lt_bench.train import train_in
 
-    if cfg.resume and finished_trunk(trunk_folder(cfg, epochs), epochs):
+    folder = trunk_folder(cfg, epochs)
+    if cfg.resume and finished_trunk(folder, epochs):
         return None
+    if (folder / MARK).exists():  # trained again: the old mark must not vouch for it
+        if cfg.resume:  # marked done, but its checkpoint is not the one marked
+            print(f"lt-bench: the trunk {folder.name} has a checkpoint that does not match its "
+                  f"{MARK} (truncated or replaced): training it again", flush=True)
+            (folder / "checkpoint.pt").unlink(missing_ok=True)
+        (folder / MARK).unlink()
     return train_in(trunk_config(cfg), lambda c: trunk_folder(c, epochs), stop_after=epochs)
 
 
 def trunk_done(folder: Path, epochs: int, is_main: bool) -> None:
     if is_main:
-        (Path(folder) / MARK).write_text(json.dumps({"epochs": epochs}))
+        (Path(folder) / MARK).write_text(json.dumps(
+            {"epochs": epochs, "sha256": checkpoint_digest(Path(folder))}))
 
 
 def trunk_tracker():
@@ -76,9 +114,10 @@ def branch(state, trunk: Path) -> None:
     from lt_bench.errors import LtBenchError
 
     checkpoint = trunk / "checkpoint.pt"
-    if not checkpoint.is_file() or not (trunk / MARK).is_file():
-        raise LtBenchError(f"trunk {str(trunk)!r} is not finished (no {MARK} beside a "
-                           "checkpoint.pt): train it first, or start the run without it")
+    if trunk_epochs(trunk) is None:
+        raise LtBenchError(f"trunk {str(trunk)!r} is not finished (no {MARK} that matches a "
+                           "checkpoint.pt beside it): run the sweep again, which trains it, or "
+                           "start the run without it")
     state.restore(checkpoint, criterion=False)
     state.criterion.start_at(state.next_epoch)
     state.trunk, state.tracker_run_id = trunk.name, None

@@ -308,6 +308,13 @@ class Report:
             self.out(f"{prefix}: FAILED ({note})")
             self.summary["failed"].append(job.label)
 
+    def waiting(self, trunk: Job, owner: str) -> None:
+        if trunk.label in self.summary.setdefault("waited", []):
+            return
+        self.summary["waited"].append(trunk.label)
+        self.out(f"[trunk] {trunk.label}: being trained by {owner} (another sweep); its "
+                 "branches start from it once it is done")
+
     def close(self) -> dict:
         if self.summary["failed"]:
             self.out(f"sweep: {len(self.summary['failed'])} run(s) failed; run the same sweep "

@@ -120,17 +120,27 @@ def run_local(sweep: Sweep, todo: list[Job], report, display=None) -> None:
     pending = list(todo)
     done: dict[int, Any] = {}  # id(job) -> True (succeeded), False (failed) or BUSY
     running: list[tuple[subprocess.Popen, Job, float, Any]] = []
+    # trunks another live process trains (another sweep of the same group): their branches
+    # wait for them, then start from them, instead of being dropped as busy
+    waiting: list[Job] = []
     from lt_bench.device_defaults import cuda_devices, least_busy_gpu
 
     env = worker_env(sweep)
     # several GPUs and no CUDA_VISIBLE_DEVICES of the user's: spread the workers over them
     gpus = cuda_devices() if "CUDA_VISIBLE_DEVICES" not in env else 0
     try:
-        while pending or running:
+        while pending or running or waiting:
+            for job in [j for j in waiting if not owner_of(j.run_dir)]:
+                waiting.remove(job)  # its owner is gone: finished (the worker sees it), or
+                pending.insert(0, job)  # died (the worker resumes it)
             while (job := next_ready(pending, done, report)) and \
                     len(running) < sweep.options["jobs"]:
                 pending.remove(job)
                 if owner := owner_of(job.run_dir):
+                    if job.trunk_epochs:
+                        waiting.append(job)
+                        report.waiting(job, owner)
+                        continue
                     done[id(job)] = BUSY
                     report(job, None, 0.0, f"being trained by {owner}", busy=True)
                     continue
@@ -151,6 +161,9 @@ def run_local(sweep: Sweep, todo: list[Job], report, display=None) -> None:
                     continue
                 running.remove(entry)
                 log.close()
+                if proc.returncode == BUSY and job.trunk_epochs:  # claimed by another first
+                    waiting.append(job)
+                    continue
                 results = succeeded(job) if proc.returncode == 0 else None
                 done[id(job)] = BUSY if proc.returncode == BUSY else results is not None
                 note = "" if results else f"exit code {proc.returncode}, log {log.name}"
