@@ -316,13 +316,17 @@ def test_all_reduce_two_processes(tmp_path):
 
     for attempt in range(2):
         # gloo now and then aborts a rank while the ranks connect (std::terminate in its TCP
-        # transport, of the kind in pytorch/pytorch#188266; seen in CI): one more try
+        # transport, of the kind in pytorch/pytorch#188266; seen in CI). One more try is safe,
+        # and hides no defect of ours: it is taken only for that abort (SIGABRT) and only when
+        # no rank got as far as saving a result, i.e. before any of lt_bench's code computed
+        # anything; the second try starts from nothing (a fresh rendezvous file), and what is
+        # asserted below comes from it alone.
         try:
             mp.spawn(_distributed_worker, args=(2, str(tmp_path / f"init{attempt}"),
                                                 str(tmp_path)), nprocs=2, join=True)
             break
         except mp.ProcessExitedException as exc:
-            if attempt or exc.signal_name != "SIGABRT":
+            if attempt or exc.signal_name != "SIGABRT" or any(tmp_path.glob("rank*.pt")):
                 raise
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     x, t = make_epoch(seed=20)
