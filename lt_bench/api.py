@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from lt_bench.method import Method, as_class_counts
-from lt_bench.registry import factory_options, get_registry
+from lt_bench.registry import accepts_any, factory_options, get_registry
 
 
 def method_options(name: str, loss: str | None = None) -> dict[str, object]:
@@ -22,6 +22,16 @@ def method_options(name: str, loss: str | None = None) -> dict[str, object]:
         loss_options = factory_options(registry.get("losses", loss_name).factory)
         options.update({k: v for k, v in loss_options.items() if k not in options})
     return options
+
+
+def accepted_options(name: str, loss: str | None = None) -> set[str] | None:
+    """The names of the options method ``name`` takes with ``loss``, as ``check_method`` checks
+    them; None when it takes any (a plain factory with ``**options``)."""
+    factory = get_registry().get("methods", name).factory
+    own = factory_options(factory)
+    if "loss" in own:
+        return set(method_options(name, loss))
+    return None if accepts_any(factory) else set(own)
 
 
 def build_loss(name: str, class_counts, **options) -> Callable:

@@ -5,13 +5,14 @@ applied in order: a YAML file is merged; ``key=value`` sets one key, and keeps w
 files of groups selected after it. Four keys are *groups*: ``dataset=NAME``, ``backbone=NAME``,
 ``method=NAME`` and ``protocol=NAME`` select a name and merge ``configs/<group>/NAME.yaml`` when
 it exists (it may set keys anywhere, e.g. a protocol sets ``data.augment``). Selecting another
-backbone or method drops the previous one's options.
+backbone drops the previous one's options; a method's follow ``lt_bench.config_method``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -21,11 +22,13 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from lt_bench.config_checks import check_config, check_interpolations
+from lt_bench.config_method import MethodArgs
 from lt_bench.data import DataConfig
 from lt_bench.errors import LtBenchError, closest
 
 GROUPS = ("dataset", "backbone", "method", "protocol")
-PRECISIONS = ("auto", "fp32", "bf16")  # resolved per device by lt_bench.device_defaults
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -87,7 +90,6 @@ NOT_HASHED = ("seed", "workspace", "tracking", "resume", "quiet", "log_every", "
 #: keys added after runs were recorded, hashed only away from their default, so that a recorded
 #: run keeps its hash (and is still skipped by a sweep and grouped by the leaderboard)
 HASHED_WHEN_SET = {"data": {"pad_mode": "zero", "normalize": "dataset", "meta_per_class": 0}}
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def config_dir() -> Path:
@@ -164,6 +166,7 @@ def _read_yaml(path: Path) -> dict:
         raise LtBenchError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise LtBenchError(f"config file {str(path)!r} must hold a mapping of keys to values")
+    check_interpolations(data, str(path))
     return data
 
 
@@ -193,38 +196,69 @@ def _nested(key: str, value: Any) -> dict:
     return update
 
 
-def load_config(paths: list[str] = (), overrides: list[str] = ()) -> DictConfig:
+def load_config(paths: list[str] = (), overrides: list[str] = (),
+                notes: list[str] | None = None) -> DictConfig:
     """The resolved run config from YAML files then ``key=value`` overrides, validated.
 
     Precedence, as in Hydra: groups compose first, and what was typed (a YAML file's keys, a
     ``key=value``) wins over a group's file whatever the order: ``precision=fp32 protocol=quick``
-    and a file saying ``precision: fp32`` both train in fp32. Selecting another backbone or
-    method drops the options typed for the previous one, on purpose.
+    and a file saying ``precision: fp32`` both train in fp32. Selecting another backbone drops
+    the options typed for the previous one; a method's options follow ``_method_section``, which
+    says in one line each option it drops: appended to ``notes``, else logged as a warning.
     """
     cfg = _schema()
-    typed: list[tuple[str, dict]] = []  # (source, mapping) of every typed key, in order
-    for path in paths:
+    typed: list[tuple[str, dict]] = []  # (source, mapping) of every typed key but the method's
+    method = MethodArgs()
+    for position, path in enumerate(paths):
         mapping = _read_yaml(Path(path))
+        if isinstance(mapping.get("method"), (str, dict)):
+            selected, name = method.take(mapping.pop("method"), position, str(path))
+            if selected:
+                cfg = _select_group(cfg, "method", name, str(path))
         cfg = _apply_mapping(cfg, mapping, str(path))
         typed.append((str(path), {k: v for k, v in mapping.items()
                                   if not (k in GROUPS and isinstance(v, str))}))
-    for item in overrides:
+    for position, item in enumerate(overrides, start=len(paths)):
         key, value = parse_override(item)
         source = f"override {item!r}"
-        if key in GROUPS and isinstance(value, str):
-            cfg = _select_group(cfg, key, value, source)
+        check_interpolations(_nested(key, value), source)
+        selected = False
+        if key.startswith("method.") or (key == "method" and isinstance(value, (str, dict))):
+            update = value if key == "method" else _nested(key[len("method."):], value)
+            selected, name = method.take(update, position, source)
+            if selected:
+                cfg = _select_group(cfg, "method", name, source)
+        elif key in GROUPS and isinstance(value, str):
+            cfg, selected = _select_group(cfg, key, value, source), True
+        else:
+            typed.append((source, _nested(key, value)))
+            cfg = _merge(cfg, typed[-1][1], source)
+        if selected:
             for typed_source, mapping in typed:  # what was typed wins over the group's file
-                if key in ("backbone", "method"):
+                if key == "backbone":
                     mapping = {k: v for k, v in mapping.items() if k != key}
                 cfg = _merge(cfg, mapping, typed_source)
-            continue
-        typed.append((source, _nested(key, value)))
-        cfg = _merge(cfg, typed[-1][1], source)
-    _check(cfg)
+    cfg = _method_section(cfg, method, notes)
+    check_config(cfg)
     factory = _method_factory(cfg)
     if factory is not None:
         _drop_typed_defaults(cfg)
         _data_the_method_needs(cfg, factory)
+    return cfg
+
+
+def _method_section(cfg: DictConfig, method: MethodArgs, notes: list[str] | None
+                    ) -> DictConfig:
+    """``cfg`` with the typed options of its method (``lt_bench.config_method``) over those of
+    the method's group file; each option dropped said once, in ``notes`` or as a warning."""
+    updates, said = method.options(cfg.method.name, cfg.method.get("loss"), cfg.get("plugins"))
+    for options, source in updates:
+        cfg = _merge(cfg, {"method": options}, source)
+    for line in said:
+        if notes is None:
+            log.warning("%s", line)
+        else:
+            notes.append(line)
     return cfg
 
 
@@ -280,46 +314,6 @@ def split_args(args: list[str]) -> tuple[list[str], list[str]]:
                 f"argument {path!r} is neither a YAML file nor key=value (e.g. method=dv)"
             )
     return paths, [a for a in args if "=" in a]
-
-
-def _check(cfg: DictConfig) -> None:
-    for group in ("backbone", "method"):
-        if not cfg[group].get("name"):
-            raise LtBenchError(f"config key '{group}.name' is missing: set e.g. {group}=NAME")
-    if cfg.precision not in PRECISIONS:
-        raise LtBenchError(f"config key 'precision' must be one of {', '.join(PRECISIONS)}, "
-                           f"got {cfg.precision!r}")
-    if cfg.imbalance is not None and cfg.imbalance < 1:
-        raise LtBenchError(f"config key 'imbalance' must be >= 1 (n_max/n_min), got {cfg.imbalance}")
-    if cfg.compile_mode is not None and cfg.compile_mode not in COMPILE_MODES:
-        raise LtBenchError(f"config key 'compile_mode' must be one of {', '.join(COMPILE_MODES)}, "
-                           f"got {cfg.compile_mode!r}")
-    for key in ("log_every", "eval_batch_size", "protocol.eval_every"):
-        value = OmegaConf.select(cfg, key)
-        if value is not None and value < 1:
-            raise LtBenchError(f"config key {key!r} must be >= 1, got {value}")
-    if "start_epoch" in cfg.method:
-        raise LtBenchError("config key 'method.start_epoch': the re-weighting start is one key "
-                           "for every method, protocol.start_epoch; set that instead")
-    p = cfg.protocol
-    if p.start_epoch is not None and p.start_epoch < 0:
-        raise LtBenchError(f"config key 'protocol.start_epoch' must be >= 0, got {p.start_epoch}")
-    for key, ok, want in (("lr", p.lr > 0, "> 0"), ("weight_decay", p.weight_decay >= 0, ">= 0"),
-                          ("lr_decay", 0 < p.lr_decay <= 1, "in (0, 1]"),
-                          ("momentum", 0 <= p.momentum < 1, "in [0, 1)"),
-                          ("warmup_epochs", p.warmup_epochs >= 0, ">= 0")):
-        if not ok:
-            raise LtBenchError(f"config key 'protocol.{key}' must be {want}, "
-                               f"got {p[key]}")
-    if cfg.data.num_classes is not None and cfg.data.num_classes < 2:
-        raise LtBenchError("config key 'data.num_classes' must be >= 2 (or unset for the data "
-                           f"set's own), got {cfg.data.num_classes}")
-    if p.epochs < 1 or p.batch_size < 1:
-        raise LtBenchError("config keys 'protocol.epochs' and 'protocol.batch_size' must be >= 1")
-    if p.optimizer not in ("sgd", "adamw"):
-        raise LtBenchError(f"config key 'protocol.optimizer' must be sgd or adamw, got {p.optimizer!r}")
-    if p.schedule not in ("step", "cosine"):
-        raise LtBenchError(f"config key 'protocol.schedule' must be step or cosine, got {p.schedule!r}")
 
 
 def run_folder(cfg: DictConfig) -> Path:
