@@ -91,15 +91,23 @@ def _seeds(key: str, value: Any, item: str) -> list[int]:
                        "integers (seeds=[0,1,2])")
 
 
-def expand(args: list[str]) -> Sweep:
-    """The grid of runs described by the sweep's arguments (configs resolved, hashes computed)."""
+def expand(args: list[str], out=None) -> Sweep:
+    """The grid of runs described by the sweep's arguments (configs resolved, hashes computed).
+    What the grid drops or never does (a duplicate run, a method option a method does not take,
+    a milestone past the last epoch) is said once, one line each, through ``out`` (None: as
+    warnings of the ``lt_bench`` logger)."""
+    import logging
+
     from lt_bench.config import config_hash, load_config, parse_override, run_folder, split_args
+    from lt_bench.config_checks import schedule_warnings
+    from lt_bench.sweep_grid import for_its_method, takers_lines, unique
 
     paths, pairs = split_args(args)
     options: dict[str, Any] = {"jobs": None, "engine": "local", "gpus_per_run": 0.0,
                                "cpus_per_run": 1.0, "ray.address": None, "baseline": "ce",
                                "metric": "final", "fork": True}
-    base = load_config(paths, [])
+    notes: list[str] = []
+    base = load_config(paths, [], notes)
     axes: list[tuple[str, list[Any]]] = []
     fixed: list[str] = []
     seeds: list[int] = [0]
@@ -133,16 +141,24 @@ def expand(args: list[str]) -> Sweep:
 
     jobs = []
     names = [k for k, _ in axes]
+    takers: dict = {}
     for combo in itertools.product(*(values for _, values in axes)):
         point = [f"{k}={_format(v)}" for k, v in zip(names, combo)]
+        kept = for_its_method(paths, [*fixed, *point], takers)
         for seed in seeds:
-            overrides = [*fixed, *point, f"seed={seed}"]
-            cfg = load_config(paths, overrides)
+            overrides = [*kept, f"seed={seed}"]
+            cfg = load_config(paths, overrides, notes)
+            notes.extend(schedule_warnings(cfg))
             label = " ".join([f"{cfg.method.name}", *[p for p in point
-                                                        if not p.startswith("method=")],
+                                                        if not p.startswith("method=")
+                                                        and p in kept],
                               f"seed={seed}"])
             jobs.append(Job(overrides, cfg, str(cfg.method.name), int(seed), config_hash(cfg),
                             label, run_folder(cfg)))
+    lines = takers_lines(takers)
+    jobs, dropped = unique(jobs)
+    for line in dict.fromkeys([*lines, *notes, *dropped]):
+        (out or logging.getLogger(__name__).warning)(f"sweep: {line}")
     if options["jobs"] is None:
         from lt_bench.device_defaults import cuda_devices, default_jobs
 
