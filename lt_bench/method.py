@@ -54,8 +54,16 @@ def as_class_counts(class_counts) -> torch.Tensor:
     return counts
 
 
-def normalize(raw: torch.Tensor, counts: torch.Tensor, how: str) -> torch.Tensor:
-    """Scale raw float64 weights: 'expected' Σ n_i α_i = Σ n_i; 'mean' mean α = 1; 'none'."""
+def normalize(raw: torch.Tensor, counts: torch.Tensor, how: str,
+              owner: str = "the method") -> torch.Tensor:
+    """Scale raw float64 weights: 'expected' Σ n_i α_i = Σ n_i; 'mean' mean α = 1; 'none'.
+    Raw weights must be finite, >= 0 and not all 0: a negative mean would flip every sign, and
+    turn the loss into one to maximise, without a NaN to show it."""
+    if not torch.isfinite(raw).all() or (raw < 0).any() or not raw.sum() > 0:
+        raise LtBenchError(
+            f"{owner}: raw_weights() gave {_first(raw)}, but class weights must be finite, >= 0 "
+            "and not all 0; this is a bug in the method's raw_weights()"
+        )
     if how == "expected":
         scale = counts.sum() / (counts * raw).sum()
     elif how == "mean":
@@ -63,12 +71,17 @@ def normalize(raw: torch.Tensor, counts: torch.Tensor, how: str) -> torch.Tensor
     else:
         scale = torch.ones((), dtype=raw.dtype)
     weights = raw * scale
-    if not torch.isfinite(weights).all() or (weights < 0).any():
+    if not torch.isfinite(weights).all():
         raise LtBenchError(
-            f"class weights are not finite and non-negative ({weights.tolist()[:10]}…); "
-            "this is a bug in the method's raw_weights()"
+            f"{owner}: raw_weights() gave {_first(raw)}, which normalization={how} scales past "
+            "the float range; this is a bug in the method's raw_weights()"
         )
     return weights
+
+
+def _first(values: torch.Tensor, n: int = 10) -> str:
+    shown = [round(v, 6) for v in values.flatten().tolist()[:n]]
+    return f"{shown}{'…' if values.numel() > n else ''}"
 
 
 def declared_needs(factory) -> list[str]:
@@ -279,7 +292,7 @@ class Method(nn.Module, metaclass=_WeighsAfterInit):
         raw = self.raw_weights()
         if raw is not None:
             weights = normalize(raw.detach().to(torch.float64).cpu(), self.class_counts.cpu(),
-                                self.normalization)
+                                self.normalization, f"method {type(self).__name__}")
             self.class_weights.copy_(weights.to(self.class_weights.device))
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
