@@ -15,6 +15,7 @@ from lt_bench.data.config import DataConfig, as_data_config, cache_dir
 from lt_bench.data.longtail import (
     check_imbalance,
     check_not_empty,
+    check_test_split,
     hold_out_validation,
     make_long_tailed,
 )
@@ -160,7 +161,7 @@ def cifar_lt(cfg, *, imbalance: float | None, variant: str = "cifar10") -> Tenso
                 f"the pickled {variant} folder {src} lacks {', '.join(missing[:3])}; "
                 "delete the folder and let data.download=auto fetch it again"
             )
-        key = stat_key(files, variant, kind)
+        key, test_source = stat_key(files, variant, kind), str(src / spec["test"][0])
 
         def build():
             return _with_stats(read_cifar_pickle(src, variant))
@@ -169,16 +170,17 @@ def cifar_lt(cfg, *, imbalance: float | None, variant: str = "cifar10") -> Tenso
         if test_dir is None:
             raise LtBenchError(f"{src} has train/ but no test/ (or val/) folder")
         dirs = [train_dir, test_dir, *sorted(p for d in (train_dir, test_dir) for p in d.iterdir())]
-        key = stat_key(dirs, variant, kind)
+        key, test_source = stat_key(dirs, variant, kind), str(test_dir)
 
         def build():
             return _with_stats(_decode_folder(train_dir, test_dir, cfg.progress))
     else:
-        key = stat_key([src], variant, kind)
+        key, test_source = stat_key([src], variant, kind), f"*/test/ (or */val/) of {src}"
 
         def build():
             return _with_stats(decode_image_folder_tar(src, cfg.progress))
     data = cached(cache_dir(cfg) / f"{variant}-{kind}-{key}.pt", build)
+    check_test_split(data["test_labels"], data["classes"], test_source)
     return _tensor_data(f"{variant}_lt", data, cfg, imbalance, str(src))
 
 
@@ -235,6 +237,7 @@ def image_folder_lt(cfg, *, imbalance: float | None = None) -> LongTailedData:
     check_not_empty(torch.bincount(train_labels, minlength=len(classes)).tolist(), classes,
                     str(train_dir))
     test_paths, test_labels, _ = list_image_folder(test_dir, classes)
+    check_test_split(test_labels, classes, str(test_dir))
     tensor = cfg.pipeline == "tensor" or (cfg.pipeline == "auto" and _is_small(train_paths))
     if tensor:
         dirs = [train_dir, test_dir, *sorted(p for d in (train_dir, test_dir) for p in d.iterdir())]
@@ -266,6 +269,7 @@ def _paths_data(name: str, classes, train_paths, train_labels, test_paths, test_
                 cfg: DataConfig, key_files: Sequence[Path]) -> LongTailedData:
     check_not_empty(torch.bincount(train_labels, minlength=len(classes)).tolist(), classes,
                     str(key_files[0]))
+    check_test_split(test_labels, classes, str(key_files[1]))
     if cfg.pipeline != "tensor":
         return _loader_data(name, classes, train_paths, train_labels, test_paths, test_labels,
                             cfg, None, str(key_files[0]))

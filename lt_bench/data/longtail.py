@@ -3,6 +3,7 @@ validation split."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import torch
@@ -100,6 +101,24 @@ def check_not_empty(counts: Sequence[int], classes: Sequence[str], source: str) 
                 f"class {classes[c]!r} (label {c}) has no training images in {source}; "
                 "add images for it or remove the class"
             )
+
+
+def check_test_split(labels, classes: Sequence[str], source: str) -> None:
+    """Refuse a test split without images (every run would score 0 and look finished); warn,
+    naming them, about classes without test images: their per-class accuracy reads 0 in
+    results.json, while the overall and many / medium / few accuracies pool test images and
+    leave them out."""
+    counts = torch.bincount(torch.as_tensor(labels, dtype=torch.long),
+                            minlength=len(classes)).tolist()
+    if not sum(counts):
+        raise LtBenchError(f"the test split {source} holds no images: put each class's test "
+                           "images in it (test/<class>/<image> for an image folder)")
+    empty = [str(classes[c]) for c, n in enumerate(counts) if n == 0]
+    if empty:
+        shown = ", ".join(empty[:10]) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
+        logging.getLogger(__name__).warning(
+            "%d class(es) have no test images in %s: %s; their per-class accuracy reads 0 and "
+            "counts in no other accuracy", len(empty), source, shown)
 
 
 def hold_out_validation(labels, keep: torch.Tensor, per_class: int, subset_seed: int,

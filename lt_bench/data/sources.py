@@ -243,7 +243,8 @@ def extract_tar(archive: Path, dest: Path, progress: bool = True) -> Path:
 # -- file lists (ImageNet-LT, Places-LT) ---------------------------------------------------------
 def read_file_list(list_path: Path, root: Path, num_classes: int
                    ) -> tuple[list[str], torch.Tensor]:
-    """``relative/path label`` per line: (absolute paths, labels); labels checked per line."""
+    """``path label`` per line: (paths, labels), a relative path under ``root``, an absolute one
+    as it is; labels checked per line."""
     paths, labels = [], []
     with open(list_path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -265,7 +266,7 @@ def read_file_list(list_path: Path, root: Path, num_classes: int
                     f"{list_path}, line {lineno}: label {y} is outside the class range "
                     f"0…{num_classes - 1} (set data.num_classes if the list has more classes)"
                 )
-            paths.append(str(root / rel.lstrip("/")))
+            paths.append(str(root / rel))  # an absolute path stays as it is
             labels.append(y)
     return paths, torch.tensor(labels, dtype=torch.long)
 
