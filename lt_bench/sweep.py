@@ -197,7 +197,7 @@ def run_sweep(args: list[str], plugins: list[str] = (), out=print,
               train_fn: str = DEFAULT_TRAIN_FN) -> dict:
     """Run the grid; print one line per finished run and the leaderboard; return a summary.
     ``train_fn`` (``module:function``) is what each worker calls with its run's config."""
-    sweep = expand(args)
+    sweep = expand(args, out)
     sweep.plugins = list(plugins)
     sweep.train_fn = train_fn
     from lt_bench.tracking import prepare_stores

@@ -23,6 +23,7 @@ from lt_bench import assemble as parts
 from lt_bench import fork, loop
 from lt_bench.checkpoint import RunState, remove_stale_temporaries
 from lt_bench.config import config_hash, run_folder, to_dict
+from lt_bench.config_checks import schedule_warnings
 from lt_bench.data import DataConfig, groups, load_data
 from lt_bench.device_defaults import resolve_precision
 from lt_bench.interrupts import held, terminate_as_interrupt
@@ -68,6 +69,8 @@ def train_in(cfg: DictConfig, folder_of, trunk: str | None = None,
     # Before the data: a workspace that cannot be written fails in one line now, not after
     # minutes of decoding; so does a run another live process is training.
     if rank == 0:
+        for line in schedule_warnings(cfg):
+            log.warning("%s", line)
         parts.check_writable(Path(cfg.workspace).expanduser())
     out_dir = folder_of(cfg)
     with claim_run(out_dir, enabled=rank == 0), terminate_as_interrupt():
