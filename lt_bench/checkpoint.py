@@ -1,9 +1,9 @@
 """Checkpoints written atomically, so a run killed mid-write never leaves a broken one, and the
-``RunState`` they hold."""
+``RunState`` they hold. They are written as every run file is (``lt_bench.run_files``): into a
+fresh temporary beside the checkpoint, never through a link."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,27 +12,27 @@ from typing import Any
 import torch
 
 from lt_bench.errors import LtBenchError
+from lt_bench.run_files import atomic_writer
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        with atomic_writer(path) as f:
+            torch.save(state, f)
     except (OSError, RuntimeError) as exc:  # a full disk surfaces as either
-        tmp.unlink(missing_ok=True)
-        free = shutil.disk_usage(path.parent).free / 2**20
+        free = shutil.disk_usage(path.parent).free / 2**20 if path.parent.is_dir() else 0
         raise LtBenchError(f"cannot write the checkpoint in {str(path.parent)!r} ({free:.0f} MiB "
                            f"free): {str(exc).splitlines()[0]}; free some space and start the "
                            "same command again to resume from the last checkpoint") from None
 
 
 def remove_stale_temporaries(folder: Path) -> None:
-    """Half-written checkpoints of killed processes (``.checkpoint.pt.PID.tmp``)."""
-    for tmp in Path(folder).glob(".checkpoint.pt.*.tmp"):
-        tmp.unlink(missing_ok=True)
+    """Half-written files of killed processes (``.checkpoint.pt.PID.RANDOM.tmp``, the same for
+    ``results.json``, ``progress.json``, ...): only the run's owner writes in its folder."""
+    for tmp in Path(folder).glob(".*.*.tmp"):
+        if not tmp.is_dir():
+            tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path, map_location=None) -> dict:

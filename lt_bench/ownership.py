@@ -5,6 +5,10 @@ PID and host for messages. The kernel drops the lock when its process ends, howe
 (``kill -9`` included), so the run of a dead owner is simply taken over, and resumes from its
 checkpoint. A second process that finds the lock held by a live one does not train the run
 beside it: ``lt-bench train`` stops with one line, and a sweep skips the run.
+
+The lock is the inode we ``flock``, so it cannot be written atomically: it is opened without
+following a link, in a run folder reached without following one (``lt_bench.run_files``), and a
+run folder holding a link is refused before the run trains.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import os
 import socket
 from pathlib import Path
 
+from lt_bench import run_files
 from lt_bench.errors import LtBenchError
 
 LOCK = "owner.lock"
@@ -44,8 +49,9 @@ def claim_run(run_dir: Path, enabled: bool = True) -> Claim:
     if not enabled:  # the other ranks of a torchrun job: rank 0 holds the claim for them all
         return Claim(None)
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    with run_files.folder(run_dir) as dir_fd:
+        run_files.refuse_links(dir_fd, run_dir)
+        fd = run_files.open_at(dir_fd, run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -61,14 +67,17 @@ def claim_run(run_dir: Path, enabled: bool = True) -> Claim:
 def owner_of(run_dir: Path) -> str | None:
     """``"pid N on HOST"`` while a live process owns the run, else None."""
     path = Path(run_dir) / LOCK
-    try:
-        fd = os.open(path, os.O_RDONLY)
+    try:  # a link, a folder or no file is no live owner's lock: claim_run says what it is
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return path.read_text().strip() or "another process"
+    except BlockingIOError:  # the text from the locked inode itself, not the path again
+        text = os.read(fd, 200).decode(errors="replace").strip()
+        return text.splitlines()[0] if text else "another process"
+    except OSError:
+        return None
     else:
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None

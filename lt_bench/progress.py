@@ -12,10 +12,11 @@ a carriage return.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
+
+from lt_bench.run_files import RunFileError, check_fields, json_object, read_record, write_file
 
 WRITE_EVERY_S = 2.0
 PLAIN_EVERY_S = 30.0
@@ -46,18 +47,27 @@ class RunProgress:
 
     def _write(self) -> None:
         self.next_write = time.monotonic() + WRITE_EVERY_S
-        tmp = self.path.with_name(f".{FILE}.{os.getpid()}.tmp")
-        try:
-            tmp.write_text(json.dumps(self.state))
-            os.replace(tmp, self.path)
+        try:  # atomically, never through a link (a link is refused: RunFileError)
+            write_file(self.path, json.dumps(self.state))
         except OSError:
             pass  # progress is a courtesy: a full disk shows up at the checkpoint instead
 
 
+#: what a reader of ``progress.json`` may rely on
+FIELDS = {"epoch": int, "epochs": int, "step": int, "steps": int, "acc": float | None}
+
+
+def _progress(data) -> dict:
+    check_fields(json_object(data), FIELDS, required=("epoch", "epochs", "step", "steps"))
+    return {"acc": None, **{k: data[k] for k in FIELDS if k in data}}
+
+
 def read_progress(run_dir: Path) -> dict | None:
+    """The run's progress, its fields of the types in ``FIELDS``; None when there is none or it
+    cannot be used (a courtesy: a sweep shows the run as starting)."""
     try:
-        return json.loads((Path(run_dir) / FILE).read_text())
-    except (OSError, ValueError):
+        return read_record(Path(run_dir) / FILE, _progress)
+    except RunFileError:
         return None
 
 

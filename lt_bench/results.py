@@ -10,10 +10,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from lt_bench.run_files import (
+    RunFileError,
+    check_fields,
+    field_hints,
+    json_object,
+    read_record,
+    write_file,
+)
 
 SCHEMA = 1
 #: above this many classes no confusion matrix is kept (C² numbers an evaluated epoch)
@@ -36,8 +46,11 @@ class Score:
     per_class: list[float] = field(default_factory=list)
 
     @classmethod
-    def from_dict(cls, d: dict) -> Score:
-        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+    def from_dict(cls, d: dict, prefix: str = "") -> Score:
+        """ValueError naming a missing field or one of the wrong type."""
+        values = known(cls, d)
+        check_fields(values, *field_hints(cls), prefix=prefix)
+        return cls(**values)
 
     def without_per_class(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "per_class"}
@@ -82,13 +95,14 @@ class RunResult:
     @classmethod
     def from_dict(cls, d: dict) -> RunResult:
         """Tolerant of files from older and newer lt_bench: unknown keys are ignored, missing
-        optional ones take their defaults."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in d.items() if k in known}
+        optional ones take their defaults. ValueError names a missing field or one of the wrong
+        type (what the readers use: a leaderboard must not meet a string for a number)."""
+        values = known(cls, json_object(d))
         for which in ("final", "best"):
             if isinstance(values.get(which), dict):
-                values[which] = Score.from_dict(values[which])
+                values[which] = Score.from_dict(values[which], prefix=f"{which}.")
         values.setdefault("schema", 0)
+        check_fields(values, *field_hints(cls))
         return cls(**values)
 
     def summary(self) -> dict:
@@ -99,25 +113,39 @@ class RunResult:
                 **{w: s.without_per_class() for w in ("final", "best")
                    if (s := self.score(w)) is not None}}
 
-    def save(self, path: Path) -> None:
-        """Write atomically: a reader never sees half a file."""
-        path = Path(path)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1, default=str))
-        os.replace(tmp, path)
+    def save(self, path: Path, root: Path | None = None) -> None:
+        """Write atomically, never through a link (``lt_bench.run_files.write_file``; ``root``:
+        the workspace, by default two levels above the run folder)."""
+        write_file(path, json.dumps(self.to_dict(), indent=1, default=str), root)
+
+
+def known(cls: type, d: dict) -> dict:
+    """The items of ``d`` that are fields of the dataclass ``cls`` (newer files have more)."""
+    return {f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d}
 
 
 def read_result(path: Path) -> RunResult | None:
-    """The record in ``path``; None when it is missing or unreadable (a run still going)."""
-    try:
-        return RunResult.from_dict(json.loads(Path(path).read_text()))
-    except (OSError, ValueError, TypeError):
-        return None
+    """The record in ``path``; None when it is missing (a run not finished: the file is written
+    atomically at the end). A file that is there but corrupt (empty, truncated, not a record, a
+    field of the wrong type) raises ``RunFileError`` in one line naming it."""
+    return read_record(path, RunResult.from_dict)
 
 
 def finished_result(path: Path) -> RunResult | None:
+    """The record of a FINISHED run; None when missing or not finished; ``RunFileError`` when
+    corrupt (``train`` refuses with it; a reader of many runs uses ``finished_or_skip``)."""
     result = read_result(path)
     return result if result is not None and result.status == "FINISHED" else None
+
+
+def finished_or_skip(path: Path, warn: Callable[[str], Any] | None = None) -> RunResult | None:
+    """``finished_result``, where a corrupt file is one warning line and None: a reader of many
+    runs (the leaderboard, its picture) goes on past one bad file."""
+    try:
+        return finished_result(path)
+    except RunFileError as exc:
+        (warn or logging.getLogger(__name__).warning)(f"{exc}; left out")
+        return None
 
 
 def from_history(cfg: Any, data: Any, history: list[dict], status: str, elapsed: float,
@@ -129,15 +157,15 @@ def from_history(cfg: Any, data: Any, history: list[dict], status: str, elapsed:
     chosen_on = "val" if all("val/acc" in h for h in scored) else "test"
     final, best = scored[-1], max(scored, key=lambda h: h[f"{chosen_on}/acc"])
 
-    def pick(h: dict) -> Score:
-        return Score.from_dict({**{k.removeprefix("test/"): v for k, v in h.items()
-                                   if k.startswith("test/")},
-                                "epoch": h["epoch"], "per_class": h["per_class"]})
+    def pick(h: dict) -> Score:  # the run's own numbers: checked when read back, not here
+        return Score(**known(Score, {**{k.removeprefix("test/"): v for k, v in h.items()
+                                        if k.startswith("test/")},
+                                     "epoch": h["epoch"], "per_class": h["per_class"]}))
 
     return RunResult(
         status=status, method=cfg.method.name, dataset=cfg.dataset, imbalance=cfg.imbalance,
         backbone=cfg.backbone.name, protocol=cfg.protocol.name, seed=cfg.seed,
-        classes=list(data.classes), train_counts=list(data.train_counts),
+        classes=[str(c) for c in data.classes], train_counts=list(data.train_counts),
         final=pick(final), best=pick(best), best_chosen_on=chosen_on,
         confusion=final.get("confusion"),
         class_weights=[h["class_weights"] for h in history],

@@ -60,6 +60,10 @@ def run(args) -> int:
     from lt_bench.config import load_config
 
     paths, overrides, filters, options = split(args.args)
+    if args.plot:  # a name matplotlib cannot write is refused before the runs are read
+        from lt_bench.tracking.comparison_plot import image_format
+
+        image_format(args.plot)
     cfg = load_config(paths, overrides)
     rows = lb.leaderboard(cfg, filters, metric=options["metric"], baseline=options["baseline"])
     render = {"text": lb.format_text, "json": lb.format_json, "markdown": lb.format_markdown,

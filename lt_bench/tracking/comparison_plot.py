@@ -22,7 +22,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from lt_bench.results import finished_result
+from lt_bench.errors import LtBenchError
+from lt_bench.results import finished_or_skip
+from lt_bench.run_files import atomic_writer
 from lt_bench.tracking.records import SETTING, mean, sample_std
 
 GROUPS = ("overall", "many", "medium", "few")
@@ -63,15 +65,16 @@ def bar_data(rows: list) -> dict[str, dict[str, tuple[float, float | None, int]]
     return out
 
 
-def class_lines(rows: list, workspace: Path) -> tuple[dict[str, dict], list[str]]:
-    """{label: {counts, mean, low, high, seeds}} from the run folders, and the missing folders.
-    ``counts`` ascend; ``mean``/``low``/``high`` are over seeds of each count's class mean."""
+def class_lines(rows: list, workspace: Path, out=print) -> tuple[dict[str, dict], list[str]]:
+    """{label: {counts, mean, low, high, seeds}} from the run folders, and the missing folders
+    (a corrupt results.json is one line on ``out`` too). ``counts`` ascend; ``mean``/``low``/
+    ``high`` are over seeds of each count's class mean."""
     lines, missing = {}, []
     for label, row in zip(labels(rows), rows):
         per_seed = []
         for seed in row.seeds:
             folder = Path(workspace) / "runs" / f"{row.dataset}-{row.method}-{row.cfg_hash}-seed{seed}"
-            result = finished_result(folder / "results.json")
+            result = finished_or_skip(folder / "results.json", out)
             score = result.score(row.metric) if result is not None else None
             if score is None or len(score.per_class) != len(result.train_counts):
                 missing.append(folder.name)
@@ -102,7 +105,7 @@ def figure(rows: list, workspace: Path, out=print):
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    lines, missing = class_lines(rows, workspace)
+    lines, missing = class_lines(rows, workspace, out)
     if missing:
         total = sum(len(r.seeds) for r in rows)
         out(f"comparison plot: {len(missing)} of {total} runs have no finished results.json under "
@@ -165,24 +168,43 @@ def _lines(ax, lines: dict, colours: dict) -> None:
     ax.set_title(f"per class, against its training count; line: mean, {BAND}", fontsize=9)
 
 
+def image_format(path: Path) -> str:
+    """The format ``path``'s suffix names (png without one), or one line listing those that
+    work: matplotlib's error would come after every run was read."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    name = Path(path).suffix.lower().lstrip(".") or "png"
+    known = FigureCanvasBase.get_supported_filetypes()
+    if name not in known:
+        raise LtBenchError(f"cannot draw a picture as {str(path)!r}: end the file name in ."
+                           + ", .".join(sorted(known)) + " (e.g. comparison.png)")
+    return name
+
+
 def write_figures(rows: list, workspace: Path, path: Path, suffix: bool = False,
-                  out=print) -> list[Path]:
-    """One PNG per setting of ``rows``: ``path`` itself for a single setting unless ``suffix``,
-    else ``<stem>-<setting>.png`` beside it."""
+                  out=print, root: Path | None = None) -> list[Path]:
+    """One picture per setting of ``rows``: ``path`` itself for a single setting unless
+    ``suffix``, else ``<stem>-<setting>.<ext>`` beside it (ext: png without one). Each is written
+    to a temporary beside it and renamed (matplotlib would follow a planted link), never through a
+    link below ``root`` (default: the picture's own folder)."""
     import matplotlib.pyplot as plt
 
     path = Path(path)
+    path = path if path.suffix else path.with_name(path.name + ".png")
+    image_format(path)
     settings: dict[tuple, list] = {}
     for row in rows:
         settings.setdefault(setting_of(row), []).append(row)
     written = []
     for setting, members in settings.items():
-        target = (path.with_name(f"{path.stem}-{setting_slug(setting)}{path.suffix or '.png'}")
+        target = (path.with_name(f"{path.stem}-{setting_slug(setting)}{path.suffix}")
                   if suffix or len(settings) > 1 else path)
-        target.parent.mkdir(parents=True, exist_ok=True)
         fig = figure(members, workspace, out)
-        fig.savefig(target)
-        plt.close(fig)
+        try:
+            with atomic_writer(target, target.parent if root is None else root) as f:
+                fig.savefig(f, format=image_format(target))
+        finally:
+            plt.close(fig)
         written.append(target)
     return written
 
@@ -193,9 +215,9 @@ def sweep_figures(cfgs: list, rows: list, out=print) -> list[Path]:
     from lt_bench.tracking import tracker_name
 
     first = cfgs[0]
-    paths = write_figures(rows, Path(first.workspace).expanduser(),
-                          Path(first.workspace).expanduser() / "sweeps" / "comparison.png",
-                          suffix=True, out=out)
+    workspace = Path(first.workspace).expanduser()
+    paths = write_figures(rows, workspace, workspace / "sweeps" / "comparison.png", suffix=True,
+                          out=out, root=workspace)
     for target in paths:
         out(f"sweep: comparison plot {target}")
     if tracker_name(first) == "mlflow":

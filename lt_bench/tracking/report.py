@@ -75,7 +75,7 @@ def write_report(result: RunResult, cfg: dict | None, folder: Path) -> list[Path
         written.append(path)
 
     path = folder / "results.json"
-    result.save(path)
+    result.save(path, root=folder)  # the caller's folder (a fresh temporary one), not a run's
     written.append(path)
     written += write_plots(result, classes, counts, final, weights, folder / "plots")
     return written
