@@ -7,6 +7,8 @@ no params), with SQLAlchemy and without importing MLflow, whose import alone tak
 tables are MLflow's private schema, so this path is taken only when the store's schema revision
 (its ``alembic_version``) is one this code was checked against, ``KNOWN_REVISIONS``. Any other
 store, and a tracking server, is read with MLflow's ``search_runs`` page by page.
+``group_summary`` is the mean and std over a group's seed runs that the tracker logs on the
+group run.
 """
 
 from __future__ import annotations
@@ -16,8 +18,18 @@ import warnings
 from typing import Any
 
 from lt_bench.errors import LtBenchError
-from lt_bench.tracking.records import METRIC_KEYS, TAG_KEYS
-from lt_bench.tracking.store import TAG, client, get, retry, search_all, sqlite_path, tracking_uri
+from lt_bench.tracking.records import METRIC_KEYS, SUMMARY_KEYS, TAG_KEYS, mean, sample_std
+from lt_bench.tracking.store import (
+    TAG,
+    attempts_for,
+    client,
+    get,
+    retry,
+    search_all,
+    sqlite_path,
+    timeout_of,
+    tracking_uri,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,18 +111,19 @@ def _query(conn, uri: str, experiment: str | None) -> list[dict]:
     return list(runs.values())
 
 
-def read_search(uri: str, experiment: str | None) -> list[dict]:
+def read_search(uri: str, experiment: str | None, timeout_s: float | None = None) -> list[dict]:
     """The finished seed runs through MLflow's search API (any store, any schema revision)."""
-    c = client(uri)
+    c = client(uri, timeout_s)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if experiment:
-            exp = retry(c.get_experiment_by_name, str(experiment))
+            exp = retry(c.get_experiment_by_name, str(experiment), attempts=attempts_for(uri))
             if exp is None:
                 raise LtBenchError(f"experiment {experiment!r} not found in {uri}")
             ids = [exp.experiment_id]
         else:
-            ids = [e.experiment_id for e in retry(c.search_experiments, max_results=50000)]
+            ids = [e.experiment_id for e in retry(c.search_experiments, max_results=50000,
+                                                  attempts=attempts_for(uri))]
         out = []
         query = f"tags.`{TAG}role` = 'seed' and attributes.status = 'FINISHED'"
         for i in range(0, len(ids), 100):
@@ -142,4 +155,24 @@ def load_runs(cfg: Any, experiment: str | None = None) -> list[dict]:
                                f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
         if runs is not None:
             return runs
-    return read_search(uri, experiment)
+    return read_search(uri, experiment, timeout_of(cfg))
+
+
+def group_summary(finished: list) -> dict[str, float]:
+    """Mean and std (ddof=1) of the summary metrics over finished seed runs, one per seed (the
+    latest if a seed was run twice), and their number as ``seeds``."""
+    latest: dict[str, Any] = {}
+    for run in finished:
+        seed = run.data.tags.get(f"{TAG}seed")
+        if seed not in latest or run.info.end_time > latest[seed].info.end_time:
+            latest[seed] = run
+    summary: dict[str, float] = {"seeds": float(len(latest))}
+    for which in ("final", "best"):
+        for key in SUMMARY_KEYS:
+            values = [r.data.metrics[f"{which}/{key}"] for r in latest.values()
+                      if f"{which}/{key}" in r.data.metrics]
+            if values:
+                summary[f"{which}/{key}_mean"] = mean(values)
+            if len(values) > 1:
+                summary[f"{which}/{key}_std"] = sample_std(values)
+    return summary

@@ -33,14 +33,17 @@ from lt_bench.config import config_hash, flatten
 from lt_bench.errors import LtBenchError
 from lt_bench.results import RunResult
 from lt_bench.tracking.base import Tracker
+from lt_bench.tracking.mlflow_read import group_summary, load_runs
 from lt_bench.tracking.outbox import Outbox, describe, reason
-from lt_bench.tracking.records import SUMMARY_KEYS, mean, number, sample_std, summary_metrics
+from lt_bench.tracking.records import number, summary_metrics
 from lt_bench.tracking.store import (
     TAG,
     artifact_root,
+    attempts_for,
     client,
     ensure_experiment,
     get,
+    gone,
     imbalance_tag,
     prepare_store,
     retry,
@@ -48,7 +51,9 @@ from lt_bench.tracking.store import (
     setting_experiment,
     sqlite_path,
     store_lock,
+    timeout_of,
     tracking_uri,
+    unless_gone,
     unreachable,
 )
 
@@ -59,6 +64,8 @@ MAX_KEY = 250
 MAX_TAG_VALUE = 8000
 BATCH_PARAMS = 100
 PARENT_TAG = "mlflow.parentRunId"
+#: tries of ``settle_group`` when a group is deleted under it by a racing process
+GROUP_TRIES = 5
 
 
 def param_value(value: Any) -> str:
@@ -90,6 +97,13 @@ def quote(value: str) -> str:
     return "'" + str(value).replace("'", "\\'") + "'"
 
 
+def same_setting(role: str, tags: dict) -> str:
+    """The search filter for the ``role`` runs of ``tags``' (method, config hash)."""
+    return (f"tags.`{TAG}role` = '{role}' and tags.`{TAG}cfg_hash` = "
+            f"{quote(tags[TAG + 'cfg_hash'])} and tags.`{TAG}method` = "
+            f"{quote(tags[TAG + 'method'])}")
+
+
 class MlflowTracker(Tracker):
     """Records the run in MLflow (``tracking.uri``; default ``sqlite:///<workspace>/mlflow.db``)."""
 
@@ -100,6 +114,7 @@ class MlflowTracker(Tracker):
         super().__init__(cfg)
         self.uri = tracking_uri(cfg)
         self.run_id: str | None = None
+        self.exp_id: str | None = None
         self.group_id: str | None = None
         self.resolved: dict | None = None
         self.run_dir: Path | None = None
@@ -114,13 +129,11 @@ class MlflowTracker(Tracker):
     @property
     def client(self):
         if self._client is None:
-            self._client = client(self.uri)
+            self._client = client(self.uri, timeout_of(self.cfg))
         return self._client
 
     def _call(self, method: str, *args, **kwargs):
-        # a server's calls already carry MLflow's bounded HTTP retries: ours on top of them
-        # would multiply the wait on a server that is away
-        return retry(getattr(self.client, method), *args, attempts=1 if self.remote else 10,
+        return retry(getattr(self.client, method), *args, attempts=attempts_for(self.uri),
                      **kwargs)
 
     def _log_batch(self, run_id: str, metrics=(), params=(), tags=()) -> None:
@@ -148,8 +161,8 @@ class MlflowTracker(Tracker):
               resume_id: str | None = None) -> str | None:
         self.resolved = cfg
         self.run_dir = Path(run_dir)
-        exp_id = ensure_experiment(self.client, setting_experiment(cfg),
-                                   artifact_root(cfg, self.uri), self.uri)
+        self.exp_id = exp_id = ensure_experiment(self.client, setting_experiment(cfg),
+                                                 artifact_root(cfg, self.uri), self.uri)
         tags = setting_tags(cfg)
         if resume_id and self._resume(resume_id):
             return self.run_id
@@ -189,8 +202,9 @@ class MlflowTracker(Tracker):
                 ("the artifacts", lambda: self._log_report(result))]
         parts.append((f"the run's status {status}",
                       lambda: self._call("set_terminated", self.run_id, status)))
-        if done and self.group_id:
-            parts.append(("the group's mean and std", lambda: self.update_group(self.group_id)))
+        if self.group_id:  # a failed seed ends its group too, unless another seed finished
+            parts.append(("the group's mean, std and status",
+                          lambda: self.settle_group(status)))
         if self.outbox is None:
             if summary:
                 self._log_batch(self.run_id, metrics=summary)
@@ -245,8 +259,6 @@ class MlflowTracker(Tracker):
         return super().finished_runs()
 
     def runs_for_leaderboard(self, experiment: str | None = None) -> list[dict] | None:
-        from lt_bench.tracking.mlflow_read import load_runs
-
         return load_runs(self.cfg, experiment)
 
     # -- runs ------------------------------------------------------------------------------------
@@ -258,34 +270,35 @@ class MlflowTracker(Tracker):
         if run.info.lifecycle_stage == "deleted":
             return False
         self._call("update_run", run_id, status="RUNNING")
-        self.run_id = run_id
+        self.run_id, self.exp_id = run_id, run.info.experiment_id
         self.group_id = run.data.tags.get(PARENT_TAG)
         return True
 
+    def _live_groups(self, exp_id: str, tags: dict) -> list:
+        """The live group runs of ``tags``' (method, config hash), the oldest first: the first is
+        the group, later ones are duplicates of racing creators."""
+        runs = self._call("search_runs", [exp_id], same_setting("group", tags), max_results=50,
+                          order_by=["attributes.start_time ASC"])
+        return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
+
     def _ensure_group(self, exp_id: str, cfg: dict, tags: dict) -> str:
-        """The group run of (method, config hash): found, or created. Racing creators on a server
-        agree on the oldest and delete their own duplicate."""
-        query = (f"tags.`{TAG}role` = 'group' and tags.`{TAG}cfg_hash` = "
-                 f"{quote(tags[TAG + 'cfg_hash'])} and tags.`{TAG}method` = "
-                 f"{quote(tags[TAG + 'method'])}")
-
-        def find():
-            runs = self._call("search_runs", [exp_id], query, max_results=50,
-                              order_by=["attributes.start_time ASC"])
-            return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
-
+        """The group run of (method, config hash): found, or created; a creator that then sees an
+        older one deletes its own. On a server (no ``store_lock``) a creation in flight can still
+        turn out older than a group already returned, hence ``settle_group`` at the seed's end."""
         with store_lock(self.uri):
-            found = find()
+            found = self._live_groups(exp_id, tags)
             if found:
                 return found[0].info.run_id
             run = self._call("create_run", exp_id,
                              run_name=f"{tags[TAG + 'method']}-{tags[TAG + 'cfg_hash']}",
                              tags={**tags, f"{TAG}role": "group"})
             mine = run.info.run_id
-            self._log_batch(mine, params=config_params(cfg, drop=("seed",)))
-            winner = find()[0].info.run_id
+            found = self._live_groups(exp_id, tags)
+            winner = found[0].info.run_id if found else mine
             if winner != mine:
-                self._call("delete_run", mine)
+                unless_gone(self._call, "delete_run", mine)
+            else:  # a settler that saw an older group may have deleted it already
+                unless_gone(self._log_batch, mine, params=config_params(cfg, drop=("seed",)))
             return winner
 
     def _log_dataset(self, info: dict, cfg: dict) -> None:
@@ -319,29 +332,38 @@ class MlflowTracker(Tracker):
         except Exception as exc:  # metadata only: never fail a run over it
             log.warning("lt-bench: could not log the data set to MLflow: %s", exc)
 
-    def update_group(self, group_id: str) -> dict[str, float]:
-        """Mean and std (ddof=1) over the group's finished seeds, logged on the group run at
-        ``step`` = the number of seeds, so the latest value is the most complete one."""
-        exp_id = self._call("get_run", group_id).info.experiment_id
-        runs = search_all(self.client, [exp_id],
-                          f"tags.`{PARENT_TAG}` = {quote(group_id)} and "
-                          "attributes.status = 'FINISHED'")
-        latest: dict[str, Any] = {}
-        for run in runs:  # one run per seed: the latest if a seed was run twice
-            seed = run.data.tags.get(f"{TAG}seed")
-            if seed not in latest or run.info.end_time > latest[seed].info.end_time:
-                latest[seed] = run
-        summary: dict[str, float] = {"seeds": float(len(latest))}
-        for which in ("final", "best"):
-            for key in SUMMARY_KEYS:
-                values = [r.data.metrics[f"{which}/{key}"] for r in latest.values()
-                          if f"{which}/{key}" in r.data.metrics]
-                if values:
-                    summary[f"{which}/{key}_mean"] = mean(values)
-                if len(values) > 1:
-                    summary[f"{which}/{key}_std"] = sample_std(values)
-        self._log_batch(group_id, metrics=self._metrics(summary, step=len(latest)))
-        self._call("set_terminated", group_id, "FINISHED")
+    def settle_group(self, status: str = "FINISHED") -> dict[str, float]:
+        """Make this seed's group true: the oldest live group of its (method, config hash) is
+        the group; every seed of it points there, duplicates are deleted, and the group gets the
+        mean and std (ddof=1) over its finished seeds at ``step`` = their number, so the latest
+        value is the most complete. Its status: FINISHED once a seed finished, else ``status``.
+        Resolved afresh at each try, as a racing creator or settler may delete a group between
+        two calls ("must be in the 'active' state")."""
+        for attempt in range(GROUP_TRIES):
+            try:
+                return self._settle_group(status)
+            except Exception as exc:
+                if attempt == GROUP_TRIES - 1 or not gone(exc):
+                    raise
+        raise AssertionError("unreachable")
+
+    def _settle_group(self, status: str) -> dict[str, float]:
+        tags = setting_tags(self.resolved)
+        groups = self._live_groups(self.exp_id, tags)
+        group = groups[0].info.run_id if groups else \
+            self._ensure_group(self.exp_id, self.resolved, tags)  # deleted by hand meanwhile
+        self.group_id = group
+        seeds = search_all(self.client, [self.exp_id], same_setting("seed", tags))
+        for run in seeds:
+            if run.data.tags.get(PARENT_TAG) != group:
+                self._call("set_tag", run.info.run_id, PARENT_TAG, group)
+        for duplicate in groups[1:]:
+            unless_gone(self._call, "delete_run", duplicate.info.run_id)
+        summary = group_summary([r for r in seeds if r.info.status == "FINISHED"])
+        seeds_done = int(summary["seeds"])
+        if seeds_done:
+            self._log_batch(group, metrics=self._metrics(summary, step=seeds_done))
+        self._call("set_terminated", group, "FINISHED" if seeds_done else status)
         return summary
 
 
@@ -362,14 +384,15 @@ def log_sweep_run(cfg, paths: list[Path]) -> str:
 
     resolved = to_dict(cfg) if not isinstance(cfg, dict) else cfg
     uri = tracking_uri(resolved)
-    mlflow_client = client(uri)
+    mlflow_client = client(uri, timeout_of(resolved))
     exp_id = ensure_experiment(mlflow_client, setting_experiment(resolved),
                                artifact_root(resolved, uri), uri)
     tags = {k: v for k, v in setting_tags(resolved).items()
             if k not in (f"{TAG}method", f"{TAG}cfg_hash")}  # it spans the methods
+    attempts = attempts_for(uri)
     run_id = retry(mlflow_client.create_run, exp_id, run_name="sweep-comparison",
-                   tags={**tags, f"{TAG}role": "sweep"}).info.run_id
+                   tags={**tags, f"{TAG}role": "sweep"}, attempts=attempts).info.run_id
     for path in paths:
-        retry(mlflow_client.log_artifact, run_id, str(path))
-    retry(mlflow_client.set_terminated, run_id, "FINISHED")
+        retry(mlflow_client.log_artifact, run_id, str(path), attempts=attempts)
+    retry(mlflow_client.set_terminated, run_id, "FINISHED", attempts=attempts)
     return run_id

@@ -7,7 +7,8 @@ store, e.g. ``http://host:5000`` for a shared ``mlflow server``.
 Several processes creating the same fresh SQLite store at once crash inside MLflow (its schema
 migration is not safe to race: "table ... already exists"), so creating the store and an
 experiment happens under a file lock next to the database, and every call to the store is retried
-a bounded number of times with jittered back-off when the database is busy.
+a bounded number of times with jittered back-off when the database is busy. A call to a tracking
+server is tried by MLflow alone, within ``tracking.timeout_s`` (``http_budget``).
 """
 
 from __future__ import annotations
@@ -167,10 +168,82 @@ def store_lock(uri: str) -> Iterator[None]:
 _ready: set[str] = set()
 
 
-#: MLflow's own HTTP retries default to 7 with back-off factor 2: minutes of silence before an
-#: unreachable server is reported. These bound it to about 15 s (the user's settings win).
-HTTP_BOUNDS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-               "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+#: MLflow's own HTTP retries default to 7 with back-off factor 2 and a 120 s timeout: many minutes
+#: of silence before a server that accepts but never answers is reported. ``http_budget`` fits
+#: one call's attempts, each waiting its timeout, and the pauses between them in
+#: ``tracking.timeout_s`` (default 30 s).
+HTTP_KEYS = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+             "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "MLFLOW_HTTP_REQUEST_TIMEOUT")
+#: most tries of one call (MLflow's retries + 1): a second and third for a stale pooled
+#: connection or a server that restarts
+HTTP_ATTEMPTS = 3
+
+
+def http_budget(timeout_s: float) -> dict[str, int | float]:
+    """MLflow's HTTP settings for which one call, on a server that never answers, gives up within
+    ``timeout_s``: attempts × timeout + back-off pauses ≤ ``timeout_s`` (for ``timeout_s`` ≥ 1).
+
+    urllib3 pauses ``factor × 2^(k-1)`` plus up to ``jitter`` after the k-th failure, k ≥ 2, and
+    MLflow reads the factor and the timeout as whole numbers, hence the factor 0 or 1 and the
+    jitter (a float) as the short pause below 30 s."""
+    total = max(1.0, float(timeout_s))
+    factor, jitter = (1, 1.0) if total >= 30 else (0, total / 30)
+    for retries in range(HTTP_ATTEMPTS - 1, -1, -1):
+        pauses = factor * (2 ** retries - 2) + (retries - 1) * jitter if retries > 1 else 0.0
+        per_try = int((total - pauses) // (retries + 1))
+        if per_try >= 1 or retries == 0:
+            break
+    return dict(zip(HTTP_KEYS, (retries, factor, jitter, max(1, per_try))))
+
+
+def timeout_of(cfg: Any) -> float:
+    """``tracking.timeout_s``, the schema's default for a config without it; one line if it is
+    not a positive number of seconds."""
+    from lt_bench.config import TrackingConfig
+
+    value = get(cfg, "tracking.timeout_s", TrackingConfig.timeout_s)
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = float("nan")
+    if not seconds >= 1:  # MLflow's HTTP timeout is whole seconds
+        raise LtBenchError(f"config key 'tracking.timeout_s' = {value!r} is not a number of "
+                           "seconds of at least 1: give e.g. tracking.timeout_s=30")
+    return seconds
+
+
+#: the environment as the user set it, before this process lowered MLflow's HTTP settings
+_user_http: dict[str, str | None] = {}
+_bound_s = 30.0  # the timeout_s of the last ``bound_http``
+
+
+def bound_http(timeout_s: float) -> None:
+    """Put ``http_budget(timeout_s)`` in the environment for every later call of this process
+    (MLflow reads it at each request and takes no per-call argument); a lower setting of the
+    user's own wins."""
+    global _bound_s
+    _bound_s = timeout_s
+    for key in HTTP_KEYS:
+        _user_http.setdefault(key, os.environ.get(key))
+    os.environ.update(lowered(http_budget(timeout_s), _user_http))
+
+
+def lowered(bounds: dict, current: dict[str, str | None]) -> dict[str, str]:
+    """``bounds`` as environment values, each the lower of it and ``current``'s value."""
+    out = {}
+    for key, value in bounds.items():
+        try:
+            value = min(value, type(value)(current[key])) if current.get(key) else value
+        except ValueError:
+            pass  # MLflow itself will say what is wrong with the user's value
+        out[key] = str(value)
+    return out
+
+
+def attempts_for(uri: str) -> int:
+    """Our tries of one store call: a server's calls already carry MLflow's bounded HTTP retries
+    (``bound_http``), and ours on top would multiply the wait past ``tracking.timeout_s``."""
+    return 1 if uri.startswith(("http://", "https://")) else 10
 
 
 #: One metric batch to a server that may be away: one retry (for a stale pooled connection) and
@@ -185,12 +258,7 @@ def http_bounds(bounds: dict[str, int]) -> Iterator[None]:
     the user's wins). MLflow reads these from the environment at every request and takes no
     per-call argument for them, hence the environment."""
     saved = {key: os.environ.get(key) for key in bounds}
-    for key, value in bounds.items():
-        try:
-            value = min(value, int(saved[key])) if saved[key] else value
-        except ValueError:
-            pass  # MLflow itself will say what is wrong with the user's value
-        os.environ[key] = str(value)
+    os.environ.update(lowered(bounds, saved))
     try:
         yield
     finally:
@@ -217,10 +285,26 @@ def unreachable(exc: BaseException) -> bool:
     return False
 
 
-def client(uri: str):
-    """An ``MlflowClient`` whose store exists (created under the lock on first use)."""
-    for key, value in HTTP_BOUNDS.items():
-        os.environ.setdefault(key, value)
+def gone(exc: BaseException) -> bool:
+    """MLflow's answer to a write on a deleted run."""
+    return "must be in the 'active' state" in str(exc)
+
+
+def unless_gone(fn: Callable[..., Any], *args, **kwargs) -> None:
+    """``fn(*args, **kwargs)``, where a run that a racing process deleted is no error."""
+    try:
+        fn(*args, **kwargs)
+    except Exception as exc:
+        if not gone(exc):
+            raise
+
+
+def client(uri: str, timeout_s: float | None = None):
+    """An ``MlflowClient`` whose store exists (created under the lock on first use). A server's
+    calls each give up within ``timeout_s`` (``tracking.timeout_s``; None: as set before, else
+    the default)."""
+    if timeout_s is not None or not _user_http:
+        bound_http(30.0 if timeout_s is None else timeout_s)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from mlflow import MlflowClient
@@ -228,19 +312,28 @@ def client(uri: str):
     if uri in _ready:
         return MlflowClient(tracking_uri=uri)
     try:
-        # a server has MLflow's own bounded HTTP retries (HTTP_BOUNDS); ours are for SQLite's
-        # lock contention, and on top of those they would multiply the wait
-        attempts = 1 if uri.startswith(("http://", "https://")) else 10
         with store_lock(uri):  # MlflowClient() itself may create (migrate) the store
-            c = retry(MlflowClient, tracking_uri=uri, attempts=attempts)
-            retry(c.search_experiments, max_results=1, attempts=attempts)
+            c = retry(MlflowClient, tracking_uri=uri, attempts=attempts_for(uri))
+            retry(c.search_experiments, max_results=1, attempts=attempts_for(uri))
     except Exception as exc:
-        raise LtBenchError(
-            f"cannot open the MLflow tracking store {uri!r} (config key 'tracking.uri' or "
-            f"$MLFLOW_TRACKING_URI): {type(exc).__name__}: {str(exc).splitlines()[0]}"
-        ) from exc
+        raise LtBenchError(f"cannot open the MLflow tracking store {uri!r} (config key "
+                           f"'tracking.uri' or $MLFLOW_TRACKING_URI): {why(exc)}") from exc
     _ready.add(uri)
     return c
+
+
+def why(exc: BaseException) -> str:
+    """The cause of a failed store call in a few words: a server that did not answer in time
+    names the key that bounds the wait, not MLflow's environment variable."""
+    from lt_bench.tracking.outbox import reason
+
+    if unreachable(exc):
+        words = reason(exc)
+        if words == "timed out":
+            return (f"it did not answer within tracking.timeout_s={_bound_s:g} s: check the "
+                    "server, or raise the key for a slow one")
+        return words
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
 
 
 def search_all(c, experiment_ids: list[str], filter_string: str, page: int = 1000) -> list:
@@ -248,7 +341,7 @@ def search_all(c, experiment_ids: list[str], filter_string: str, page: int = 100
     out, token = [], None
     while True:
         batch = retry(c.search_runs, experiment_ids, filter_string, max_results=page,
-                      page_token=token)
+                      page_token=token, attempts=attempts_for(c.tracking_uri))
         out.extend(batch)
         token = batch.token
         if not token:
@@ -269,12 +362,12 @@ def ensure_experiment(c, name: str, artifact_location: str | None, uri: str = ""
                                    tags={f"{TAG}kind": "benchmark-setting"})
 
     with store_lock(uri):
-        return retry(get_or_create)
+        return retry(get_or_create, attempts=attempts_for(uri))
 
 
 def prepare_store(cfg: Any) -> tuple[str, str]:
     """Create the store and the setting's experiment before workers start; return
     ``(tracking_uri, experiment_id)``. Safe to call from several processes."""
     uri = tracking_uri(cfg)
-    c = client(uri)
+    c = client(uri, timeout_of(cfg))
     return uri, ensure_experiment(c, setting_experiment(cfg), artifact_root(cfg, uri), uri)
