@@ -89,6 +89,74 @@ def ui_page(ws: Path):
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _refused(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.mark.slow  # a real mlflow server starts: 30-50 s on a loaded 2-core machine
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
+def test_sigterm_stops_the_whole_mlflow_server(tmp_path, template_db):
+    """``kill <pid of lt-bench ui>`` leaves no process of the MLflow server (uvicorn, the job
+    runner and its consumers) and no answer on the port."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    shutil.copy(template_db, ws / "mlflow.db")
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "lt_bench", "ui", f"workspace={ws}",
+                             "--port", str(port)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    server = None
+    try:
+        assert f"http://127.0.0.1:{port}" in proc.stdout.readline()
+        _wait_http(f"http://127.0.0.1:{port}/health", 120)
+        [server] = _children(proc.pid)  # mlflow server, the leader of its own group
+        assert os.getpgid(server) == server != os.getpgid(proc.pid)
+        proc.send_signal(signal.SIGTERM)  # to lt-bench ui alone, as `kill PID` does
+        assert proc.wait(timeout=40) == 0
+        assert not _group_alive(server) and _refused(port)
+    finally:
+        for group in filter(None, (proc.pid, server)):
+            if _group_alive(group):
+                os.killpg(group, signal.SIGKILL)
+
+
+def test_serving_every_interface_names_the_host_and_warns(monkeypatch):
+    from lt_bench.commands.ui import access_flags, announcement
+
+    where, warning = announcement("sqlite:///ws/mlflow.db", "0.0.0.0", 5000)
+    url = f"http://{socket.gethostname()}:5000"
+    assert url in where and "http://127.0.0.1:5000" in where
+    assert "no authentication" in warning and "read and delete runs" in warning
+    assert len(announcement("sqlite:///x", "127.0.0.1", 5000)) == 1  # this machine only
+    assert "http://[::1]:5000" in announcement("sqlite:///x", "::1", 5000)[0]
+    where, _ = announcement("sqlite:///x", "192.0.2.7", 5000)
+    assert "http://192.0.2.7:5000" in where and "127.0.0.1" not in where
+    # MLflow answers a Host header or a page origin beyond localhost only when told to
+    monkeypatch.delenv("MLFLOW_SERVER_ALLOWED_HOSTS", raising=False)
+    monkeypatch.delenv("MLFLOW_SERVER_CORS_ALLOWED_ORIGINS", raising=False)
+    flags = access_flags("0.0.0.0", 5000)
+    hosts = flags[flags.index("--allowed-hosts") + 1].split(",")
+    assert f"{socket.gethostname()}:5000" in hosts and "localhost:*" in hosts
+    assert flags[flags.index("--cors-allowed-origins") + 1] == url
+    assert access_flags("127.0.0.1", 5000) == []
+    monkeypatch.setenv("MLFLOW_SERVER_ALLOWED_HOSTS", "*")  # the user's own setting stays
+    assert "--allowed-hosts" not in access_flags("0.0.0.0", 5000)
+
+
 def open_image(page, name: str) -> None:
     """Click ``name`` in the artifact tree of the open run; the UI must fetch and show it."""
     with page.expect_response(lambda r: name in r.url, timeout=60_000) as response:
