@@ -7,6 +7,7 @@ import inspect
 import math
 import os
 import random
+import tempfile
 from pathlib import Path
 
 import torch
@@ -94,11 +95,12 @@ def trial_method(cfg: DictConfig):
 
 
 def check_writable(folder: Path) -> None:
-    probe = folder / f".lt-bench-write-probe-{os.getpid()}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe.write_text("")
-        probe.unlink()
+        # a fresh name (O_EXCL): a predictable one could be a planted link, written through
+        fd, probe = tempfile.mkstemp(prefix=".lt-bench-write-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
     except OSError as exc:
         raise LtBenchError(f"config key 'workspace': cannot write in {str(folder)!r} "
                            f"({exc.strerror or exc}); choose a writable folder") from None

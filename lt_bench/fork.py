@@ -98,7 +98,9 @@ def train_trunk(cfg, epochs: int) -> None:
 
 def trunk_done(folder: Path, epochs: int, is_main: bool) -> None:
     if is_main:
-        (Path(folder) / MARK).write_text(json.dumps(
+        from lt_bench.run_files import write_file
+
+        write_file(Path(folder) / MARK, json.dumps(
             {"epochs": epochs, "sha256": checkpoint_digest(Path(folder))}))
 
 

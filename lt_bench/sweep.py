@@ -28,6 +28,7 @@ from typing import Any
 from lt_bench.errors import LtBenchError
 from lt_bench.progress import SweepDisplay, read_progress
 from lt_bench.results import RunResult
+from lt_bench.run_files import RunFileError
 from lt_bench.sweep_workers import finished_in_folder, run_local, run_ray
 
 SWEEP_ONLY = ("methods", "seeds", "jobs", "engine", "gpus_per_run", "cpus_per_run",
@@ -204,12 +205,15 @@ def run_sweep(args: list[str], plugins: list[str] = (), out=print,
 
     prepare_stores([j.cfg for j in sweep.jobs])  # the stores and experiments before any worker
     done = finished_in_store(sweep.jobs)
-    todo, skipped = [], []
+    todo, skipped, corrupt = [], [], []
     for job in sweep.jobs:
-        if (job.method, job.cfg_hash, job.seed) in done or finished_in_folder(job):
-            skipped.append(job)
-        else:
-            todo.append(job)
+        try:
+            finished = (job.method, job.cfg_hash, job.seed) in done or finished_in_folder(job)
+        except RunFileError as exc:  # one bad run folder must not stop the others
+            out(f"sweep: {job.label}: skipped: {exc}")
+            corrupt.append(job.label)
+            continue
+        (skipped if finished else todo).append(job)
     out(f"sweep: {len(sweep.jobs)} runs ({len(skipped)} already finished, {len(todo)} to run) "
         f"on {sweep.options['engine']}"
         + (f" with {sweep.options['jobs']} workers" if sweep.options["engine"] == "local" else ""))
@@ -219,6 +223,7 @@ def run_sweep(args: list[str], plugins: list[str] = (), out=print,
                else None)
     report = Report(sweep.options["metric"], len(sweep.jobs), skipped, runs,
                     display.message if display else out, display)  # above the live lines
+    report.summary["corrupt"] = corrupt
     if todo and sweep.options["engine"] == "ray":
         run_ray(sweep, todo, report)
     elif todo:

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from lt_bench.errors import LtBenchError
 from lt_bench.ownership import owner_of
-from lt_bench.results import RunResult, finished_result
+from lt_bench.results import RunResult, finished_or_skip, finished_result
+from lt_bench.run_files import open_log
 
 if TYPE_CHECKING:
     from lt_bench.sweep import Job, Sweep
@@ -74,9 +75,7 @@ def worker_env(sweep: Sweep) -> dict[str, str]:
 
 
 def _log_path(job: Job) -> Path:
-    folder = Path(job.cfg.workspace).expanduser() / "sweeps" / "logs"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{job.run_dir.name}.log"
+    return Path(job.cfg.workspace).expanduser() / "sweeps" / "logs" / f"{job.run_dir.name}.log"
 
 
 def die_with(parent: int):
@@ -144,7 +143,7 @@ def run_local(sweep: Sweep, todo: list[Job], report, display=None) -> None:
                     done[id(job)] = BUSY
                     report(job, None, 0.0, f"being trained by {owner}", busy=True)
                     continue
-                log = open(_log_path(job), "w")
+                log = open_log(_log_path(job), root=Path(job.cfg.workspace).expanduser())
                 gpu = least_busy_gpu([r[4] for r in running], gpus)
                 proc = subprocess.Popen(
                     worker_command(sweep, job), stdout=log, stderr=subprocess.STDOUT,
@@ -216,7 +215,8 @@ def run_ray(sweep: Sweep, todo: list[Job], report) -> None:
         ready, _ = ray.wait(list(futures), num_returns=1)
         job = futures.pop(ready[0])
         code, tail = ray.get(ready[0])
-        results = finished_in_folder(job) if code == 0 else None
+        results = finished_or_skip(job.run_dir / "results.json") \
+            if code == 0 and job.run_dir else None
         if code == 0 and results is None:  # the run folder is on the worker node
             results = _results_from_output(tail)
         note = "" if results else f"exit code {code}: {tail.strip().splitlines()[-1:]}"

@@ -32,6 +32,7 @@ from lt_bench.ownership import claim_run
 from lt_bench.progress import RunProgress
 from lt_bench.registry import get_registry
 from lt_bench.results import RunResult, finished_result, from_history
+from lt_bench.run_files import write_file
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +141,7 @@ def train_claimed(cfg: DictConfig, out_dir: Path, rank: int, world_size: int,
 
 def start_tracking(run: Run, state: RunState, precision: str, branched: bool) -> None:
     cfg, out_dir = run.cfg, run.out_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    write_file(out_dir / "config.yaml", OmegaConf.to_yaml(cfg))
     state.tracker_run_id = run.tracker.start(
         {**to_dict(cfg), "precision_used": precision, **fork.trunk_params(state)}, out_dir,
         run.data.describe(), state.tracker_run_id)

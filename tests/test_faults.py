@@ -51,7 +51,7 @@ def test_stale_checkpoint_temporaries_are_removed(tmp_path):
 
 def test_a_full_disk_at_a_checkpoint_is_one_line_and_leaves_no_temporary(tmp_path, monkeypatch):
     def full(obj, f, *a, **k):
-        open(f, "wb").write(b"partial")
+        f.write(b"partial")  # the checkpoint's temporary, opened by lt_bench's safe writer
         raise RuntimeError("[enforce fail at inline_container.cc] No space left on device")
 
     monkeypatch.setattr("lt_bench.checkpoint.torch.save", full)

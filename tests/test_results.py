@@ -6,6 +6,7 @@ import pytest
 
 from lt_bench.config import load_config
 from lt_bench.results import SCHEMA, RunResult, Score, finished_result, from_history, read_result
+from lt_bench.run_files import RunFileError
 
 
 class Data:
@@ -54,10 +55,19 @@ def test_an_older_file_without_schema_and_with_unknown_keys_still_reads(tmp_path
 
 
 @pytest.mark.parametrize("content", ["", "{not json", json.dumps({"status": "RUNNING"})])
-def test_a_partial_or_unfinished_file_is_not_a_finished_run(tmp_path, content):
+def test_a_truncated_or_partial_file_is_one_line_naming_it(tmp_path, content):
+    # results.json is written atomically: a file cut short was damaged after lt_bench wrote it
     (tmp_path / "results.json").write_text(content)
-    assert finished_result(tmp_path / "results.json") is None
+    with pytest.raises(RunFileError, match="results.json.*resume=false"):
+        finished_result(tmp_path / "results.json")
     assert finished_result(tmp_path / "missing.json") is None
+
+
+def test_a_failed_run_is_not_a_finished_run(tmp_path):
+    failed = from_history(load_config([], ["method=ce"]), Data(), history(), "FAILED", 1.0)
+    failed.save(tmp_path / "results.json")
+    assert read_result(tmp_path / "results.json").status == "FAILED"
+    assert finished_result(tmp_path / "results.json") is None
 
 
 def test_summary_drops_the_per_class_lists():

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from lt_bench.results import RunResult, finished_result
+from lt_bench.results import RunResult, finished_or_skip
 from lt_bench.tracking.store import TAG, imbalance_tag, setting_experiment
 
 SETTING = ("dataset", "imbalance", "backbone", "protocol")
@@ -110,7 +110,7 @@ _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 def read_run_folders(workspace: Path, experiment: str | None = None) -> Iterator[dict]:
     """The records of the FINISHED runs under ``<workspace>/runs``, of one experiment or all."""
     for path in sorted((Path(workspace) / "runs").glob(f"*/{RESULTS}")):
-        result = finished_result(path)  # None: unreadable, half-written or not finished
+        result = finished_or_skip(path)  # None: not finished, or corrupt (said, left out)
         if result is None:
             continue
         record = from_results(result, path.parent)
