@@ -135,6 +135,30 @@ def test_a_group_whose_only_seed_was_killed_is_not_left_running(workspace):  # n
     assert group.info.status == "FINISHED" and group.data.metrics["seeds"] == 1
 
 
+class RacedExperiments:
+    """A server's client whose experiment another process creates between this one's look-up
+    and its create."""
+
+    def __init__(self):
+        self.created = False
+
+    def get_experiment_by_name(self, name):
+        from mlflow.entities import Experiment
+
+        return Experiment("7", name, "", "active") if self.created else None
+
+    def create_experiment(self, name, **kwargs):
+        from mlflow.exceptions import RestException
+
+        self.created = True  # by the other process, a moment sooner
+        raise RestException({"error_code": "RESOURCE_ALREADY_EXISTS",
+                             "message": f"Experiment(name={name}) already exists."})
+
+
+def test_racing_experiment_creators_on_a_server_agree():
+    assert store.ensure_experiment(RacedExperiments(), "setting", None, "http://mlflow:5000") == "7"
+
+
 # -- a server that never answers --------------------------------------------------------------
 
 def worst_wait(budget: dict) -> float:

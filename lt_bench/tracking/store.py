@@ -123,12 +123,13 @@ retries_done = 0
 def retry(fn: Callable[..., T], *args, attempts: int = 10, base_s: float = 0.05,
           max_s: float = 3.0, **kwargs) -> T:
     """``fn(*args, **kwargs)``, retried on transient store errors with jittered exponential
-    back-off (at most ``attempts`` tries); any other error is raised at once."""
+    back-off (at most ``attempts`` tries); any other error is raised at once, and so is a server
+    that did not answer: MLflow's own HTTP retries (``bound_http``) have spent its time."""
     for attempt in range(1, attempts + 1):
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
-            if attempt == attempts or not is_transient(exc):
+            if attempt == attempts or not is_transient(exc) or unreachable(exc):
                 raise
             global retries_done
             retries_done += 1
@@ -242,7 +243,9 @@ def lowered(bounds: dict, current: dict[str, str | None]) -> dict[str, str]:
 
 def attempts_for(uri: str) -> int:
     """Our tries of one store call: a server's calls already carry MLflow's bounded HTTP retries
-    (``bound_http``), and ours on top would multiply the wait past ``tracking.timeout_s``."""
+    (``bound_http``), and ours on top would multiply the wait past ``tracking.timeout_s``. A call
+    that races other processes (``ensure_experiment``) keeps the default, as the server's answer
+    "already exists" is worth another try."""
     return 1 if uri.startswith(("http://", "https://")) else 10
 
 
@@ -361,8 +364,8 @@ def ensure_experiment(c, name: str, artifact_location: str | None, uri: str = ""
         return c.create_experiment(name, artifact_location=artifact_location,
                                    tags={f"{TAG}kind": "benchmark-setting"})
 
-    with store_lock(uri):
-        return retry(get_or_create, attempts=attempts_for(uri))
+    with store_lock(uri):  # a server's racing creators answer "already exists": tried again
+        return retry(get_or_create)
 
 
 def prepare_store(cfg: Any) -> tuple[str, str]:
