@@ -1,14 +1,15 @@
 """The adversarial cases of the faults issue, run as a user would: what each does now, and how
 long it takes to fail.
 
-    python benchmarks/faults_table.py OUT.md
+    python benchmarks/faults_table.py OUT.md [ONLY]    # ONLY: the cases whose name holds it
 
 Each case is a command line (``lt-bench ...``, or ``python -c`` for the API cases) run in a
 fresh temporary workspace. The table gives the exit code, the first line of what it printed to
 stderr (or the check's verdict) and the wall time to that exit, Python start and imports
 included (``lt-bench --version`` is timed first as the floor). The concurrency cases (two
 sweeps on one workspace, ``kill -9`` of a sweep) and a server lost mid-run need processes
-that live a while: tests/test_sweep.py and tests/test_tracking_server.py run them.
+that live a while: tests/test_sweep.py and tests/test_tracking_server.py run them. The cases of
+reliability round 2 (issue 27) are in ``faults_round2.py``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import faults_round2
 
 TINY = "dataset=synthetic_lt tracking.tracker=local quiet=true protocol.epochs=1"
 API = "import torch, lt_bench; "
@@ -88,14 +91,16 @@ CASES = [
 ]
 
 
-def run(command: str, ws: Path, tmp: Path) -> tuple[int, str, float]:
+def run(command: str, ws: Path, tmp: Path, save: bool = True) -> tuple[int, str, float]:
     started = time.perf_counter()
     proc = subprocess.run(command.format(ws=ws, tmp=tmp), shell=True, capture_output=True,
                           text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     seconds = time.perf_counter() - started
+    if save:  # for the case's check to read
+        (tmp / "output.txt").write_text(proc.stdout + proc.stderr)
     said = [ln for ln in proc.stderr.splitlines() if ln.strip() and "Warning" not in ln]
     said = said or [ln for ln in proc.stdout.splitlines() if ln.strip()]
-    return proc.returncode, (said[-1] if said else "")[:160], seconds
+    return proc.returncode, (said[-1] if said else "")[:220], seconds
 
 
 def main() -> int:
@@ -103,10 +108,15 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="faults-") as top:
         floor = run("lt-bench --version", Path(top), Path(top))[2]
-        for i, (case, command) in enumerate(CASES):
+        for i, (case, command, *more) in enumerate(CASES + faults_round2.CASES):
+            if len(sys.argv) > 2 and sys.argv[2] not in case:
+                continue
+            check = more[0] if more else ""
             ws, tmp = Path(top) / f"ws{i}", Path(top) / f"tmp{i}"
             tmp.mkdir()
             code, said, seconds = run(command, ws, tmp)
+            if check:  # what the command did, beside what it said
+                said = f"{said} · {run(check, ws, tmp, save=False)[1]}"
             rows.append(f"| {case} | {code} | {said.replace('|', '/')} | {seconds:.1f} |")
             print(rows[-1], flush=True)
     head = (f"Measured {time.strftime('%Y-%m-%d')} on this machine ({os.cpu_count()} cores); "
