@@ -18,7 +18,10 @@ from lt_bench.api import build_method, check_method
 from lt_bench.backbones import build_backbone, check_backbone
 from lt_bench.backbones.heads import swap_head
 from lt_bench.config import to_dict
+from lt_bench.cpu_variant import CACHE_NAME, Choice, Workload, choose
+from lt_bench.data import DataConfig, cache_dir
 from lt_bench.device_defaults import resolve_compile
+from lt_bench.loop import default_eval_batch
 from lt_bench.errors import LtBenchError
 from lt_bench.method import Method
 from lt_bench.registry import get_registry
@@ -121,7 +124,7 @@ def build_model(cfg: DictConfig, data, device: torch.device) -> torch.nn.Module:
         raise LtBenchError(f"method {cfg.method.name!r} needs the penultimate features, but "
                            f"backbone {cfg.backbone.name!r} does not return them (its forward "
                            "takes no return_features); use backbone=resnet32")
-    return model.to(device).to(memory_format=memory_format(cfg, device))
+    return model.to(device)  # in its memory format once the variant is chosen (choose_variant)
 
 
 def check_needs(cfg: DictConfig, data, world_size: int) -> None:
@@ -156,9 +159,36 @@ def build_criterion(cfg: DictConfig, data, device: torch.device) -> torch.nn.Mod
     return build_method(cfg.method.name, data.train_counts, **method_options_of(cfg)).to(device)
 
 
-def memory_format(cfg: DictConfig, device: torch.device) -> torch.memory_format:
-    channels_last = device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
-    return torch.channels_last if channels_last else torch.contiguous_format
+def choose_variant(cfg: DictConfig, model: torch.nn.Module, data, device: torch.device,
+                   precision: str, world_size: int, autocast) -> Choice:
+    """Memory format and compilation: measured on a CPU (``lt_bench.cpu_variant``); on CUDA
+    channels_last, and torch.compile where ``resolve_compile`` says it pays."""
+    if device.type != "cpu":
+        mode, why = resolve_compile(cfg.compile, cfg.compile_mode, device, world_size,
+                                    cfg.deterministic)
+        channels_last = True if cfg.channels_last is None else bool(cfg.channels_last)
+        return Choice(channels_last, mode is not None, "default", why)
+    p = cfg.protocol
+    eval_batch = cfg.eval_batch_size or default_eval_batch(data, p.batch_size)
+    workload = Workload(
+        sample_shape=sample_shape(data, cfg), num_classes=len(data.classes), precision=precision,
+        batch=p.batch_size, eval_batch=min(eval_batch, max(data.num_test, 1)),
+        train_images=data.num_train, eval_images=data.num_test / max(1, p.eval_every),
+        epochs=p.epochs)
+    try:
+        cache = cache_dir(DataConfig(**to_dict(cfg.data))) / CACHE_NAME
+    except LtBenchError:
+        cache = None  # without a cache every run probes; it still trains
+    return choose(cfg, model, workload, autocast, world_size=world_size, cache=cache)
+
+
+def sample_shape(data, cfg: DictConfig) -> tuple[int, ...]:
+    """One training image's shape as the model sees it (C, H, W)."""
+    images = getattr(data, "train_images", None)
+    if images is not None:
+        return tuple(images.shape[1:])
+    size = getattr(data, "image_size", None) or cfg.data.image_size
+    return (3, size, size)
 
 
 def build_optimizer(model: torch.nn.Module, p, device: torch.device) -> torch.optim.Optimizer:
@@ -190,15 +220,14 @@ def lr_factor(step: int, steps_per_epoch: int, p) -> float:
 
 
 def wrap_for_training(model: torch.nn.Module, cfg: DictConfig, device: torch.device,
-                      world_size: int, say) -> torch.nn.Module:
-    """DistributedDataParallel under torchrun, then ``torch.compile`` where it pays."""
+                      world_size: int, say, choice: Choice) -> torch.nn.Module:
+    """DistributedDataParallel under torchrun, then ``torch.compile`` where the variant says."""
     if world_size > 1:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    mode, why = resolve_compile(cfg.compile, cfg.compile_mode, device, world_size,
-                                cfg.deterministic)
-    if mode:  # after DDP, so that DDP sees the model's own parameter and buffer names
-        say(f"compile: {mode} ({why}; the first epoch compiles)")
+    if choice.compile:  # after DDP, so that DDP sees the model's own parameter and buffer names
+        mode = cfg.compile_mode or ("reduce-overhead" if device.type == "cuda" else "default")
+        say(f"compile: {mode} (the first epoch compiles)")
         # dynamic=False: the last, smaller batch gets a graph of its own instead of turning the
         # whole model into a dynamic-shape graph (which CUDA graphs cannot replay).
         model = torch.compile(model, mode=mode, dynamic=False)

@@ -65,6 +65,7 @@ class RunState:
     tracker_run_id: str | None = None
     elapsed: float = 0.0
     trunk: str | None = None  # the trunk this run branched from (lt_bench.fork), if any
+    variant: dict | None = None  # how the backbone runs (lt_bench.cpu_variant.Choice.to_dict)
 
     def save(self, path: Path) -> None:
         cuda = self.device.type == "cuda"
@@ -75,6 +76,7 @@ class RunState:
             "cuda_rng": torch.cuda.get_rng_state(self.device) if cuda else None,
             "epoch": self.next_epoch - 1, "history": self.history,
             "tracker_run_id": self.tracker_run_id, "elapsed": self.elapsed, "trunk": self.trunk,
+            "variant": self.variant,
         })
 
     def restore(self, path: Path, criterion: bool = True) -> None:
@@ -101,3 +103,4 @@ class RunState:
         self.tracker_run_id = state.get("tracker_run_id")
         self.elapsed = state.get("elapsed", 0.0)
         self.trunk = state.get("trunk")
+        self.variant = state.get("variant")

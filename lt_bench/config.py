@@ -76,17 +76,17 @@ class Config:
     plugins: list[str] = field(default_factory=list)
     resume: bool = True  # continue an interrupted run of the same config from its checkpoint
     deterministic: bool = False
-    compile: bool | None = None  # None: on for a one-process CUDA run, off elsewhere
+    compile: bool | None = None  # None: on for a one-process CUDA run; on a CPU measured
     compile_mode: str | None = None  # None: reduce-overhead (CUDA graphs) on CUDA, else default
     eval_batch_size: int | None = None  # None: at least 1,000 for small images, else the batch
-    channels_last: bool | None = None  # None: on CUDA only (on CPU it slows ResNet-32 down)
+    channels_last: bool | None = None  # None: on CUDA; on a CPU the faster, measured
     quiet: bool = False
     log_every: int = 50
 
 
 #: keys that do not change what a run computes, left out of its identity hash
 NOT_HASHED = ("seed", "workspace", "tracking", "resume", "quiet", "log_every", "device", "plugins",
-              "compile_mode", "eval_batch_size", "precision_used", "fork")
+              "compile_mode", "eval_batch_size", "precision_used", "variant_used", "fork")
 #: keys added after runs were recorded, hashed only away from their default, so that a recorded
 #: run keeps its hash (and is still skipped by a sweep and grouped by the leaderboard)
 HASHED_WHEN_SET = {"data": {"pad_mode": "zero", "normalize": "dataset", "meta_per_class": 0}}

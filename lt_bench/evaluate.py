@@ -13,7 +13,7 @@ GROUP_NAMES = ("many", "medium", "few")
 
 @torch.no_grad()
 def evaluate(model, data, device, batch_size: int, rank: int = 0, world_size: int = 1,
-             split: str = "test") -> dict:
+             split: str = "test", memory_format=torch.contiguous_format) -> dict:
     """Accuracy over the test (or held-out validation) set. Under torch.distributed each rank
     scores a disjoint shard (no padded duplicates) and the per-class counts are summed over
     ranks."""
@@ -27,7 +27,7 @@ def evaluate(model, data, device, batch_size: int, rank: int = 0, world_size: in
     total = torch.zeros(num_classes, dtype=torch.long, device=device)
     for images, targets in data.test_batches(batch_size, device=device, rank=rank,
                                              world_size=world_size, split=split):
-        predicted = model(images).float().argmax(dim=1)
+        predicted = model(images.contiguous(memory_format=memory_format)).float().argmax(dim=1)
         total.index_add_(0, targets, torch.ones_like(targets))
         correct.index_add_(0, targets, (predicted == targets).long())
         if with_confusion:

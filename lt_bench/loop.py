@@ -21,10 +21,11 @@ DIVERGED = 1e6
 
 
 def train_one_epoch(model, criterion, optimizer, scheduler, batches, *, epoch: int, autocast,
-                    memory_format, log_every: int, on_step, meta=None) -> float:
+                    memory_format, log_every: int, on_step, meta=None, fence=None) -> float:
     """Train over ``batches``; return the mean loss. ``on_step(step, mean_loss | None)`` is told
     after every step (the mean only every ``log_every`` steps: reading it syncs the device).
-    ``meta``: batches of the meta set, for a method that looks ahead this epoch."""
+    ``meta``: batches of the meta set, for a method that looks ahead this epoch. ``fence``: a
+    ``bf16_fence.Bf16Fence`` that redoes a non-finite bf16 forward pass in fp32."""
     model.train()
     criterion.train()
     loss_sum = None
@@ -33,7 +34,7 @@ def train_one_epoch(model, criterion, optimizer, scheduler, batches, *, epoch: i
         images = images.contiguous(memory_format=memory_format)
         with autocast:
             lr = optimizer.param_groups[0]["lr"]
-            loss = batch_loss(model, criterion, images, targets, meta, lr)
+            loss = batch_loss(model, criterion, images, targets, meta, lr, fence)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -49,13 +50,15 @@ def train_one_epoch(model, criterion, optimizer, scheduler, batches, *, epoch: i
     return mean_loss
 
 
-def batch_loss(model, criterion, images, targets, meta, lr: float) -> torch.Tensor:
+def batch_loss(model, criterion, images, targets, meta, lr: float,
+               fence=None) -> torch.Tensor:
     """The criterion's loss of one batch, given what its method declared it needs."""
     features = weights = None
+    forward = fence.forward if fence is not None else call
     if criterion.needs_features:
-        outputs, features = model(images, return_features=True)
+        outputs, features = forward(model, images, return_features=True)
     else:
-        outputs = model(images)
+        outputs = forward(model, images)
     if criterion.looks_ahead:
         weights = criterion.look_ahead(
             LookAhead(model, images, targets, criterion.loss_fn, meta, lr)).detach()
@@ -66,14 +69,19 @@ def batch_loss(model, criterion, images, targets, meta, lr: float) -> torch.Tens
                for i, z in enumerate(branches))
 
 
+def call(model, images, **kwargs):
+    return model(images, **kwargs)
+
+
 def evaluate_epoch(model, data, device, batch_size: int, rank: int, world_size: int,
-                   autocast) -> tuple[dict, dict]:
+                   autocast, memory_format=torch.contiguous_format) -> tuple[dict, dict]:
     """``(metrics, test report)``: ``test/acc``, ``test/acc_few`` … and ``val/*`` when the data
     hold a validation split; the report keeps the per-class accuracy and the confusion."""
     model.eval()
     with autocast:
-        test = evaluate(model, data, device, batch_size, rank, world_size)
-        val = (evaluate(model, data, device, batch_size, rank, world_size, "val")
+        test = evaluate(model, data, device, batch_size, rank, world_size,
+                        memory_format=memory_format)
+        val = (evaluate(model, data, device, batch_size, rank, world_size, "val", memory_format)
                if data.num_val else {})
     metrics = {f"{split}/{k}": v for split, report in (("test", test), ("val", val))
                for k, v in report.items() if isinstance(v, (int, float))}

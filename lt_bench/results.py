@@ -81,6 +81,8 @@ class RunResult:
     history: list[dict] = field(default_factory=list)  # per-epoch metrics
     wall_time_s: float = 0.0
     precision: str = ""
+    # memory format and compilation, with the figures that chose them (lt_bench.cpu_variant)
+    variant: dict = field(default_factory=dict)
     schema: int = SCHEMA
 
     def score(self, which: str) -> Score | None:

@@ -21,9 +21,11 @@ from tqdm.auto import tqdm
 
 from lt_bench import assemble as parts
 from lt_bench import fork, loop
+from lt_bench.bf16_fence import Bf16Fence
 from lt_bench.checkpoint import RunState, remove_stale_temporaries
 from lt_bench.config import config_hash, run_folder, to_dict
 from lt_bench.config_checks import schedule_warnings
+from lt_bench.cpu_variant import Choice
 from lt_bench.data import DataConfig, groups, load_data
 from lt_bench.device_defaults import resolve_precision
 from lt_bench.interrupts import held, terminate_as_interrupt
@@ -53,6 +55,8 @@ class Run:
     autocast: Any
     bar: Any
     progress: RunProgress
+    memory_format: torch.memory_format = torch.contiguous_format
+    fence: Bf16Fence | None = None  # on a single-process CPU run in bf16
 
 
 def train(cfg: DictConfig, trunk: str | None = None) -> RunResult:
@@ -110,9 +114,15 @@ def train_claimed(cfg: DictConfig, out_dir: Path, rank: int, world_size: int,
     branched = resume_or_start(state, cfg, out_dir, is_main, say, trunk)
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"
                 else nullcontext())
-    run = Run(cfg, data, parts.wrap_for_training(model, cfg, device, world_size, say), tracker,
-              out_dir, rank, world_size, steps, drop_last, autocast, None,
-              RunProgress(out_dir, stop_after or p.epochs, steps, enabled=is_main))
+    choice = variant_of(state, cfg, data, device, precision, world_size, autocast)
+    say(f"variant: {choice.describe()}")
+    model.to(memory_format=choice.memory_format)
+    run = Run(cfg, data, parts.wrap_for_training(model, cfg, device, world_size, say, choice),
+              tracker, out_dir, rank, world_size, steps, drop_last, autocast, None,
+              RunProgress(out_dir, stop_after or p.epochs, steps, enabled=is_main),
+              choice.memory_format,
+              Bf16Fence(model) if precision == "bf16" and device.type == "cpu"
+              and world_size == 1 else None)
     status = "FAILED"
     try:
         with held():  # a tracker run, once created, is always closed by the finally below
@@ -139,11 +149,23 @@ def train_claimed(cfg: DictConfig, out_dir: Path, rank: int, world_size: int,
             record_failure(tracker, status)
 
 
+def variant_of(state: RunState, cfg: DictConfig, data, device: torch.device, precision: str,
+               world_size: int, autocast) -> Choice:
+    """The variant the run's checkpoint (or trunk) recorded, else a new choice, kept in the
+    state: a resumed run must not change its kernels halfway."""
+    if state.variant:
+        return Choice.from_dict(state.variant, "resumed")
+    choice = parts.choose_variant(cfg, state.model, data, device, precision, world_size, autocast)
+    state.variant = choice.to_dict()
+    return choice
+
+
 def start_tracking(run: Run, state: RunState, precision: str, branched: bool) -> None:
     cfg, out_dir = run.cfg, run.out_dir
     write_file(out_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+    used = {"precision_used": precision, "variant_used": state.variant["label"]}
     state.tracker_run_id = run.tracker.start(
-        {**to_dict(cfg), "precision_used": precision, **fork.trunk_params(state)}, out_dir,
+        {**to_dict(cfg), **used, **fork.trunk_params(state)}, out_dir,
         run.data.describe(), state.tracker_run_id)
     if branched:  # the trunk's epochs are this run's too
         fork.replay_history(run.tracker, state.history)
@@ -153,7 +175,8 @@ def finish(run: Run, state: RunState, precision: str) -> RunResult:
     result = from_history(run.cfg, run.data, state.history, "FINISHED", state.elapsed,
                           run_id=state.tracker_run_id, run_dir=str(run.out_dir),
                           cfg_hash=config_hash(run.cfg),
-                          group_of_class=groups(run.data.train_counts), precision=precision)
+                          group_of_class=groups(run.data.train_counts), precision=precision,
+                          variant=state.variant)
     if run.rank == 0:
         result.save(run.out_dir / "results.json")
         run.tracker.finish(result, status="FINISHED")
@@ -216,16 +239,18 @@ def run_epoch(run: Run, state: RunState, epoch: int) -> None:
             if state.criterion.looks_ahead else None)
     train_loss = loop.train_one_epoch(
         run.model, state.criterion, state.optimizer, state.scheduler, batches, epoch=epoch,
-        autocast=run.autocast, memory_format=parts.memory_format(cfg, device),
-        log_every=cfg.log_every, on_step=on_step, meta=meta)
+        autocast=run.autocast, memory_format=run.memory_format,
+        log_every=cfg.log_every, on_step=on_step, meta=meta, fence=run.fence)
     metrics = {"train/loss": train_loss, "lr": lr_used,
                "time/train_s": time.perf_counter() - started}
+    if run.fence is not None and (redone := run.fence.take_count()):
+        metrics["train/fp32_redone"] = redone
     record = {"epoch": epoch, "class_weights": weights_used}
     test = None
     if (epoch + 1) % p.eval_every == 0 or epoch + 1 == p.epochs:
         eval_batch = cfg.eval_batch_size or loop.default_eval_batch(data, p.batch_size)
         scores, test = loop.evaluate_epoch(state.model, data, device, eval_batch, run.rank,
-                                           run.world_size, run.autocast)
+                                           run.world_size, run.autocast, run.memory_format)
         metrics.update(scores)
         record.update(per_class=test["per_class"], confusion=test.get("confusion"))
     metrics["time/epoch_s"] = time.perf_counter() - started
