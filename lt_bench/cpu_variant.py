@@ -49,7 +49,7 @@ class Choice:
 
     channels_last: bool = False
     compile: bool = False
-    how: str = "default"  # measured | cached | pinned | resumed | default
+    how: str = "default"  # measured | cached | pinned | checkpoint (resumed, branched) | default
     why: str = ""
     figures: dict = field(default_factory=dict)  # label -> train/eval img/s, epoch s, compile s
 
@@ -136,6 +136,7 @@ def choose(cfg, model: torch.nn.Module, workload: Workload, autocast, *, world_s
 def measure(model, workload: Workload, autocast, layouts: list[bool], *, compile_too: bool,
             pinned_compile: bool) -> Choice:
     """Time every candidate; keep the shortest estimated epoch."""
+    started = time.perf_counter()
     figures: dict[str, dict] = {}
     best_step = None
     for channels_last in layouts:
@@ -155,7 +156,8 @@ def measure(model, workload: Workload, autocast, layouts: list[bool], *, compile
         if not f.get("dropped") and saved > f["compile_s"]:
             fastest = variant_label(channels_last, True)
     return Choice(channels_last, fastest.endswith("compile"), "measured",
-                  f"the shortest epoch of {len(figures)} timed", figures)
+                  f"the shortest epoch of {len(figures)} timed in "
+                  f"{time.perf_counter() - started:.1f} s", figures)
 
 
 def time_variant(model, workload: Workload, autocast, channels_last: bool, compiled: bool,

@@ -154,7 +154,7 @@ def variant_of(state: RunState, cfg: DictConfig, data, device: torch.device, pre
     """The variant the run's checkpoint (or trunk) recorded, else a new choice, kept in the
     state: a resumed run must not change its kernels halfway."""
     if state.variant:
-        return Choice.from_dict(state.variant, "resumed")
+        return Choice.from_dict(state.variant, "checkpoint")
     choice = parts.choose_variant(cfg, state.model, data, device, precision, world_size, autocast)
     state.variant = choice.to_dict()
     return choice

@@ -144,4 +144,4 @@ def test_a_resumed_run_keeps_the_variant_its_checkpoint_recorded(tmp_path):
     state.variant = None
     state.restore(tmp_path / "checkpoint.pt")
     choice = variant_of(state, None, None, torch.device("cpu"), "fp32", 1, None)
-    assert (choice.channels_last, choice.compile, choice.how) == (True, False, "resumed")
+    assert (choice.channels_last, choice.compile, choice.how) == (True, False, "checkpoint")
