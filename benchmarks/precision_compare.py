@@ -1,6 +1,7 @@
 """bf16 against fp32 for the same methods and seeds: accuracy, the methods' gap, class weights.
 
     python benchmarks/precision_compare.py WORKSPACE
+    python benchmarks/precision_compare.py evidence/bf16_vs_fp32_quick   # the committed runs
 
 Reads every finished run under ``WORKSPACE/runs`` (a sweep with ``precision=[bf16,fp32]``) and
 prints, per method and precision, the final and best accuracy over the seeds; the paired
@@ -21,7 +22,9 @@ from pathlib import Path
 
 def load(workspace: Path) -> dict:
     runs = {}
-    for path in sorted(workspace.glob("runs/*/results.json")):
+    # a workspace, or a folder of copied results (evidence/bf16_vs_fp32_quick)
+    paths = sorted(workspace.glob("runs/*/results.json")) or sorted(workspace.glob("*.json"))
+    for path in paths:
         r = json.loads(path.read_text())
         if r.get("status") == "FINISHED":
             runs[(r["method"], r["precision"], r["seed"])] = r
