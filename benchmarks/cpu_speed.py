@@ -6,11 +6,12 @@ Floor: ResNet-32 on ready-made random tensors (no data pipeline), timed by the s
 run's own probe uses (``lt_bench.cpu_variant.time_variant``): batch 128 with SGD for training,
 batch 1,000 under no_grad for scoring, in fp32 and bf16 (bf16 only where the CPU runs it
 natively, unless ``--all-precisions``), contiguous and channels_last, and compiled with
-``--compile``. Its epoch is CIFAR-10-LT IF 100's: 12,406 training and 10,000 test images.
+``--compile`` (in the precision a run picks). Its epoch is CIFAR-10-LT IF 100's: 12,406 training and 10,000 test images.
 
 Harness: ``lt-bench train dataset=cifar10_lt`` with the default protocol cut to ``--epochs``
 epochs, in a fresh process, as a user runs it (its variant probe and cache included); the median
-epoch (training plus scoring) after the first. ``--pair`` adds ``lt-bench sweep jobs=2`` with two
+epoch (training plus scoring) after the first. Beside it the same run pinned to what a CPU run
+did before it measured its variant (contiguous, eager). ``--pair`` adds ``lt-bench sweep jobs=2`` with two
 seeds side by side and compares the images both push through with those of the one run.
 Run it on an idle machine; it prints the CPU it measured.
 """
@@ -32,9 +33,12 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_IMAGES, TEST_IMAGES = 12406, 10000
+#: what a CPU run did before it measured its variant
+BEFORE = ["channels_last=false", "compile=false"]
 
 
-def floors(precisions: list[str], compiled: bool, steps: int) -> list[dict]:
+def floors(precisions: list[str], compiled: str | None, steps: int) -> list[dict]:
+    """Every variant's figures; ``compiled``: the precision whose variants are compiled too."""
     from lt_bench import cpu_variant
     from lt_bench.backbones import build_backbone
 
@@ -47,7 +51,7 @@ def floors(precisions: list[str], compiled: bool, steps: int) -> list[dict]:
         autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16"
                     else nullcontext())
         for channels_last in (False, True):
-            for compile_ in (False, True) if compiled else (False,):
+            for compile_ in (False, True) if compiled == precision else (False,):
                 f = cpu_variant.time_variant(model, workload, autocast, channels_last, compile_,
                                              drop_above=None)
                 label = f"{precision}, {cpu_variant.variant_label(channels_last, compile_)}"
@@ -78,7 +82,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5,
                         help="harness epochs (default 5: long enough that the run probes)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per floor variant")
-    parser.add_argument("--compile", action="store_true", help="time torch.compile too (slow)")
+    parser.add_argument("--compile", action="store_true",
+                        help="time torch.compile too, in the precision a run uses (slow)")
     parser.add_argument("--all-precisions", action="store_true",
                         help="time bf16 even where the CPU only emulates it")
     parser.add_argument("--pair", action="store_true", help="also two runs side by side")
@@ -91,20 +96,24 @@ def main() -> None:
     precisions = ["fp32", "bf16"] if native or args.all_precisions else ["fp32"]
     print(f"CPU: {cpu_model()} ({why}), {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads", flush=True)
-    rows = floors(precisions, args.compile, args.steps)
     default_precision = "bf16" if native else "fp32"
+    rows = floors(precisions, default_precision if args.compile else None, args.steps)
     best = min((r for r in rows if r["variant"].startswith(default_precision)
                 and "epoch_s" in r), key=lambda r: r["epoch_s"])
 
     common = ["dataset=cifar10_lt", "imbalance=100", f"data.root={Path(args.root).resolve()}",
               f"protocol.epochs={args.epochs}"]
     with tempfile.TemporaryDirectory() as tmp:
+        before = median_epoch(lt_bench(["train", *common, *BEFORE], Path(tmp) / "before")[0])
+        print(f"harness as before issue 23 ({' '.join(BEFORE)}): {before:.1f} s an epoch",
+              flush=True)
         started = time.perf_counter()
         one = lt_bench(["train", *common], Path(tmp) / "one")[0]
         one_wall = time.perf_counter() - started
         harness = median_epoch(one)
         print(f"harness: {harness:.1f} s an epoch, variant {one['variant'].get('label')} "
-              f"({one['variant'].get('how')}), wall {one_wall:.0f} s", flush=True)
+              f"({one['variant'].get('how')}: {one['variant'].get('why')}), wall {one_wall:.0f} s",
+              flush=True)
         pair = None
         if args.pair:
             runs = lt_bench(["sweep", *common, "seeds=2", "jobs=2", "fork=false"],
@@ -123,6 +132,8 @@ def main() -> None:
     print(f"\nbest floor ({best['variant']}): {best['epoch_s']:.1f} s an epoch")
     print(f"default `lt-bench train` epoch: {harness:.1f} s ({one['variant'].get('label')}, "
           f"{one['precision']}): {best['epoch_s'] / harness:.2f} of the floor's speed")
+    print(f"the same harness as before issue 23 (contiguous, eager): {before:.1f} s "
+          f"({before / harness:.2f}× the default's time)")
     if pair:
         images = TRAIN_IMAGES + TEST_IMAGES
         both, alone = sum(images / s for s in pair), images / harness

@@ -9,8 +9,9 @@ is instant and the same on every rank.
 ``compile`` unset: torch.compile with CUDA graphs (``reduce-overhead``) for a one-process CUDA
 run, measured 2.5x faster per epoch than eager for ResNet-32 on CIFAR-10-LT on an H100 (the
 harness, DV statistics included: 0.89 s against 2.21 s, docs/BENCHMARKS.md), for about a minute
-of compilation per process. Eager elsewhere: on the CPU compiling costs more than it saves over a
-short run, and CUDA graphs under DDP or with deterministic algorithms have not been measured.
+of compilation per process. Eager under DDP or with deterministic algorithms (CUDA graphs there
+have not been measured). A CPU run measures its memory format and compilation instead
+(``lt_bench.cpu_variant``).
 """
 
 from __future__ import annotations

@@ -245,6 +245,7 @@ def test_zheng_ng_code_sets_the_rest_of_the_authors_run():
     assert (p.epochs, p.batch_size, p.optimizer, p.lr, p.momentum, p.nesterov) == \
         (200, 100, "sgd", 0.1, 0.9, True)
     assert (p.weight_decay, p.warmup_epochs, p.eval_every) == (5e-4, 0, 1)
-    assert cfg.precision == "fp32" and cfg.backbone.name == "resnet32"
+    # bf16 where native (it did not move the CPU comparison, docs/RESULTS.md); fp32 one key away
+    assert cfg.precision == "auto" and cfg.backbone.name == "resnet32"
     assert (cfg.data.pad_mode, cfg.data.normalize) == ("reflect", "cifar_fixed")
-    assert load_config([], ["precision=bf16", "protocol=zheng_ng_code"]).precision == "bf16"
+    assert load_config([], ["precision=fp32", "protocol=zheng_ng_code"]).precision == "fp32"
