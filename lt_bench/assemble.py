@@ -21,8 +21,8 @@ from lt_bench.config import to_dict
 from lt_bench.cpu_variant import CACHE_NAME, Choice, Workload, choose
 from lt_bench.data import DataConfig, cache_dir
 from lt_bench.device_defaults import resolve_compile
-from lt_bench.loop import default_eval_batch
 from lt_bench.errors import LtBenchError
+from lt_bench.loop import default_eval_batch
 from lt_bench.method import Method
 from lt_bench.registry import get_registry
 

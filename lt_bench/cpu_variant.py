@@ -2,9 +2,10 @@
 
 The candidates are the memory format (contiguous or channels_last) and, for a run long enough to
 repay its compilation, torch.compile. No rule by CPU name picks them: in bf16, channels_last made
-ResNet-32 8× slower on an AMD EPYC with avx512_bf16 and 1.2× faster on an Intel Xeon with AMX
-(docs/BENCHMARKS.md). So the first run on a machine trains a copy of its model on random tensors
-for a few steps in each candidate, at the run's batch, precision and thread count, scores a batch
+ResNet-32 8× slower on an AMD EPYC with avx512_bf16 under torch 2.15, 1.15× faster on the same
+kind of CPU under torch 2.14.1, and 1.2× faster on an Intel Xeon with AMX (docs/BENCHMARKS.md).
+So the first run on a machine trains a copy of its model on random tensors for a few steps in
+each candidate, at the run's batch, precision and thread count, scores a batch
 of the evaluation size too, and keeps the candidate with the shortest epoch (training plus
 evaluation). The choice is cached per machine, CPU, torch version, backbone, precision, batch
 and threads, so later runs pay nothing, and it is kept in the run's checkpoint, so a resumed run
@@ -145,8 +146,11 @@ def measure(model, workload: Workload, autocast, layouts: list[bool], *, compile
         figures[variant_label(channels_last, pinned_compile)] = f
         if not f.get("dropped"):
             best_step = min(best_step or f["step_s"], f["step_s"])
-    fastest = min((k for k in figures if not figures[k].get("dropped")),
-                  key=lambda k: figures[k]["epoch_s"])
+    timed = [k for k in figures if not figures[k].get("dropped")]
+    if not timed:  # the probe itself failed: the run trains as it did before and says why
+        return Choice(False, False, "default", "the probe failed: "
+                      + "; ".join(f.get("error", "?") for f in figures.values()), figures)
+    fastest = min(timed, key=lambda k: figures[k]["epoch_s"])
     channels_last = fastest.startswith("channels_last")
     eager_run_s = figures[fastest]["epoch_s"] * workload.epochs
     if compile_too and eager_run_s >= COMPILE_MIN_RUN_S:

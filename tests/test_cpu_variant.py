@@ -145,3 +145,13 @@ def test_a_resumed_run_keeps_the_variant_its_checkpoint_recorded(tmp_path):
     state.restore(tmp_path / "checkpoint.pt")
     choice = variant_of(state, None, None, torch.device("cpu"), "fp32", 1, None)
     assert (choice.channels_last, choice.compile, choice.how) == (True, False, "checkpoint")
+
+
+def test_a_probe_that_fails_leaves_the_run_on_the_old_default(monkeypatch):
+    def broken(model, wl, autocast, channels_last, compiled, drop_above):
+        return {"dropped": True, "train_img_s": 0.0, "error": "no kernel for this layout"}
+
+    monkeypatch.setattr(cpu_variant, "time_variant", broken)
+    choice = choose(cfg_of(), small_model(), workload(), None, world_size=1, cache=None)
+    assert (choice.channels_last, choice.compile, choice.how) == (False, False, "default")
+    assert "no kernel for this layout" in choice.why
