@@ -3,10 +3,11 @@
 Why: on a 2-core Intel Xeon with AMX, about 1 run in 8 of a random-initialised ResNet-50 (the
 VL-LTR protocols' tower) stopped at its first step with non-finite logits in bf16, never in fp32;
 a forward hook caught a ``Conv2d`` returning 65,536 non-finite outputs of 65,536 from finite
-bf16 inputs. That is a kernel defect, not the user's learning rate. The likeliest culprit is
-oneDNN's AMX bf16 K-tail read, which pulled bytes from outside the operand
-(uxlfoundation/oneDNN#5717, fixed upstream in July 2026; torch 2.14 ships oneDNN 3.12). It has
-not been confirmed: no AMX CPU was at hand when this was written.
+bf16 inputs. That is a kernel defect, not the user's learning rate. One candidate is oneDNN's
+AMX bf16 K-tail read, which pulled bytes from outside the operand (uxlfoundation/oneDNN#5717,
+fixed upstream in July 2026; torch 2.14 ships oneDNN 3.12); but that defect needs a reduction
+length K = C_in·kh·kw that is not a multiple of 32, and most of ResNet-50's convolutions have one
+that is. Nothing is confirmed: no AMX CPU was at hand when this was written.
 ``benchmarks/bf16_nan_repro.py`` is the minimal reproduction, ready for an upstream report.
 
 So a batch whose bf16 logits are not all finite is scored again with autocast off. If the fp32
