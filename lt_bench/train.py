@@ -155,7 +155,12 @@ def variant_of(state: RunState, cfg: DictConfig, data, device: torch.device, pre
     state: a resumed run must not change its kernels halfway."""
     if state.variant:
         return Choice.from_dict(state.variant, "checkpoint")
-    choice = parts.choose_variant(cfg, state.model, data, device, precision, world_size, autocast)
+    if state.next_epoch and device.type == "cpu":  # a checkpoint from before variants were kept
+        choice = Choice(bool(cfg.channels_last), bool(cfg.compile), "checkpoint",
+                        "as the run trained before lt_bench measured variants")
+    else:
+        choice = parts.choose_variant(cfg, state.model, data, device, precision, world_size,
+                                      autocast)
     state.variant = choice.to_dict()
     return choice
 

@@ -145,6 +145,11 @@ def test_a_resumed_run_keeps_the_variant_its_checkpoint_recorded(tmp_path):
     state.restore(tmp_path / "checkpoint.pt")
     choice = variant_of(state, None, None, torch.device("cpu"), "fp32", 1, None)
     assert (choice.channels_last, choice.compile, choice.how) == (True, False, "checkpoint")
+    # a checkpoint written before variants were recorded goes on as it trained: contiguous, eager
+    state.variant = None
+    old = variant_of(state, cfg_of(), None, torch.device("cpu"), "fp32", 1, None)
+    assert (old.channels_last, old.compile, old.how) == (False, False, "checkpoint")
+    assert state.variant["label"] == "contiguous"
 
 
 def test_a_probe_that_fails_leaves_the_run_on_the_old_default(monkeypatch):
