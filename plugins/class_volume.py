@@ -11,11 +11,10 @@ the first weights come from the epoch before it, whose logits alone are gathered
 ``convention`` picks between the paper's text (``paper``, the default) and the authors' public CIFAR
 code, which produced the paper's Table 1 (``authors``): σ with the divisor n for DV and BV; for PV
 the radius is the geometric mean of the top-D† eigenvalues of the class covariance (ddof 1, PCA's
-explained variances) themselves, not of their square roots, and a class with fewer than D†
-non-degenerate components takes the geometric mean of those it has for the missing ones (the code
-does so when it has fewer than D† components at all, and then counts the zero one of n samples
-among them); substitution of classes with n ≤ ``substitute_below`` training samples, off unless
-asked for (the code's ``min_dv_sample``, default 0).
+explained variances) themselves, not of their square roots, taken as the code takes them (see
+``authors_components``: a class of n ≤ D† samples collapses there, and here too); substitution of
+classes with n ≤ ``substitute_below`` training samples, off unless asked for (the code's
+``min_dv_sample``, default 0).
 """
 
 from __future__ import annotations
@@ -94,6 +93,9 @@ class ClassVolume(lt_bench.Method):
         return found
 
     # -- the axes ------------------------------------------------------------------------------
+    #: σ below this fraction of the largest σ counts as this much (lt_bench.volume)
+    radius_floor = SIGMA_FLOOR
+
     def axis_variances(self, rows: slice = slice(None)) -> torch.Tensor:
         """[C, D] float64 variances of each class along its D axes (the classes in ``rows``)."""
         raise NotImplementedError
@@ -131,7 +133,7 @@ class ClassVolume(lt_bench.Method):
         if not bool(valid.any()):
             return None
         log_r = class_log_radii(self.axis_variances, self.num_classes, valid,
-                                on_flat=self._note_flat)
+                                floor=self.radius_floor, on_flat=self._note_flat)
         below = self.substitute_below
         if self.convention == "authors":
             # the code keeps its own radius only when n > min_dv_sample, i.e. substitutes
@@ -144,7 +146,7 @@ class ClassVolume(lt_bench.Method):
             return  # said once, not every epoch
         self._flat_told = classes
         effect = ("no class varies, so there is no spread to compare: the weights stay as they "
-                  "were" if none_varies else f"their σ is floored at {SIGMA_FLOOR:g} × the "
+                  "were" if none_varies else f"their σ is floored at {self.radius_floor:g} × the "
                   "largest, which gives them the smallest radius")
         log.warning(
             "class volume: %d class(es) (indices %s) had identical logits for all their samples "
@@ -190,36 +192,75 @@ class PrincipalVolume(ClassVolume):
         self.components = None if components is None else int(components)
         super().__init__(class_counts, **options)
 
+    @property
+    def radius_floor(self) -> float:
+        # below ROUND_OFF, so that the floor never lifts the collapse the authors' code has
+        return AUTHORS_PV_FLOOR if self.convention == "authors" else SIGMA_FLOOR
+
     def axis_variances(self, rows=slice(None)):
         if self.convention == "paper":
             return pv_variances(self.stats, self.components, rows)
         eig = pv_variances(self.stats, None, rows)  # all of them, for the fill-in
-        axes = filled_components(eig, self.stats.count[rows], self.components)
+        axes = authors_components(eig, self.stats.count[rows], self.components)
         # The authors' radius is the geometric mean of the eigenvalues (variances) themselves;
         # class_log_radii averages log √v, so v = λ² makes it average log λ (and floors λ).
         return axes.square()
+
+    def raw_weights(self) -> torch.Tensor | None:
+        if self.convention == "authors":
+            self._note_collapsed()
+        return super().raw_weights()
+
+    def _note_collapsed(self) -> None:
+        d = self.num_classes if self.components is None else min(self.components,
+                                                                   self.num_classes)
+        counts = self.stats.count.cpu()
+        collapsed = ((counts > 0) & (counts <= d)).nonzero().flatten().tolist()
+        if not collapsed or collapsed == getattr(self, "_collapse_told", None):
+            return  # said once, not every epoch
+        self._collapse_told = collapsed
+        log.warning(
+            "pv (authors): class(es) %s have n <= D† = %d samples (n = %s), so their volume "
+            "collapses by a root of round-off, and so does their weight, as in the authors' code "
+            "(sklearn's PCA keeps min(n, C) components, the last of them zero); "
+            "method.convention=paper or fewer components avoids it", collapsed[:10], d,
+            [int(counts[k]) for k in collapsed[:10]])
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, components={self.components}"
 
 
-def filled_components(eig: torch.Tensor, counts: torch.Tensor,
-                      components: int | None) -> torch.Tensor:
-    """[R, D†] the top D† of each row of ``eig`` ([R, C] eigenvalues, largest first), where a
-    class with fewer than D† non-degenerate components has the missing ones replaced by the
-    geometric mean of those it has (the authors' PV). Non-degenerate: among the first n − 1 (n
-    samples span no more directions; the rest is round-off) and above SIGMA_FLOOR × the class's
-    largest (the relative floor of lt_bench.volume, which lies above round-off). A class with
-    none keeps its zeros, which the σ floor then handles."""
+#: the eigenvalue the authors' code finds along a direction its n samples do not span: float32
+#: round-off in sklearn's PCA, its median 2e-16 to 6e-14 of the class's largest eigenvalue by n
+#: and C, about 1e-14 for 100 classes of 3 to 5 samples (sklearn 1.9.1, benchmarks/pv_authors.py);
+#: taken as this fraction of it. The code's weights of such classes vary with it by its n-th root.
+ROUND_OFF = 1e-14
+#: the relative floor on λ for the authors' PV, far below ROUND_OFF
+AUTHORS_PV_FLOOR = 1e-18
+
+
+def authors_components(eig: torch.Tensor, counts: torch.Tensor,
+                       components: int | None) -> torch.Tensor:
+    """[R, D†] the axes of the authors' PV from ``eig`` ([R, C] eigenvalues, largest first).
+
+    The code fits sklearn's ``PCA()`` to a class's logits, which keeps min(n, C) components;
+    n samples span at most n − 1 directions, so for n ≤ C the last kept one is round-off
+    (``ROUND_OFF`` × the class's largest here; no eigenvalue is taken smaller). A class with
+    fewer than D† kept components has the missing ones replaced by the geometric mean of those
+    it kept, round-off included: a class of n ≤ D† samples gets a volume near zero, and the
+    smallest weight, where the paper's reading would give it the largest."""
     c = eig.shape[1]
     d = c if components is None else min(components, c)
     index = torch.arange(c, device=eig.device)
-    real = (eig > SIGMA_FLOOR * eig[:, :1]) & (index < counts.to(eig.device)[:, None] - 1)
-    have = real.sum(dim=1, keepdim=True)
-    log_eig = torch.where(real, eig, torch.ones_like(eig)).log()  # log 1 = 0 for the others
+    counts = counts.to(eig.device)[:, None]
+    tiny = ROUND_OFF * eig[:, :1]
+    eig = torch.where(index < counts - 1, eig.clamp_min(tiny), tiny)
+    kept = index < counts.clamp(max=c)
+    have = kept.sum(dim=1, keepdim=True)
+    log_eig = torch.where(kept, eig.clamp_min(torch.finfo(eig.dtype).tiny).log(),
+                          torch.zeros_like(eig))
     fill = (log_eig.sum(dim=1, keepdim=True) / have.clamp_min(1)).exp()
-    missing = (index[:d] >= have) & (have > 0)
-    return torch.where(missing, fill, eig[:, :d])
+    return torch.where(index[:d] < have, eig[:, :d], fill)
 
 
 @lt_bench.hookimpl
