@@ -10,6 +10,11 @@ and its difference from the baseline method of the same setting (``baseline=ce``
 p-values of Welch's t-test (``scipy.stats.ttest_ind(equal_var=False)``) and the two-sided
 Mann–Whitney U test. A test needs at least 2 seeds on each side; otherwise the row says so.
 
+Runs on different data are never pooled, nor compared: a run's data fingerprint (the tag
+``lt.data_fingerprint``, ``lt_bench.provenance``; "unknown" for a run from before it was kept)
+is part of its row's key, a (method, config) on two data sets gives two rows and one warning
+line naming both, and a row is tested against the baseline's row on the same data only.
+
 Runs are read back through the configured tracker's ``runs_for_leaderboard``
 (``lt_bench.tracking.base``): the MLflow store in bulk for ``tracking.tracker=mlflow`` (the
 default; ``lt_bench.tracking.mlflow_read``), the run folders for ``local``. This module is only
@@ -21,15 +26,20 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import warnings
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lt_bench.errors import LtBenchError
+from lt_bench.provenance import fingerprint, from_tags, split_warning
 from lt_bench.tracking.records import SETTING, mean, sample_std
 from lt_bench.tracking.store import TAG, imbalance_tag
+
+log = logging.getLogger(__name__)
 
 FILTER_KEYS = (*SETTING, "method", "cfg_hash", "experiment")
 NEEDS_SEEDS = "n/a: needs ≥ 2 seeds"
@@ -60,6 +70,8 @@ class Row:
     seeds: list[str] = field(default_factory=list)
     # per group (many/medium/few), the seeds' values: the plot's error bars need their spread
     group_values: dict[str, list[float]] = field(default_factory=dict)
+    # the data fingerprint its runs share (lt_bench.provenance); "unknown" for older runs
+    data: str = ""
 
 
 # -- statistics ---------------------------------------------------------------------------------
@@ -79,11 +91,29 @@ def compare(values: list[float], base: list[float]) -> tuple[float | None, float
 
 
 def build(runs: list[dict], metric: str = "final", baseline: str = "ce",
-          filters: dict[str, str] | None = None) -> list[Row]:
-    """Rows sorted by setting then mean accuracy (best first)."""
+          filters: dict[str, str] | None = None,
+          warn: Callable[[str], Any] | None = None) -> list[Row]:
+    """Rows sorted by setting then mean accuracy (best first). Runs of one (method, config) on
+    different data (``lt.data_fingerprint``) are never pooled: each data set is a row of its
+    own, and ``warn`` (default: the log) gets one line naming the data sets and what differs."""
     if metric not in ("final", "best"):
         raise LtBenchError(f"leaderboard: metric must be final or best, got {metric!r}")
-    other = "best" if metric == "final" else "final"
+    grouped: dict[tuple, list[dict]] = defaultdict(list)
+    for key, run in _latest(runs, metric, filters).items():
+        grouped[key[:-1]].append(run)
+    rows = [_row(key, members, metric) for key, members in grouped.items()]
+    _warn_of_splits(grouped, warn or log.warning)
+    by_setting: dict[tuple, list[Row]] = defaultdict(list)
+    for row in rows:
+        by_setting[tuple(getattr(row, k) for k in SETTING)].append(row)
+    for members in by_setting.values():
+        _against_baseline(members, baseline)
+    return sorted(rows, key=lambda r: (_setting_order(r), -(r.mean or 0.0), r.method))
+
+
+def _latest(runs: list[dict], metric: str, filters: dict[str, str] | None) -> dict[tuple, dict]:
+    """The runs that match, by (setting, method, cfg_hash, data, seed): a seed run twice on the
+    same data counts once, its latest run."""
     filters = {k: str(v) for k, v in (filters or {}).items() if k != "experiment"}
     latest: dict[tuple, dict] = {}
     for run in runs:
@@ -93,48 +123,65 @@ def build(runs: list[dict], metric: str = "final", baseline: str = "ce",
         if any(_norm(k, tags.get(f"{TAG}{k}", "")) != _norm(k, v) for k, v in filters.items()):
             continue
         key = (*(tags.get(f"{TAG}{k}", "") for k in (*SETTING, "method", "cfg_hash")),
-               tags.get(f"{TAG}seed", run["run_id"]))
+               _data(run), tags.get(f"{TAG}seed", run["run_id"]))
         if key not in latest or run["end_time"] > latest[key]["end_time"]:
-            latest[key] = run  # a seed run twice counts once, its latest run
-    grouped: dict[tuple, list[dict]] = defaultdict(list)
-    for key, run in latest.items():
-        grouped[key[:-1]].append(run)
+            latest[key] = run
+    return latest
 
-    rows = []
+
+def _data(run: dict) -> str:
+    return fingerprint(from_tags(run["tags"]))
+
+
+def _row(key: tuple, members: list[dict], metric: str) -> Row:
+    other = "best" if metric == "final" else "final"
+    members.sort(key=lambda r: _seed_order(r["tags"].get(f"{TAG}seed", "")))
+    values = [r["metrics"][f"{metric}/acc"] for r in members]
+
+    def mean_of(name: str) -> float | None:
+        return mean([r["metrics"][name] for r in members if name in r["metrics"]])
+
+    return Row(*key[:-1], metric=metric, n=len(values), mean=mean(values),
+               std=sample_std(values), best_mean=mean_of(f"{other}/acc"),
+               acc_many=mean_of(f"{metric}/acc_many"),
+               acc_medium=mean_of(f"{metric}/acc_medium"),
+               acc_few=mean_of(f"{metric}/acc_few"), values=values,
+               seeds=[r["tags"].get(f"{TAG}seed", "") for r in members],
+               group_values={g: [r["metrics"][f"{metric}/acc_{g}"] for r in members
+                                 if f"{metric}/acc_{g}" in r["metrics"]]
+                             for g in ("many", "medium", "few")}, data=key[-1])
+
+
+def _warn_of_splits(grouped: dict[tuple, list[dict]], warn: Callable[[str], Any]) -> None:
+    """One line per (setting, method, cfg_hash) whose runs are on more than one data set."""
+    by_config: dict[tuple, dict[str, list[dict]]] = defaultdict(dict)
     for key, members in grouped.items():
-        members.sort(key=lambda r: _seed_order(r["tags"].get(f"{TAG}seed", "")))
-        values = [r["metrics"][f"{metric}/acc"] for r in members]
+        by_config[key[:-1]][key[-1]] = [from_tags(r["tags"]) for r in members]
+    for (dataset, imbalance, backbone, protocol, method, cfg), groups in by_config.items():
+        ordered = dict(sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])))
+        label = f"leaderboard: {dataset} IF {imbalance} {backbone} {protocol} {method}@{cfg}"
+        if (line := split_warning(label, ordered)) is not None:
+            warn(line)
 
-        def mean_of(name: str, members=members) -> float | None:
-            return mean([r["metrics"][name] for r in members if name in r["metrics"]])
 
-        rows.append(Row(*key, metric=metric, n=len(values), mean=mean(values),
-                        std=sample_std(values), best_mean=mean_of(f"{other}/acc"),
-                        acc_many=mean_of(f"{metric}/acc_many"),
-                        acc_medium=mean_of(f"{metric}/acc_medium"),
-                        acc_few=mean_of(f"{metric}/acc_few"), values=values,
-                        seeds=[r["tags"].get(f"{TAG}seed", "") for r in members],
-                        group_values={g: [r["metrics"][f"{metric}/acc_{g}"] for r in members
-                                          if f"{metric}/acc_{g}" in r["metrics"]]
-                                      for g in ("many", "medium", "few")}))
-    by_setting: dict[tuple, list[Row]] = defaultdict(list)
-    for row in rows:
-        by_setting[tuple(getattr(row, k) for k in SETTING)].append(row)
-    for members in by_setting.values():
-        bases = [r for r in members if r.method == baseline]
-        if not bases:
-            for row in members:
-                row.test_note = f"n/a: no {baseline!r} baseline runs in this setting"
+def _against_baseline(members: list[Row], baseline: str) -> None:
+    """Each row's difference from the baseline method's row on the same data (its config with
+    the most seeds), with the tests; a row on other data than every baseline row is not
+    compared."""
+    bases = [r for r in members if r.method == baseline]
+    for row in members:
+        same = [r for r in bases if r.data == row.data]
+        if not same:
+            row.test_note = (f"n/a: no {baseline!r} baseline runs in this setting" if not bases
+                             else f"n/a: no {baseline!r} baseline runs on data {row.data}")
             continue
-        base = max(bases, key=lambda r: r.n)  # the baseline configuration with most seeds
-        for row in members:
-            row.baseline = f"{base.method}@{base.cfg_hash}"
-            if row is base:
-                row.test_note = "baseline"
-                continue
-            row.diff = row.mean - base.mean
-            row.p_value, row.p_value_mwu, row.test_note = compare(row.values, base.values)
-    return sorted(rows, key=lambda r: (_setting_order(r), -(r.mean or 0.0), r.method))
+        base = max(same, key=lambda r: r.n)
+        row.baseline = f"{base.method}@{base.cfg_hash}"
+        if row is base:
+            row.test_note = "baseline"
+            continue
+        row.diff = row.mean - base.mean
+        row.p_value, row.p_value_mwu, row.test_note = compare(row.values, base.values)
 
 
 def _seed_order(seed: str):
@@ -202,18 +249,20 @@ def _p(v: float | None) -> str:
     return "" if v is None else (f"{v:.3g}" if v >= 1e-3 else f"{v:.1e}")
 
 
-def _cells(row: Row) -> list[str]:
+def _cells(row: Row, with_data: bool = False) -> list[str]:
     std = "" if row.std is None else f" ± {100 * row.std:.2f}"
     diff = "" if row.diff is None else f"{100 * row.diff:+.2f}"
-    return [row.method, row.cfg_hash, f"{_pct(row.mean)}{std}", str(row.n), _pct(row.best_mean),
+    return [row.method, row.cfg_hash, *([row.data] if with_data else []),
+            f"{_pct(row.mean)}{std}", str(row.n), _pct(row.best_mean),
             _pct(row.acc_many), _pct(row.acc_medium), _pct(row.acc_few), diff,
             _p(row.p_value) or row.test_note, _p(row.p_value_mwu) or
             ("" if row.test_note in ("baseline",) else row.test_note)]
 
 
-def _header(metric: str) -> list[str]:
+def _header(metric: str, with_data: bool = False) -> list[str]:
     other = "best" if metric == "final" else "final"
-    return ["method", "cfg", f"{metric} acc % (mean ± std)", "seeds", f"{other} acc %",
+    return ["method", "cfg", *(["data"] if with_data else []),
+            f"{metric} acc % (mean ± std)", "seeds", f"{other} acc %",
             "many %", "medium %", "few %", "Δ vs baseline", "p (Welch)", "p (Mann–Whitney)"]
 
 
@@ -229,12 +278,19 @@ def _by_setting(rows: list[Row]):
     return out.values()
 
 
+def _mixed(members: list[Row]) -> bool:
+    """Whether a setting's rows are on more than one data set: its table then has a data
+    column (the fingerprint), as its rows are not comparable across it."""
+    return len({r.data for r in members}) > 1
+
+
 def format_text(rows: list[Row]) -> str:
     if not rows:
         return "no finished runs match (lt-bench leaderboard lists seed runs with status FINISHED)"
     blocks = []
     for members in _by_setting(rows):
-        table = [_header(members[0].metric), *(_cells(r) for r in members)]
+        mixed = _mixed(members)
+        table = [_header(members[0].metric, mixed), *(_cells(r, mixed) for r in members)]
         widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in table]
         lines.insert(1, "  ".join("-" * w for w in widths))
@@ -245,10 +301,11 @@ def format_text(rows: list[Row]) -> str:
 def format_markdown(rows: list[Row]) -> str:
     blocks = []
     for members in _by_setting(rows):
-        header = _header(members[0].metric)
+        mixed = _mixed(members)
+        header = _header(members[0].metric, mixed)
         lines = [f"**{_title(members[0])}**", "", "| " + " | ".join(header) + " |",
                  "|" + "|".join("---" for _ in header) + "|"]
-        lines += ["| " + " | ".join(_cells(r)) + " |" for r in members]
+        lines += ["| " + " | ".join(_cells(r, mixed)) + " |" for r in members]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) if blocks else "_no finished runs_"
 

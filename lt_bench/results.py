@@ -83,6 +83,9 @@ class RunResult:
     precision: str = ""
     # memory format and compilation, with the figures that chose them (lt_bench.cpu_variant)
     variant: dict = field(default_factory=dict)
+    # the data fingerprint, versions, device and selection rules (lt_bench.provenance); empty
+    # in a file written before it was kept
+    provenance: dict = field(default_factory=dict)
     schema: int = SCHEMA
 
     def score(self, which: str) -> Score | None:

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from lt_bench import assemble as parts
-from lt_bench import fork, loop
+from lt_bench import fork, loop, provenance
 from lt_bench.bf16_fence import Bf16Fence
 from lt_bench.checkpoint import RunState, remove_stale_temporaries
 from lt_bench.config import config_hash, run_folder, to_dict
@@ -182,6 +182,8 @@ def finish(run: Run, state: RunState, precision: str) -> RunResult:
                           cfg_hash=config_hash(run.cfg),
                           group_of_class=groups(run.data.train_counts), precision=precision,
                           variant=state.variant)
+    result.provenance = provenance.gather(run.data, state.device, run.world_size,
+                                          run.cfg.protocol.batch_size, result.best_chosen_on)
     if run.rank == 0:
         result.save(run.out_dir / "results.json")
         run.tracker.finish(result, status="FINISHED")

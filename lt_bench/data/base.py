@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterator, Sequence
 
@@ -30,6 +31,10 @@ class LongTailedData:
         self.val_labels = torch.as_tensor([] if val_labels is None else val_labels,
                                           dtype=torch.long)
         self.sampler = sampler
+        #: the training images' indices into the source's training split, in training order
+        #: (the builders set it; None when a data set does not say): part of the run's data
+        #: fingerprint (``lt_bench.provenance``)
+        self.source_indices: Tensor | None = None
         #: the balanced meta set held out of training (``data.meta_per_class``), as a data set
         #: of its own whose training batches are the meta batches; None without one
         self.meta: LongTailedData | None = None
@@ -91,6 +96,13 @@ class LongTailedData:
                      split: str = "test") -> Iterator[tuple[Tensor, Tensor]]:
         raise NotImplementedError
 
+    # -- provenance ---------------------------------------------------------------------------
+    def pixel_digest(self) -> tuple[str | None, str]:
+        """(sha256 hex of the training images' decoded pixels, what it covers), or (None, why)
+        for a data set that cannot give them. ``TensorData`` digests the images it holds,
+        ``LoaderData`` a fixed sample it decodes (see theirs)."""
+        return None, f"no pixels: {type(self).__name__} does not give them"
+
     # -- description --------------------------------------------------------------------------
     def describe(self) -> dict:
         return {
@@ -111,3 +123,29 @@ class LongTailedData:
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.name!r}, classes={self.num_classes}, "
                 f"train={self.num_train}, test={self.num_test}, IF={self.imbalance:.1f})")
+
+
+def every_kth(n: int, most: int) -> int:
+    """The smallest step k that takes at most ``most`` of ``n`` items (every k-th from the
+    first): a sample fixed by the data alone, so a run and its rerun digest the same images."""
+    return max(1, math.ceil(n / max(1, most)))
+
+
+def sample_note(n: int, step: int) -> str:
+    """What a digest of every ``step``-th of ``n`` training images covers, in words."""
+    if step == 1:
+        return f"all {n} training images"
+    suffix = "th" if step % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(step % 10,
+                                                                                   "th")
+    return f"{math.ceil(n / step)} of {n} training images (every {step}{suffix} from the first)"
+
+
+def image_sha(images) -> str:
+    """sha256 of image tensors (or batches of them), each with its dtype and shape, so that a
+    crop, a resize or a cast shows, not only a changed pixel."""
+    digest = hashlib.sha256()
+    for image in images:
+        image = image.detach().cpu().contiguous()
+        digest.update(f"{image.dtype}{tuple(image.shape)};".encode())
+        digest.update(image.flatten().view(torch.uint8).numpy().data)
+    return digest.hexdigest()

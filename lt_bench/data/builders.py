@@ -81,6 +81,7 @@ def _tensor_data(name: str, data: dict, cfg: DataConfig, imbalance, source: str)
 
     out = make(keep, val_images=data["train_images"][val], val_labels=data["train_labels"][val])
     out.meta = make(meta) if len(meta) else None  # augmented as the training images are
+    out.source_indices = keep
     return out
 
 
@@ -105,6 +106,7 @@ def _loader_data(name: str, classes, train_paths, train_labels, test_paths, test
     out = make(keep, val_paths=[train_paths[i] for i in val.tolist()],
                val_labels=train_labels[val])
     out.meta = make(meta) if len(meta) else None
+    out.source_indices = keep
     return out
 
 

@@ -12,9 +12,9 @@ Layout:
   an input (metadata only) and the artifacts of ``lt_bench.tracking.report``.
 
 Tags on both: ``lt.method``, ``lt.dataset``, ``lt.imbalance``, ``lt.backbone``, ``lt.protocol``,
-``lt.cfg_hash`` (and ``lt.seed`` on seed runs). Resuming (``start`` with the id the harness
-saved in its checkpoint) continues the same MLflow run. The read side (``finished_runs``,
-``runs_for_leaderboard``) reads the finished seed runs back in bulk (``mlflow_read``).
+``lt.cfg_hash`` (seed runs: ``lt.seed``, and once finished ``lt_bench.provenance.tags_of``).
+Resuming (``start`` with the id saved in the checkpoint) continues the same MLflow run. The read
+side (``finished_runs``, ``runs_for_leaderboard``) reads finished seed runs back (``mlflow_read``).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from typing import Any
 
 from lt_bench.config import config_hash, flatten
 from lt_bench.errors import LtBenchError
+from lt_bench.provenance import tags_of
 from lt_bench.results import RunResult
 from lt_bench.tracking.base import Tracker
 from lt_bench.tracking.mlflow_read import group_summary, load_runs
@@ -197,8 +198,8 @@ class MlflowTracker(Tracker):
         summary = self._metrics(summary_metrics(result), step=0) if done else []
         parts = []  # (what the store lacks if this part is not done, the part)
         if done:
-            parts += [(f"the tag {TAG}best_chosen_on", lambda: self._call(
-                "set_tag", self.run_id, f"{TAG}best_chosen_on", result.best_chosen_on)),
+            parts += [("the tags of its provenance", lambda: self._log_batch(self.run_id, tags={
+                f"{TAG}best_chosen_on": result.best_chosen_on, **tags_of(result.provenance)})),
                 ("the artifacts", lambda: self._log_report(result))]
         parts.append((f"the run's status {status}",
                       lambda: self._call("set_terminated", self.run_id, status)))
@@ -376,23 +377,3 @@ def mlflow_tracker(cfg) -> Tracker:
                            "or pass tracking.tracker=local to keep only the run folder") from None
     return MlflowTracker(cfg)
 
-
-def log_sweep_run(cfg, paths: list[Path]) -> str:
-    """A finished sweep-level run (tag ``lt.role=sweep``) in ``cfg``'s setting's experiment with
-    ``paths`` as artifacts; the leaderboard, which reads only ``lt.role=seed``, never counts it."""
-    from lt_bench.config import to_dict
-
-    resolved = to_dict(cfg) if not isinstance(cfg, dict) else cfg
-    uri = tracking_uri(resolved)
-    mlflow_client = client(uri, timeout_of(resolved))
-    exp_id = ensure_experiment(mlflow_client, setting_experiment(resolved),
-                               artifact_root(resolved, uri), uri)
-    tags = {k: v for k, v in setting_tags(resolved).items()
-            if k not in (f"{TAG}method", f"{TAG}cfg_hash")}  # it spans the methods
-    attempts = attempts_for(uri)
-    run_id = retry(mlflow_client.create_run, exp_id, run_name="sweep-comparison",
-                   tags={**tags, f"{TAG}role": "sweep"}, attempts=attempts).info.run_id
-    for path in paths:
-        retry(mlflow_client.log_artifact, run_id, str(path), attempts=attempts)
-    retry(mlflow_client.set_terminated, run_id, "FINISHED", attempts=attempts)
-    return run_id

@@ -19,12 +19,15 @@ from typing import Any
 
 import yaml
 
+from lt_bench.provenance import DATA_KEYS, tags_of
 from lt_bench.results import RunResult, finished_or_skip
 from lt_bench.tracking.store import TAG, imbalance_tag, setting_experiment
 
 SETTING = ("dataset", "imbalance", "backbone", "protocol")
 SUMMARY_KEYS = ("acc", "acc_many", "acc_medium", "acc_few")
-TAG_KEYS = tuple(f"{TAG}{k}" for k in (*SETTING, "method", "cfg_hash", "seed", "role"))
+# the data fingerprint and its parts: the leaderboard never pools runs on different data
+TAG_KEYS = tuple(f"{TAG}{k}" for k in (*SETTING, "method", "cfg_hash", "seed", "role",
+                                       *DATA_KEYS))
 METRIC_KEYS = tuple(f"{w}/{k}" for w in ("final", "best") for k in SUMMARY_KEYS)
 RESULTS = "results.json"
 
@@ -84,6 +87,7 @@ def from_results(result: RunResult, folder: Path) -> dict:
                                                           "protocol", "cfg_hash", "seed")}
     tags[f"{TAG}imbalance"] = imbalance_tag(result.imbalance)
     tags[f"{TAG}role"] = "seed"
+    tags.update({k: v for k, v in tags_of(result.provenance).items() if k in TAG_KEYS})
     metrics = {k: v for k, v in summary_metrics(result).items() if k in METRIC_KEYS}
     return {"run_id": folder.name, "end_time": int((folder / RESULTS).stat().st_mtime * 1000),
             "experiment_id": folder_experiment(folder, result), "tags": tags,
