@@ -14,7 +14,7 @@ import sys
 from lt_bench import __version__
 from lt_bench.errors import LtBenchError
 
-COMMANDS = ["methods", "data", "train", "sweep", "leaderboard", "ui"]
+COMMANDS = ["methods", "data", "train", "sweep", "reproduce", "leaderboard", "ui"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +50,14 @@ def show_log_messages() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # key=value after a flag (`reproduce NAME --report-only seeds=5`): argparse takes a command's
+    # positionals in one stretch, so the later ones come back here and join them
+    if extra and isinstance(getattr(args, "args", None), list) and not any(
+            e.startswith("-") for e in extra):
+        args.args.extend(extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     show_log_messages()
     if not getattr(args, "func", None):
         parser.print_help()

@@ -201,6 +201,12 @@ def run_sweep(args: list[str], plugins: list[str] = (), out=print,
     sweep = expand(args, out)
     sweep.plugins = list(plugins)
     sweep.train_fn = train_fn
+    return execute(sweep, out)
+
+
+def execute(sweep: Sweep, out=print, closing: bool = True) -> dict:
+    """Run ``sweep``'s jobs that are not finished yet (``lt-bench reproduce`` hands it the jobs
+    of a whole study); ``closing``: then print the leaderboard and draw the comparison."""
     from lt_bench.tracking import prepare_stores
 
     prepare_stores([j.cfg for j in sweep.jobs])  # the stores and experiments before any worker
@@ -228,6 +234,8 @@ def run_sweep(args: list[str], plugins: list[str] = (), out=print,
         run_ray(sweep, todo, report)
     elif todo:
         run_local(sweep, todo, report, display)
+    if not closing:
+        return report.close()
     from lt_bench import leaderboard as lb
 
     rows = lb.sweep_rows([j.cfg for j in sweep.jobs], sweep.options["metric"],

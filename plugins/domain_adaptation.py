@@ -15,11 +15,11 @@ balanced meta set, from ``start_epoch`` (the code: epoch 160 of 200):
 from __future__ import annotations
 
 import torch
+from lt_bench_plugins.class_volume import DiagonalVolume
+from lt_bench_plugins.weighting import EffectiveNumber
 
 import lt_bench
 from lt_bench.errors import LtBenchError
-from lt_bench_plugins.class_volume import DiagonalVolume
-from lt_bench_plugins.weighting import EffectiveNumber
 
 
 class LooksAheadFromStart:

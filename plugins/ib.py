@@ -13,7 +13,6 @@ comparison with the other methods).
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 
 import lt_bench

@@ -13,8 +13,9 @@ uniform weights):
 
 from __future__ import annotations
 
-import lt_bench
 from lt_bench_plugins.weighting import EffectiveNumber
+
+import lt_bench
 
 
 class LdamDrw(EffectiveNumber):

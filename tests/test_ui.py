@@ -202,7 +202,7 @@ def test_browser_finds_the_sweep_runs_comparison_plot(tmp_path, template_db):
     from test_comparison_plot import rows_of, write_run
 
     from lt_bench.tracking.comparison_plot import write_figures
-    from lt_bench.tracking.mlflow_tracker import log_sweep_run
+    from lt_bench.tracking.mlflow_artifacts import log_sweep_run
     from lt_bench.tracking.store import client, tracking_uri
 
     ws = tmp_path / "ws"

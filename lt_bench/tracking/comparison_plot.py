@@ -221,7 +221,7 @@ def sweep_figures(cfgs: list, rows: list, out=print) -> list[Path]:
     for target in paths:
         out(f"sweep: comparison plot {target}")
     if tracker_name(first) == "mlflow":
-        from lt_bench.tracking.mlflow_tracker import log_sweep_run
+        from lt_bench.tracking.mlflow_artifacts import log_sweep_run
 
         by_slug = {setting_slug(setting_of(r)): r for r in rows}
         for target in paths:
