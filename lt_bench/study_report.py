@@ -69,9 +69,38 @@ def collect(study: Study, cells: dict[tuple[str, str], list], warn=print) -> dic
     """(row, column) → Ours, from the run folders of each cell's jobs."""
     out = {}
     for key, jobs in cells.items():
-        results = [finished_or_skip(Path(j.run_dir) / "results.json", warn) for j in jobs]
+        results = [finished_or_skip(run_dir_of(j) / "results.json", warn) for j in jobs]
         out[key] = ours_of([r for r in results if r is not None], study)
     return out
+
+
+def _where_free_hash(cfg) -> str:
+    from lt_bench.config import config_hash, to_dict
+
+    d = to_dict(cfg) if not isinstance(cfg, dict) else dict(cfg)
+    d["data"] = {k: v for k, v in d.get("data", {}).items() if k != "root"}
+    return config_hash(d)
+
+
+def run_dir_of(job) -> Path:
+    """The job's run folder, or the folder of the same run trained with the data elsewhere:
+    ``data.root`` is part of a folder's name, so runs brought home from another machine (or
+    a report made without that machine's ``data.root``) would not be found by name. Which
+    data they saw is the fingerprint's business (``ours_of``)."""
+    own = Path(job.run_dir)
+    if (own / "results.json").is_file():
+        return own
+    from omegaconf import OmegaConf
+
+    want = _where_free_hash(job.cfg)
+    pattern = f"{job.cfg.dataset}-{job.method}-*-seed{job.seed}/config.yaml"
+    for path in sorted(own.parent.glob(pattern)):
+        try:
+            if _where_free_hash(OmegaConf.load(path)) == want:
+                return path.parent
+        except Exception:  # a folder that is not a run's: not this one
+            continue
+    return own
 
 
 def mean_std(values: list[float]) -> tuple[float | None, float | None]:

@@ -199,3 +199,31 @@ def test_the_report_is_logged_to_its_own_mlflow_run(tmp_path, template_db, capsy
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert sorted(a.path for a in c.list_artifacts(runs[0].info.run_id)) == [
         "two_cells.md", "two_cells.png"]
+
+
+def test_runs_trained_with_the_data_elsewhere_are_found(tmp_path):
+    """data.root is part of a run folder's name: runs brought home from a machine whose data lay
+    elsewhere are still this cell's runs (the fingerprint says whether the data were the same)."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from lt_bench.config import config_hash, run_folder
+    from lt_bench.study_report import collect
+
+    common = ["dataset=synthetic_lt", "method=ce", "seed=1", f"workspace={tmp_path}"]
+    there = load_config([], [*common, "data.root=/far/away"])
+    here = load_config([], [*common, "data.root=/close/by"])
+    assert run_folder(there) != run_folder(here)
+    folder = run_folder(there)
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(OmegaConf.to_yaml(there))
+    run_result(1, 0.7, "aaa").save(folder / "results.json", root=tmp_path)
+    study = load_study(str(write(tmp_path, study_dict())))
+    job = SimpleNamespace(run_dir=run_folder(here), cfg=here, method="ce", seed=1,
+                          cfg_hash=config_hash(here))
+    ours = collect(study, {("CE", "synthetic IF 20"): [job]})[("CE", "synthetic IF 20")]
+    assert ours.values == pytest.approx([30.0]) and ours.seeds == [1]
+    other = load_config([], [*common, "data.root=/far/away", "protocol.lr=0.5"])
+    job.cfg, job.run_dir = other, run_folder(other)  # another config: not this run
+    assert collect(study, {("CE", "x"): [job]})[("CE", "x")].n == 0
