@@ -94,8 +94,8 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     from lt_bench.config import load_config, to_dict
-    from lt_bench.cpu_variant import cpu_model
     from lt_bench.data import DataConfig, load_data
+    from lt_bench.provenance import cpu_model
 
     cfg = load_config([], ARGS)
     data = load_data(cfg.dataset, cfg.imbalance, DataConfig(**to_dict(cfg.data)))

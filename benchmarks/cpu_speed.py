@@ -89,8 +89,8 @@ def main() -> None:
     parser.add_argument("--pair", action="store_true", help="also two runs side by side")
     args = parser.parse_args()
 
-    from lt_bench.cpu_variant import cpu_model
     from lt_bench.device_defaults import native_bf16
+    from lt_bench.provenance import cpu_model
 
     native, why = native_bf16(torch.device("cpu"))
     precisions = ["fp32", "bf16"] if native or args.all_precisions else ["fp32"]

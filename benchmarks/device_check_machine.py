@@ -6,19 +6,8 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
-from pathlib import Path
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
+from lt_bench.provenance import cpu_model  # noqa: F401  (device_check.py reads it from here)
 
 
 def nvidia_smi(query: str) -> list[list[str]] | None:

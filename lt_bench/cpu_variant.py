@@ -30,6 +30,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from lt_bench.provenance import cpu_model
+
 #: steps of each candidate: the first warms up (and compiles), the others are timed
 WARMUP_STEPS, TIMED_STEPS = 1, 3
 #: a run of fewer training steps keeps the defaults (contiguous, eager): probing two memory
@@ -225,16 +227,6 @@ def time_eval(probe, workload: Workload, autocast, fmt, gen) -> float | None:
 
 
 # -- the cache ----------------------------------------------------------------------------------
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def cache_key(cfg, workload: Workload) -> str:
     """Machine, CPU, torch, backbone and what shapes the timing (precision, batch, threads)."""
     backbone = json.dumps(dict(cfg.backbone), sort_keys=True, default=str)
