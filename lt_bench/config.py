@@ -25,6 +25,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from lt_bench.config_checks import check_config, check_interpolations
 from lt_bench.config_method import MethodArgs
 from lt_bench.data import DataConfig
+from lt_bench.data.groups import FEW, MANY
 from lt_bench.errors import LtBenchError, closest
 
 GROUPS = ("dataset", "backbone", "method", "protocol")
@@ -61,6 +62,16 @@ class TrackingConfig:
 
 
 @dataclass
+class EvalConfig:
+    """What evaluation reports, not what is trained. Many-shot: more than ``many_above``
+    training images; few-shot: fewer than ``few_below``; medium: the rest (both included). The
+    defaults are the literature's (Liu et al. 2019: many > 100, medium 20-100, few < 20)."""
+
+    many_above: int = MANY
+    few_below: int = FEW
+
+
+@dataclass
 class Config:
     dataset: str = "cifar10_lt"
     imbalance: float | None = 100.0
@@ -73,6 +84,7 @@ class Config:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     workspace: str = "./workspace"
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     plugins: list[str] = field(default_factory=list)
     resume: bool = True  # continue an interrupted run of the same config from its checkpoint
     deterministic: bool = False
@@ -89,7 +101,12 @@ NOT_HASHED = ("seed", "workspace", "tracking", "resume", "quiet", "log_every", "
               "compile_mode", "eval_batch_size", "precision_used", "variant_used", "fork")
 #: keys added after runs were recorded, hashed only away from their default, so that a recorded
 #: run keeps its hash (and is still skipped by a sweep and grouped by the leaderboard)
-HASHED_WHEN_SET = {"data": {"pad_mode": "zero", "normalize": "dataset", "meta_per_class": 0}}
+#: (a section left empty is dropped: ``eval`` at its defaults hashes as a config without it).
+#: The group thresholds train nothing differently, yet they are hashed when moved: the run's
+#: many/medium/few numbers (results.json, MLflow, a trunk's replayed history) follow them, and
+#: the leaderboard pools the seeds of one hash, so runs under other thresholds must not share it.
+HASHED_WHEN_SET = {"data": {"pad_mode": "zero", "normalize": "dataset", "meta_per_class": 0},
+                   "eval": {"many_above": MANY, "few_below": FEW}}
 
 
 def config_dir() -> Path:
@@ -351,5 +368,7 @@ def config_hash(cfg: DictConfig | dict) -> str:
         if isinstance(d.get(section), dict):
             d[section] = {k: v for k, v in d[section].items()
                           if k not in defaults or v != defaults[k]}
+            if not d[section]:
+                del d[section]
     blob = json.dumps(d, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]

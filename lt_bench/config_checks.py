@@ -70,6 +70,23 @@ def check_config(cfg: DictConfig) -> None:
         raise LtBenchError("config key 'data.num_classes' must be >= 2 (or unset for the data "
                            f"set's own), got {cfg.data.num_classes}")
     check_protocol(cfg.protocol)
+    check_eval(cfg.get("eval"))
+
+
+def check_eval(section) -> None:
+    """The group thresholds: many-shot is more than ``eval.many_above`` images, few-shot fewer
+    than ``eval.few_below``; with ``few_below`` above ``many_above`` a class between the two
+    would be both, so that is refused (equal is allowed: medium is then that one count)."""
+    if section is None:
+        return
+    many, few = section.many_above, section.few_below
+    for key, value in (("many_above", many), ("few_below", few)):
+        if value < 0:
+            raise LtBenchError(f"config key 'eval.{key}' must be >= 0 training images, got {value}")
+    if few > many:
+        raise LtBenchError(f"config key 'eval.few_below' ({few}) must be <= eval.many_above "
+                           f"({many}): few-shot is fewer than few_below images, many-shot more "
+                           f"than many_above; e.g. eval.many_above=100 eval.few_below=20")
 
 
 def check_protocol(p) -> None:

@@ -1,12 +1,14 @@
 """The leaderboard: finished seed runs from the tracking store, one row per (setting, method).
 
 A *setting* is (dataset, imbalance, backbone, protocol). Within a setting each (method, config
-hash) is one row: normally one per method; a method run with two configurations (say two learning
-rates) gives two rows, told apart by their hash. A row holds, over its seeds, the mean ± std
-(sample std, ddof=1) of top-1 **accuracy** (higher is better; ``metric=final`` by default, the
-last epoch, or ``metric=best``, the best epoch on the test set as much of the literature
-reports), the mean of the other one, the number of seeds and the many / medium / few-shot means,
-and its difference from the baseline method of the same setting (``baseline=ce``) with the
+hash) is one row: normally one per method; a method run with two configurations gives two rows,
+named by the options that differ (``dv (convention=authors)``, ``records.labels``). A row holds,
+over its seeds, the mean ± std (sample std, ddof=1) of top-1 **accuracy** (higher is better;
+``metric=final`` by default, the last epoch, or ``metric=best``, the best epoch on the test set
+as much of the literature reports), the mean of the other one, the number of seeds, the many / medium / few-shot means
+(their thresholds, ``eval.many_above`` / ``eval.few_below``, in the header), the mean expected
+calibration error and the accuracies under shifted test priors (``lt_bench.evaluate``), and its
+difference from the baseline method of the same setting (``baseline=ce``) with the
 p-values of Welch's t-test (``scipy.stats.ttest_ind(equal_var=False)``) and the two-sided
 Mann–Whitney U test. A test needs at least 2 seeds on each side; otherwise the row says so.
 
@@ -36,7 +38,8 @@ from typing import Any
 
 from lt_bench.errors import LtBenchError
 from lt_bench.provenance import fingerprint, from_tags, split_warning
-from lt_bench.tracking.records import SETTING, mean, sample_std
+from lt_bench.results import FEW, GROUP_NAMES, MANY, SHIFTED, group_rule
+from lt_bench.tracking.records import SETTING, labels, mean, sample_std
 from lt_bench.tracking.store import TAG, imbalance_tag
 
 log = logging.getLogger(__name__)
@@ -72,6 +75,14 @@ class Row:
     group_values: dict[str, list[float]] = field(default_factory=dict)
     # the data fingerprint its runs share (lt_bench.provenance); "unknown" for older runs
     data: str = ""
+    label: str = ""  # the method, with the options that set it apart in its setting
+    ece: float | None = None  # mean expected calibration error over seeds, and per group
+    ece_many: float | None = None
+    ece_medium: float | None = None
+    ece_few: float | None = None
+    shifted: dict[str, float] = field(default_factory=dict)  # prior name → mean accuracy
+    many_above: int = MANY  # the group thresholds of its runs (eval.*)
+    few_below: int = FEW
 
 
 # -- statistics ---------------------------------------------------------------------------------
@@ -102,12 +113,17 @@ def build(runs: list[dict], metric: str = "final", baseline: str = "ce",
     for key, run in _latest(runs, metric, filters).items():
         grouped[key[:-1]].append(run)
     rows = [_row(key, members, metric) for key, members in grouped.items()]
+    params = {id(row): members[0].get("params") or {}
+              for row, members in zip(rows, grouped.values())}
     _warn_of_splits(grouped, warn or log.warning)
     by_setting: dict[tuple, list[Row]] = defaultdict(list)
     for row in rows:
         by_setting[tuple(getattr(row, k) for k in SETTING)].append(row)
     for members in by_setting.values():
         _against_baseline(members, baseline)
+        names = labels([(r.method, r.cfg_hash, r.data, params[id(r)]) for r in members])
+        for row, name in zip(members, names):
+            row.label = name
     return sorted(rows, key=lambda r: (_setting_order(r), -(r.mean or 0.0), r.method))
 
 
@@ -141,15 +157,26 @@ def _row(key: tuple, members: list[dict], metric: str) -> Row:
     def mean_of(name: str) -> float | None:
         return mean([r["metrics"][name] for r in members if name in r["metrics"]])
 
+    params = members[0].get("params") or {}
+    shifted = {name: mean_of(f"{metric}/shifted_{name}") for name in SHIFTED}
     return Row(*key[:-1], metric=metric, n=len(values), mean=mean(values),
                std=sample_std(values), best_mean=mean_of(f"{other}/acc"),
-               acc_many=mean_of(f"{metric}/acc_many"),
-               acc_medium=mean_of(f"{metric}/acc_medium"),
-               acc_few=mean_of(f"{metric}/acc_few"), values=values,
+               **{f"{k}_{g}": mean_of(f"{metric}/{k}_{g}") for k in ("acc", "ece")
+                  for g in GROUP_NAMES}, ece=mean_of(f"{metric}/ece"),
+               shifted={k: v for k, v in shifted.items() if v is not None}, values=values,
                seeds=[r["tags"].get(f"{TAG}seed", "") for r in members],
                group_values={g: [r["metrics"][f"{metric}/acc_{g}"] for r in members
                                  if f"{metric}/acc_{g}" in r["metrics"]]
-                             for g in ("many", "medium", "few")}, data=key[-1])
+                             for g in GROUP_NAMES}, data=key[-1],
+               many_above=_int(params.get("eval.many_above"), MANY),
+               few_below=_int(params.get("eval.few_below"), FEW))
+
+
+def _int(text: str | None, default: int) -> int:
+    try:
+        return int(text) if text is not None else default
+    except ValueError:
+        return default
 
 
 def _warn_of_splits(grouped: dict[tuple, list[dict]], warn: Callable[[str], Any]) -> None:
@@ -249,21 +276,42 @@ def _p(v: float | None) -> str:
     return "" if v is None else (f"{v:.3g}" if v >= 1e-3 else f"{v:.1e}")
 
 
-def _cells(row: Row, with_data: bool = False) -> list[str]:
+def _cells(row: Row, with_data: bool = False, columns: tuple[str, ...] = ()) -> list[str]:
     std = "" if row.std is None else f" ± {100 * row.std:.2f}"
     diff = "" if row.diff is None else f"{100 * row.diff:+.2f}"
-    return [row.method, row.cfg_hash, *([row.data] if with_data else []),
+    return [row.label or row.method, row.cfg_hash, *([row.data] if with_data else []),
             f"{_pct(row.mean)}{std}", str(row.n), _pct(row.best_mean),
-            _pct(row.acc_many), _pct(row.acc_medium), _pct(row.acc_few), diff,
-            _p(row.p_value) or row.test_note, _p(row.p_value_mwu) or
+            _pct(row.acc_many), _pct(row.acc_medium), _pct(row.acc_few), _pct(row.ece),
+            *([_pct(getattr(row, f"ece_{g}")) for g in GROUP_NAMES] if "ece" in columns else []),
+            *([_pct(row.shifted.get(n)) for n in SHIFTED] if "shifted" in columns else []),
+            diff, _p(row.p_value) or row.test_note, _p(row.p_value_mwu) or
             ("" if row.test_note in ("baseline",) else row.test_note)]
 
 
-def _header(metric: str, with_data: bool = False) -> list[str]:
+def _header(members: list[Row], with_data: bool = False,
+            columns: tuple[str, ...] = ()) -> list[str]:
+    metric = members[0].metric
     other = "best" if metric == "final" else "final"
+    rules = {g: " | ".join(dict.fromkeys(group_rule(g, r.many_above, r.few_below)
+                                         for r in members)) for g in GROUP_NAMES}
     return ["method", "cfg", *(["data"] if with_data else []),
             f"{metric} acc % (mean ± std)", "seeds", f"{other} acc %",
-            "many %", "medium %", "few %", "Δ vs baseline", "p (Welch)", "p (Mann–Whitney)"]
+            *(f"{g} ({rules[g]}) %" for g in GROUP_NAMES), "ECE %",
+            *([f"ECE {g} %" for g in GROUP_NAMES] if "ece" in columns else []),
+            *([f"{n} %" for n in SHIFTED] if "shifted" in columns else []),
+            "Δ vs baseline", "p (Welch)", "p (Mann–Whitney)"]
+
+
+def _threshold_note(members: list[Row]) -> str:
+    """A line under a table whose rows counted many/medium/few with other thresholds."""
+    rules: dict[str, list[str]] = {}
+    for r in members:
+        rules.setdefault(f"many >{r.many_above}, few <{r.few_below}", []).append(
+            r.label or r.method)
+    if len(rules) < 2:
+        return ""
+    return "group thresholds differ: " + "; ".join(f"{', '.join(names)}: {rule}"
+                                                  for rule, names in rules.items())
 
 
 def _title(row: Row) -> str:
@@ -284,28 +332,32 @@ def _mixed(members: list[Row]) -> bool:
     return len({r.data for r in members}) > 1
 
 
-def format_text(rows: list[Row]) -> str:
+def format_text(rows: list[Row], columns: tuple[str, ...] = ()) -> str:
+    """The tables, one per setting; ``columns``: the optional sets of ``COLUMNS`` to add."""
     if not rows:
         return "no finished runs match (lt-bench leaderboard lists seed runs with status FINISHED)"
     blocks = []
     for members in _by_setting(rows):
         mixed = _mixed(members)
-        table = [_header(members[0].metric, mixed), *(_cells(r, mixed) for r in members)]
+        table = [_header(members, mixed, columns), *(_cells(r, mixed, columns) for r in members)]
         widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in table]
         lines.insert(1, "  ".join("-" * w for w in widths))
-        blocks.append(_title(members[0]) + "\n" + "\n".join(lines))
+        note = _threshold_note(members)
+        blocks.append(_title(members[0]) + "\n" + "\n".join(lines) + (f"\n{note}" if note else ""))
     return "\n\n".join(blocks)
 
 
-def format_markdown(rows: list[Row]) -> str:
+def format_markdown(rows: list[Row], columns: tuple[str, ...] = ()) -> str:
     blocks = []
     for members in _by_setting(rows):
         mixed = _mixed(members)
-        header = _header(members[0].metric, mixed)
+        header = _header(members, mixed, columns)
         lines = [f"**{_title(members[0])}**", "", "| " + " | ".join(header) + " |",
                  "|" + "|".join("---" for _ in header) + "|"]
-        lines += ["| " + " | ".join(_cells(r, mixed)) + " |" for r in members]
+        lines += ["| " + " | ".join(_cells(r, mixed, columns)) + " |" for r in members]
+        if note := _threshold_note(members):
+            lines += ["", note]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) if blocks else "_no finished runs_"
 
@@ -327,11 +379,14 @@ def format_json(rows: list[Row]) -> str:
 
 
 def format_csv(rows: list[Row]) -> str:
+    """Every field but the per-seed lists; ``shifted`` as one column per prior."""
     out = io.StringIO()
     names = [k for k in Row.__dataclass_fields__
-             if k not in ("values", "seeds", "group_values")]
+             if k not in ("values", "seeds", "group_values", "shifted")]
+    names += [f"shifted_{n}" for n in SHIFTED]
     w = csv.DictWriter(out, fieldnames=names, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for row in as_dicts(rows):
+        row.update({f"shifted_{n}": row["shifted"].get(n) for n in SHIFTED})
         w.writerow({k: "" if row[k] is None else row[k] for k in names})
     return out.getvalue()

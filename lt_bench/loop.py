@@ -74,15 +74,17 @@ def call(model, images, **kwargs):
 
 
 def evaluate_epoch(model, data, device, batch_size: int, rank: int, world_size: int,
-                   autocast, memory_format=torch.contiguous_format) -> tuple[dict, dict]:
-    """``(metrics, test report)``: ``test/acc``, ``test/acc_few`` … and ``val/*`` when the data
-    hold a validation split; the report keeps the per-class accuracy and the confusion."""
+                   autocast, memory_format=torch.contiguous_format,
+                   thresholds: dict | None = None) -> tuple[dict, dict]:
+    """``(metrics, test report)``: ``test/acc``, ``test/acc_few``, ``test/ece``,
+    ``test/shifted_forward50`` … and ``val/*`` when the data hold a validation split; the report
+    keeps the per-class accuracy and the confusion. ``thresholds``: the groups' (``eval.*``)."""
     model.eval()
     with autocast:
         test = evaluate(model, data, device, batch_size, rank, world_size,
-                        memory_format=memory_format)
-        val = (evaluate(model, data, device, batch_size, rank, world_size, "val", memory_format)
-               if data.num_val else {})
+                        memory_format=memory_format, thresholds=thresholds)
+        val = (evaluate(model, data, device, batch_size, rank, world_size, "val", memory_format,
+                        thresholds) if data.num_val else {})
     metrics = {f"{split}/{k}": v for split, report in (("test", test), ("val", val))
                for k, v in report.items() if isinstance(v, (int, float))}
     return metrics, test
@@ -119,13 +121,14 @@ def drop_old_confusions(history: list[dict]) -> None:
 
 
 def format_accuracy(score) -> str:
-    """``acc 0.7012  many 0.81  medium 0.52  few n/a`` (n/a: the group has no class) of a test
-    report (dict) or a ``results.Score``."""
+    """``acc 0.7012  many 0.8100  medium 0.5200  few n/a  ece 0.0412`` (n/a: the group has no
+    class) of a test report (dict) or a ``results.Score``."""
     def get(key):
         return score.get(key) if isinstance(score, dict) else getattr(score, key, None)
 
     def pct(v):
         return "n/a" if v is None else f"{v:.4f}"
 
-    return "  ".join(f"{k} {pct(get(f'acc_{k}' if k != 'acc' else k))}"
+    line = "  ".join(f"{k} {pct(get(f'acc_{k}' if k != 'acc' else k))}"
                      for k in ("acc", "many", "medium", "few"))
+    return line if get("ece") is None else f"{line}  ece {pct(get('ece'))}"

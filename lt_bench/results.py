@@ -28,12 +28,25 @@ from lt_bench.run_files import (
 SCHEMA = 1
 #: above this many classes no confusion matrix is kept (C² numbers an evaluated epoch)
 MAX_CONFUSION_CLASSES = 100
+#: the class groups and their default thresholds in training images, the literature's (Liu et
+#: al., 2019): many-shot more than MANY, few-shot fewer than FEW, medium in between (both
+#: included); ``eval.many_above`` / ``eval.few_below`` move them (``lt_bench.data.groups``)
+GROUP_NAMES = ("many", "medium", "few")
+MANY = 100
+FEW = 20
+#: the imbalance factors of the shifted test priors (``lt_bench.evaluate``), as SADE reports
+SHIFT_FACTORS = (50, 10, 5)
+#: the shifted priors, in the order a table shows them: forward long-tailed, uniform, backward
+SHIFTED = (*(f"forward{f}" for f in SHIFT_FACTORS), "uniform",
+           *(f"backward{f}" for f in reversed(SHIFT_FACTORS)))
 
 
 @dataclass
 class Score:
     """Top-1 test accuracy at one epoch: overall, per group (None: the group has no class), per
-    class, and how many classes each group holds."""
+    class, and how many classes each group holds; the expected calibration error overall and per
+    group; the accuracy under shifted test priors (``SHIFTED`` names them; ``lt_bench.evaluate``
+    says how). A file written before ECE and the priors were kept reads with None and {}."""
 
     epoch: int
     acc: float
@@ -44,6 +57,11 @@ class Score:
     classes_medium: int = 0
     classes_few: int = 0
     per_class: list[float] = field(default_factory=list)
+    ece: float | None = None
+    ece_many: float | None = None
+    ece_medium: float | None = None
+    ece_few: float | None = None
+    shifted: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict, prefix: str = "") -> Score:
@@ -73,6 +91,9 @@ class RunResult:
     classes: list[str] = field(default_factory=list)
     train_counts: list[int] = field(default_factory=list)
     group_of_class: list[str] = field(default_factory=list)
+    # the thresholds group_of_class follows (eval.many_above, eval.few_below); empty in a file
+    # written before they were configurable: the defaults, 100 and 20
+    group_thresholds: dict[str, int] = field(default_factory=dict)
     final: Score | None = None
     best: Score | None = None
     best_chosen_on: str = "test"  # "val" when a held-out validation split chose the best epoch
@@ -124,6 +145,13 @@ class RunResult:
         write_file(path, json.dumps(self.to_dict(), indent=1, default=str), root)
 
 
+def group_rule(group: str, many_above: int = MANY, few_below: int = FEW) -> str:
+    """The training counts of a group, as a table's header names them: ``>100``, ``20–100``,
+    ``<20``."""
+    return {"many": f">{many_above}", "medium": f"{few_below}–{many_above}",
+            "few": f"<{few_below}"}[group]
+
+
 def known(cls: type, d: dict) -> dict:
     """The items of ``d`` that are fields of the dataclass ``cls`` (newer files have more)."""
     return {f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d}
@@ -161,17 +189,20 @@ def from_history(cfg: Any, data: Any, history: list[dict], status: str, elapsed:
     scored = [h for h in history if "test/acc" in h]
     chosen_on = "val" if all("val/acc" in h for h in scored) else "test"
     final, best = scored[-1], max(scored, key=lambda h: h[f"{chosen_on}/acc"])
+    from lt_bench.data.groups import thresholds_of  # here: lt_bench.data loads torch
 
     def pick(h: dict) -> Score:  # the run's own numbers: checked when read back, not here
-        return Score(**known(Score, {**{k.removeprefix("test/"): v for k, v in h.items()
-                                        if k.startswith("test/")},
-                                     "epoch": h["epoch"], "per_class": h["per_class"]}))
+        test = {k.removeprefix("test/"): v for k, v in h.items() if k.startswith("test/")}
+        shifted = {name: test[f"shifted_{name}"] for name in SHIFTED if f"shifted_{name}" in test}
+        return Score(**known(Score, {**test, "epoch": h["epoch"], "per_class": h["per_class"],
+                                     "shifted": shifted}))
 
     return RunResult(
         status=status, method=cfg.method.name, dataset=cfg.dataset, imbalance=cfg.imbalance,
         backbone=cfg.backbone.name, protocol=cfg.protocol.name, seed=cfg.seed,
         classes=[str(c) for c in data.classes], train_counts=list(data.train_counts),
-        final=pick(final), best=pick(best), best_chosen_on=chosen_on,
+        group_thresholds=thresholds_of(cfg.get("eval")), final=pick(final), best=pick(best),
+        best_chosen_on=chosen_on,
         confusion=final.get("confusion"),
         class_weights=[h["class_weights"] for h in history],
         history=[{k: v for k, v in h.items()

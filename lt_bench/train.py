@@ -27,6 +27,7 @@ from lt_bench.config import config_hash, run_folder, to_dict
 from lt_bench.config_checks import schedule_warnings
 from lt_bench.cpu_variant import Choice
 from lt_bench.data import DataConfig, groups, load_data
+from lt_bench.data.groups import thresholds_of
 from lt_bench.device_defaults import resolve_precision
 from lt_bench.interrupts import held, terminate_as_interrupt
 from lt_bench.lookahead import meta_batches
@@ -180,7 +181,9 @@ def finish(run: Run, state: RunState, precision: str) -> RunResult:
     result = from_history(run.cfg, run.data, state.history, "FINISHED", state.elapsed,
                           run_id=state.tracker_run_id, run_dir=str(run.out_dir),
                           cfg_hash=config_hash(run.cfg),
-                          group_of_class=groups(run.data.train_counts), precision=precision,
+                          group_of_class=groups(run.data.train_counts,
+                                                **thresholds_of(run.cfg.get("eval"))),
+                          precision=precision,
                           variant=state.variant)
     result.provenance = provenance.gather(run.data, state.device, run.world_size,
                                           run.cfg.protocol.batch_size, result.best_chosen_on)
@@ -257,7 +260,8 @@ def run_epoch(run: Run, state: RunState, epoch: int) -> None:
     if (epoch + 1) % p.eval_every == 0 or epoch + 1 == p.epochs:
         eval_batch = cfg.eval_batch_size or loop.default_eval_batch(data, p.batch_size)
         scores, test = loop.evaluate_epoch(state.model, data, device, eval_batch, run.rank,
-                                           run.world_size, run.autocast, run.memory_format)
+                                           run.world_size, run.autocast, run.memory_format,
+                                           thresholds_of(cfg.get("eval")))
         metrics.update(scores)
         record.update(per_class=test["per_class"], confusion=test.get("confusion"))
     metrics["time/epoch_s"] = time.perf_counter() - started

@@ -7,6 +7,13 @@ the class's training count (log x), one line per method (the mean over seeds) in
 lowest to the highest seed. Classes that share a training count are one point, their mean: an
 ImageNet-LT line would otherwise zigzag up and down at every count.
 
+A third panel, when the runs recorded them, draws the accuracy under shifted test priors
+(forward long-tailed, uniform, backward; ``lt_bench.evaluate``). A method is named as in the
+leaderboard (``dv (convention=authors)`` when two configurations of it are in the setting; with
+the data fingerprint when one configuration ran on two data sets, so no two rows share a name,
+a colour or a line). One legend, below the panels, names each method with its seeds and its mean
+expected calibration error: it never covers a bar or a line.
+
 Per-class accuracy is not in the tracker's records: it is read from the run folders'
 ``results.json`` (``<workspace>/runs/<dataset>-<method>-<cfg_hash>-seed<seed>``). A store filled
 from other machines may lack them; one line says so and the panel draws the runs that are here.
@@ -23,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from lt_bench.errors import LtBenchError
-from lt_bench.results import finished_or_skip
+from lt_bench.provenance import fingerprint
+from lt_bench.results import FEW, MANY, SHIFTED, finished_or_skip, group_rule
 from lt_bench.run_files import atomic_writer
 from lt_bench.tracking.records import SETTING, mean, sample_std
 
@@ -41,11 +49,21 @@ def setting_slug(setting: tuple) -> str:
 
 
 def labels(rows: list) -> list[str]:
-    """Method names; ``method@hash`` where a method has two configurations in the setting."""
-    count = defaultdict(int)
+    """The leaderboard's names of the rows (``Row.label``); for rows without one, the method,
+    ``method@hash`` where a method has two configurations, and the data where one has two."""
+    count = defaultdict(set)
     for row in rows:
-        count[row.method] += 1
-    return [f"{r.method}@{r.cfg_hash}" if count[r.method] > 1 else r.method for r in rows]
+        count[row.method].add((row.cfg_hash, getattr(row, "data", "")))
+    out = []
+    for r in rows:
+        if getattr(r, "label", ""):
+            out.append(r.label)
+            continue
+        hashes = {h for h, _ in count[r.method]}
+        name = f"{r.method}@{r.cfg_hash}" if len(hashes) > 1 else r.method
+        same = [d for h, d in count[r.method] if h == r.cfg_hash]
+        out.append(f"{name} [data {r.data}]" if len(same) > 1 else name)
+    return out
 
 
 def bar_data(rows: list) -> dict[str, dict[str, tuple[float, float | None, int]]]:
@@ -75,6 +93,9 @@ def class_lines(rows: list, workspace: Path, out=print) -> tuple[dict[str, dict]
         for seed in row.seeds:
             folder = Path(workspace) / "runs" / f"{row.dataset}-{row.method}-{row.cfg_hash}-seed{seed}"
             result = finished_or_skip(folder / "results.json", out)
+            if result is not None and getattr(row, "data", "") and \
+                    fingerprint(result.provenance) != row.data:
+                result = None  # the run of this seed on the other data: not this row's
             score = result.score(row.metric) if result is not None else None
             if score is None or len(score.per_class) != len(result.train_counts):
                 missing.append(folder.name)
@@ -112,20 +133,48 @@ def figure(rows: list, workspace: Path, out=print):
             f"{Path(workspace) / 'runs'} (a store filled on other machines?), e.g. {missing[0]}; "
             + ("the per-class panel is drawn from the others" if lines
                else "the per-class panel is left out"))
-    fig, axes = plt.subplots(1, 2 if lines else 1, figsize=(13 if lines else 7, 5), dpi=110,
-                             squeeze=False)
+    shifted = {label: row.shifted for label, row in zip(labels(rows), rows)
+               if getattr(row, "shifted", None)}
+    panels = 1 + bool(lines) + bool(shifted)
+    # constrained layout keeps the legend, placed "outside", off every panel
+    fig, axes = plt.subplots(1, panels, figsize=(1 + 6 * panels, 5.6), dpi=110, squeeze=False,
+                             layout="constrained")
     # by name, not by rank: a method keeps its colour from one setting's figure to the next
     colours = {label: plt.get_cmap("tab10")(sorted(labels(rows)).index(label) % 10)
                for label in labels(rows)}
     _bars(axes[0][0], bar_data(rows), colours)
+    axes[0][0].set_xlabel("class group, by training images: " + ", ".join(
+        f"{g} " + " | ".join(dict.fromkeys(group_rule(g, getattr(r, "many_above", MANY),
+                                                      getattr(r, "few_below", FEW))
+                                           for r in rows)) for g in ("many", "medium", "few")),
+        fontsize=8)
     if lines:
         _lines(axes[0][1], lines, colours)
+    if shifted:
+        _shifted(axes[0][-1], shifted, colours)
+    _legend(fig, rows, lines, colours)
     first = rows[0]
     fig.suptitle(f"{first.dataset}, imbalance {first.imbalance}, {first.backbone}, protocol "
                  f"{first.protocol}: top-1 accuracy over seeds, {first.metric} epoch",
                  fontsize=11)
-    fig.tight_layout()
     return fig
+
+
+def _legend(fig, rows: list, lines: dict, colours: dict) -> None:
+    """One legend for every panel, below them: a method, its seeds (and those the per-class
+    panel found, where fewer) and its mean ECE."""
+    from matplotlib.patches import Patch
+
+    handles, texts = [], []
+    for label, row in zip(labels(rows), rows):
+        found = lines.get(label, {}).get("seeds", row.n)
+        ece = getattr(row, "ece", None)
+        texts.append(f"{label} (n={row.n}" + (f"; per class n={found}" if found != row.n else "")
+                     + (f"; ECE {100 * ece:.1f} %" if ece is not None else "") + ")")
+        handles.append(Patch(color=colours[label]))
+    fig.legend(handles, texts, loc="outside lower center", ncol=min(len(texts), 3), fontsize=8,
+               title="method (seeds; mean expected calibration error)", title_fontsize=8,
+               frameon=False)
 
 
 def _bars(ax, data: dict, colours: dict) -> None:
@@ -147,7 +196,6 @@ def _bars(ax, data: dict, colours: dict) -> None:
     ax.set_ylabel("top-1 accuracy % (mean over seeds)")
     ax.set_ylim(0, 100)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, title="method (seeds)", title_fontsize=8)
     ax.set_title("by class group; error bar: ± sample std over seeds (none for one seed)",
                  fontsize=9)
 
@@ -164,8 +212,23 @@ def _lines(ax, lines: dict, colours: dict) -> None:
     ax.set_ylabel("top-1 accuracy % (mean over seeds)")
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, title="method (seeds)", title_fontsize=8)
     ax.set_title(f"per class, against its training count; line: mean, {BAND}", fontsize=9)
+
+
+def _shifted(ax, shifted: dict[str, dict[str, float]], colours: dict) -> None:
+    """Mean accuracy over seeds under each shifted test prior, head-heavy to tail-heavy."""
+    for label, values in shifted.items():
+        points = [(i, 100 * values[n]) for i, n in enumerate(SHIFTED) if n in values]
+        if points:
+            ax.plot(*zip(*points), marker="o", ms=3, lw=1.5, color=colours[label],
+                    label=f"_shifted {label}")
+    ax.set_xticks(range(len(SHIFTED)), [n.replace("forward", "fwd ").replace("backward", "bwd ")
+                                        for n in SHIFTED], fontsize=8)
+    ax.set_xlabel("test prior: forward long-tailed (imbalance) ← uniform → backward", fontsize=8)
+    ax.set_ylabel("top-1 accuracy % (mean over seeds)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.set_title("under shifted test priors: Σ_c p_c · acc_c (SADE's protocol)", fontsize=9)
 
 
 def image_format(path: Path) -> str:

@@ -1,10 +1,11 @@
 """Reading the finished seed runs of an MLflow tracking store in bulk (the records of
 ``lt_bench.tracking.records``).
 
-From an SQL store (the default SQLite file, PostgreSQL, MySQL): three SQL queries over MLflow's
-tables ``runs``, ``tags`` and ``latest_metrics`` (only the lt.* tags and the final/best metrics,
-no params), with SQLAlchemy and without importing MLflow, whose import alone takes seconds. Those
-tables are MLflow's private schema, so this path is taken only when the store's schema revision
+From an SQL store (the default SQLite file, PostgreSQL, MySQL): four SQL queries over MLflow's
+tables ``runs``, ``tags``, ``latest_metrics`` and ``params`` (only the lt.* tags and the
+final/best metrics; the params, the run's config, name a row by its options), with SQLAlchemy
+and without importing MLflow, whose import alone takes seconds. Those tables are MLflow's
+private schema, so this path is taken only when the store's schema revision
 (its ``alembic_version``) is one this code was checked against, ``KNOWN_REVISIONS``. Any other
 store, and a tracking server, is read with MLflow's ``search_runs`` page by page.
 ``group_summary`` is the mean and std over a group's seed runs that the tracker logs on the
@@ -33,8 +34,8 @@ from lt_bench.tracking.store import (
 
 log = logging.getLogger(__name__)
 
-#: MLflow schema revisions whose runs / tags / latest_metrics / experiments tables the SQL read
-#: was checked against: dc11669786a5 is the head of MLflow 3.17.2. tests/test_mlflow_read.py
+#: MLflow schema revisions whose runs / tags / latest_metrics / params / experiments tables the
+#: SQL read was checked against: dc11669786a5 is the head of MLflow 3.17.2. test_mlflow_read.py
 #: fails when the installed MLflow's head is not here; before adding one, check that the
 #: migrations since leave the columns read below alone and that the test's two paths agree.
 KNOWN_REVISIONS = ("dc11669786a5",)
@@ -97,15 +98,17 @@ def _query(conn, uri: str, experiment: str | None) -> list[dict]:
             f"SELECT run_uuid, end_time, experiment_id FROM runs WHERE run_uuid IN ({seeds})"),
             params):
         runs[run_id] = {"run_id": run_id, "end_time": end or 0, "experiment_id": str(exp),
-                        "tags": {}, "metrics": {}}
+                        "tags": {}, "metrics": {}, "params": {}}
     if not runs:
         return []
     for table, keys, target in (("tags", TAG_KEYS, "tags"),
-                                ("latest_metrics", METRIC_KEYS, "metrics")):
-        names = ", ".join(f"'{k}'" for k in keys)  # constants, not user input
+                                ("latest_metrics", METRIC_KEYS, "metrics"),
+                                ("params", None, "params")):
+        names = "" if keys is None else "key IN ({}) AND ".format(
+            ", ".join(f"'{k}'" for k in keys))  # constants, not user input
         for run_id, key, value in conn.execute(sa.text(
-                f"SELECT run_uuid, key, value FROM {table} WHERE key IN ({names}) "
-                f"AND run_uuid IN ({seeds})"), params):
+                f"SELECT run_uuid, key, value FROM {table} WHERE {names}"
+                f"run_uuid IN ({seeds})"), params):
             if run_id in runs:
                 runs[run_id][target][key] = value
     return list(runs.values())
@@ -132,7 +135,8 @@ def read_search(uri: str, experiment: str | None, timeout_s: float | None = None
                             "experiment_id": run.info.experiment_id,
                             "tags": {k: v for k, v in run.data.tags.items() if k in TAG_KEYS},
                             "metrics": {k: v for k, v in run.data.metrics.items()
-                                        if k in METRIC_KEYS}})
+                                        if k in METRIC_KEYS},
+                            "params": dict(run.data.params)})
     return out
 
 
