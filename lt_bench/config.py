@@ -214,7 +214,7 @@ def _nested(key: str, value: Any) -> dict:
 
 
 def load_config(paths: list[str] = (), overrides: list[str] = (),
-                notes: list[str] | None = None) -> DictConfig:
+                notes: list[str] | None = None, resolve_method: bool = True) -> DictConfig:
     """The resolved run config from YAML files then ``key=value`` overrides, validated.
 
     Precedence, as in Hydra: groups compose first, and what was typed (a YAML file's keys, a
@@ -257,7 +257,7 @@ def load_config(paths: list[str] = (), overrides: list[str] = (),
                 cfg = _merge(cfg, mapping, typed_source)
     cfg = _method_section(cfg, method, notes)
     check_config(cfg)
-    factory = _method_factory(cfg)
+    factory = _method_factory(cfg) if resolve_method else None
     if factory is not None:
         _drop_typed_defaults(cfg)
         _data_the_method_needs(cfg, factory)

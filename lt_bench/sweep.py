@@ -253,6 +253,10 @@ def execute(sweep: Sweep, out=print, closing: bool = True) -> dict:
         except Exception as exc:  # a picture must not fail a sweep whose runs are all done
             report.out(f"sweep: the comparison plot could not be drawn ({exc}); "
                        "lt-bench leaderboard --plot FILE.png draws it again")
+    from lt_bench.tracking.mlflow_artifacts import sweep_links
+
+    for line in sweep_links([j.cfg for j in sweep.jobs]):  # the runs and the picture, a click away
+        report.out(f"sweep: {line}")
     return report.close()
 
 

@@ -1,4 +1,7 @@
-"""``lt-bench ui`` end to end: a real headless Chromium finds a run and its per-class plot.
+"""``lt-bench ui`` end to end: a real headless Chromium opens the link it prints on the runs
+table of the model-training view, with the accuracy columns and the data's fingerprint, finds
+the sweep's picture one click away and a run's per-class plot; and the tags, data inputs and
+links behind that view.
 
 Needs Debian's chromium (/usr/bin/chromium) and Playwright from PyPI (``.ci/install-browser``);
 skips otherwise. Playwright's own browser download is never used.
@@ -6,6 +9,7 @@ skips otherwise. Playwright's own browser download is never used.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -26,12 +30,18 @@ LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", 
 
 
 
-def test_server_command_uses_the_workspace_store(tmp_path, template_db):
-    from lt_bench.commands.ui import server_command
-
+def store(tmp_path: Path, template_db: Path) -> Path:
+    """A workspace whose MLflow store exists (copied from the migrated template)."""
     ws = tmp_path / "ws"
     ws.mkdir()
     shutil.copy(template_db, ws / "mlflow.db")
+    return ws
+
+
+def test_server_command_uses_the_workspace_store(tmp_path, template_db):
+    from lt_bench.commands.ui import server_command
+
+    ws = store(tmp_path, template_db)
     command, uri = server_command({"workspace": str(ws)}, "127.0.0.1", 5123)
     assert uri == f"sqlite:///{ws.resolve()}/mlflow.db"
     assert command[1:4] == ["-m", "mlflow", "server"]
@@ -64,8 +74,9 @@ def browser_test(fn):
 
 
 @contextmanager
-def ui_page(ws: Path):
-    """A Chromium page and the URL of ``lt-bench ui`` serving ``ws``'s store."""
+def ui_page(ws: Path, printed: list[str] | None = None, lines: int = 1, **page_options):
+    """A Chromium page and the URL of ``lt-bench ui`` serving ``ws``'s store; the first
+    ``lines`` lines it prints go into ``printed``."""
     playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed "
                                      "(.ci/install-browser)")
     port = _free_port()
@@ -73,13 +84,14 @@ def ui_page(ws: Path):
                              "--port", str(port)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        first = proc.stdout.readline()
+        said = [proc.stdout.readline() for _ in range(lines)]
+        (printed if printed is not None else []).extend(line.rstrip("\n") for line in said)
         url = f"http://127.0.0.1:{port}"
-        assert url in first
+        assert url in said[0]
         _wait_http(f"{url}/health", 120)
         with playwright.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-            yield browser.new_page(), url
+            yield browser.new_page(**page_options), url
             browser.close()
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -114,9 +126,7 @@ def _refused(port: int) -> bool:
 def test_sigterm_stops_the_whole_mlflow_server(tmp_path, template_db):
     """``kill <pid of lt-bench ui>`` leaves no process of the MLflow server (uvicorn, the job
     runner and its consumers) and no answer on the port."""
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    shutil.copy(template_db, ws / "mlflow.db")
+    ws = store(tmp_path, template_db)
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "lt_bench", "ui", f"workspace={ws}",
                              "--port", str(port)], stdout=subprocess.PIPE,
@@ -195,30 +205,192 @@ def test_browser_finds_run_and_per_class_plot(tmp_path):
         open_image(page, "per_class_accuracy.png")
 
 
-@browser_test
-def test_browser_finds_the_sweep_runs_comparison_plot(tmp_path, template_db):
-    """The sweep-level run (lt.role=sweep) as ``lt_bench.sweep`` logs it, with its figure."""
-    sys.path.insert(0, str(HERE))
-    from test_comparison_plot import rows_of, write_run
+# -- the model-training view, its link, the data and the picture ------------------------------
+FINGERPRINT = "3f2a9c0d1e2b"  # the data the fake runs below trained on
+SETTING = "cifar10_lt-IF100-resnet32"
 
+
+def log_seeds(ws: Path, method: str, accs: list[float]) -> tuple[str, list[str]]:
+    """Finished seed runs of ``method`` as the tracker logs them (results.json in their folders
+    too, for the comparison picture); returns (group run id, seed run ids)."""
+    sys.path.insert(0, str(HERE))
+    from omegaconf import OmegaConf
+    from test_tracking import DATA_INFO, fake_results, make_cfg
+
+    from lt_bench.tracking.mlflow_tracker import MlflowTracker
+
+    seeds = []
+    for seed, acc in enumerate(accs):
+        cfg = make_cfg(ws, method, seed)
+        result = fake_results(cfg, acc)
+        result.provenance = {"data_fingerprint": FINGERPRINT}
+        folder = ws / "runs" / f"cifar10_lt-{method}-{result.cfg_hash}-seed{seed}"
+        folder.mkdir(parents=True)
+        result.save(folder / "results.json")
+        tracker = MlflowTracker(OmegaConf.create(cfg))
+        seeds.append(tracker.start(cfg, folder, DATA_INFO))
+        tracker.finish(result)
+    return tracker.group_id, seeds
+
+
+def installed_ui() -> str:
+    """The JavaScript of the installed MLflow UI."""
+    import mlflow
+
+    build = Path(mlflow.__file__).parent / "server" / "js" / "build" / "static" / "js"
+    return "".join(path.read_text(errors="replace") for path in build.glob("*.js"))
+
+
+def test_the_view_tags_are_ones_the_installed_ui_reads():
+    from lt_bench.tracking.mlflow_artifacts import (
+        KIND_TAG,
+        MODEL_TRAINING,
+        VIEW_TAG,
+        WORKFLOW,
+        experiment_tags,
+    )
+
+    js = installed_ui()
+    assert f'"{KIND_TAG}"' in js  # the experiment kind, read and written by the UI
+    assert f'CUSTOM_MODEL_DEVELOPMENT="{MODEL_TRAINING}"' in js  # its "Machine learning" kind
+    assert 'MACHINE_LEARNING="machine_learning"' in js and '.get("workflowType")' in js
+    assert WORKFLOW == "workflowType=machine_learning"
+    assert '"mlflow.sharedViewState."' in js and VIEW_TAG.startswith("mlflow.sharedViewState.")
+    saved = json.loads(experiment_tags()[VIEW_TAG])  # the envelope of a view saved by name
+    assert "a string `name`, number `createdAt`, and string `state`" in js  # its parser's words
+    assert isinstance(saved["name"], str) and isinstance(saved["createdAt"], int)
+    view = json.loads(saved["state"])
+    assert {"selectedColumns", "columnOrder", "columnWidths"} <= set(view)
+    assert all(f'"{key}"' in js for key in view)  # keys of the UI's own view state
+    assert {"metrics.`final/acc`", "metrics.`final/acc_mean`", "metrics.`final/acc_many_mean`",
+            "metrics.`final/acc_medium_mean`", "metrics.`final/acc_few_mean`"} <= set(
+                view["selectedColumns"])
+
+
+def test_experiments_are_marked_new_and_old_and_a_users_kind_stays(tmp_path, template_db):
+    from lt_bench.tracking.mlflow_artifacts import KIND_TAG, VIEW_TAG, experiment_tags
+    from lt_bench.tracking.store import client, ensure_experiment
+
+    shutil.copy(template_db, tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    c = client(uri)
+    new = c.get_experiment(ensure_experiment(c, "fresh", None, uri))
+    assert new.tags[KIND_TAG] == "custom_model_development"
+    assert json.loads(new.tags[VIEW_TAG])["state"] == json.loads(
+        experiment_tags()[VIEW_TAG])["state"]
+    old = c.create_experiment("made-before")  # as lt-bench made them before the view
+    theirs = c.create_experiment("theirs", tags={KIND_TAG: "genai_development"})
+    assert ensure_experiment(c, "made-before", None, uri) == old
+    assert c.get_experiment(old).tags[KIND_TAG] == "custom_model_development"
+    assert VIEW_TAG in c.get_experiment(old).tags
+    ensure_experiment(c, "theirs", None, uri)
+    assert c.get_experiment(theirs).tags[KIND_TAG] == "genai_development"
+
+
+def test_runs_and_groups_name_their_data_by_fingerprint(tmp_path, template_db):
+    from lt_bench.tracking.store import client, tracking_uri
+
+    ws = store(tmp_path, template_db)
+    group, seeds = log_seeds(ws, "dv", [0.64, 0.66])
+    c = client(tracking_uri({"workspace": str(ws)}))
+    for run_id in [group, *seeds]:
+        [data] = c.get_run(run_id).inputs.dataset_inputs
+        assert (data.dataset.name, data.dataset.digest) == (SETTING, FINGERPRINT)
+        profile = json.loads(data.dataset.profile)
+        assert profile["train_counts"] == [500, 300, 180, 110, 65, 40, 24, 14, 8, 5]
+        assert profile["total"] == 1246 and profile["test_counts"] == [100] * 10
+        assert json.loads(data.dataset.source) == {"uri": "/data"}
+        assert [(t.key, t.value) for t in data.tags] == [("mlflow.data.context", "train")]
+
+
+def test_a_sweep_ends_with_a_link_per_setting_after_its_leaderboard(tmp_path, template_db,
+                                                                    monkeypatch):
+    sys.path.insert(0, str(HERE))
+    from omegaconf import OmegaConf
+
+    from lt_bench.sweep import expand, run_sweep
+    from lt_bench.tracking.mlflow_artifacts import sweep_links
+    from lt_bench.tracking.store import client, tracking_uri
+
+    ws = store(tmp_path, template_db)
+    monkeypatch.setenv("PYTHONPATH", str(HERE))  # the workers import test_sweep's fake_train
+    args = [f"workspace={ws}", "tracking.tracker=mlflow", "dataset=cifar10_lt",
+            "imbalance=[100,200]", "methods=[ce]", "seeds=1"]
+    lines: list[str] = []
+    run_sweep(args, out=lines.append, train_fn="test_sweep:fake_train")
+    said = "\n".join(lines).splitlines()
+    ids = {e.name: e.experiment_id for e in client(tracking_uri({"workspace": str(ws)}))
+           .search_experiments()}
+    assert said[-3:] == [
+        f"sweep: the runs in the MLflow UI (after `lt-bench ui workspace={ws.resolve()}`), one "
+        "link per setting:", *(
+            f"sweep:   cifar10_lt-IF{imb}-resnet32: http://127.0.0.1:5000/#/experiments/"
+            f"{ids[f'cifar10_lt-IF{imb}-resnet32']}/runs?workflowType=machine_learning&"
+            "viewStateShareKey=lt-bench-v1" for imb in (100, 200))]
+    assert any(line.startswith("method ") for line in said[:-3])  # the leaderboard came first
+    local = [OmegaConf.merge(job.cfg, {"tracking": {"tracker": "local"}})
+             for job in expand(args).jobs]
+    assert sweep_links(local) == []  # run folders only: no UI to link
+
+
+def cell(page, run_id: str, column: str) -> str:
+    return page.locator(f'.ag-row[row-id="{run_id}"] [col-id="{column}"]').first.inner_text(
+        timeout=60_000)
+
+
+@browser_test
+def test_the_printed_link_opens_the_runs_with_accuracy_and_the_picture(tmp_path, template_db):
+    """What `lt-bench ui` prints opens the setting's runs table in the model-training view (no
+    GenAI page first) with the accuracy columns in view, and the sweep's picture one click
+    away. LT_BENCH_SCREENSHOTS=DIR keeps a screenshot of the table there."""
+    from lt_bench.leaderboard import leaderboard
     from lt_bench.tracking.comparison_plot import write_figures
     from lt_bench.tracking.mlflow_artifacts import log_sweep_run
     from lt_bench.tracking.store import client, tracking_uri
 
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    shutil.copy(template_db, ws / "mlflow.db")
-    for method in ("ce", "dv"):
-        for seed in range(2):
-            write_run(ws, method, seed)
-    [png] = write_figures(rows_of(ws), ws, ws / "sweeps" / "comparison.png", suffix=True)
+    ws = store(tmp_path, template_db)
+    accs = {"ce": [0.60, 0.62], "dv": [0.64, 0.66]}
+    logged = {method: log_seeds(ws, method, a) for method, a in accs.items()}
     cfg = {"workspace": str(ws), "dataset": "cifar10_lt", "imbalance": 100.0,
            "backbone": {"name": "resnet32"}, "protocol": {"name": "quick"}, "method": {}}
-    run_id = log_sweep_run(cfg, [png])
-    exp_id = client(tracking_uri(cfg)).get_run(run_id).info.experiment_id
-    with ui_page(ws) as (page, url):
-        page.goto(f"{url}/#/experiments/{exp_id}/runs", wait_until="domcontentloaded")
-        page.get_by_text("sweep-comparison").first.wait_for(timeout=90_000)
-        page.goto(f"{url}/#/experiments/{exp_id}/runs/{run_id}/artifacts",
-                  wait_until="domcontentloaded")
-        open_image(page, png.name)
+    [png] = write_figures(leaderboard(cfg), ws, ws / "sweeps" / "comparison.png", suffix=True)
+    sweep_run = log_sweep_run(cfg, [png])
+    exp_id = client(tracking_uri(cfg)).get_run(sweep_run).info.experiment_id
+    printed: list[str] = []
+    with ui_page(ws, printed, lines=3, viewport={"width": 2200, "height": 800}) as (page, url):
+        link = f"{url}/#/experiments/{exp_id}/runs?workflowType=machine_learning&" \
+               "viewStateShareKey=lt-bench-v1"
+        assert printed[1:] == ["lt-bench: the runs of each setting (open one):",
+                               f"lt-bench:   {SETTING}: {link}"]
+        page.goto(link, wait_until="domcontentloaded")
+        group, seeds = logged["dv"]
+        page.locator(f'.ag-row[row-id="{group}"]').first.wait_for(timeout=90_000)
+        assert f"/#/experiments/{exp_id}/runs?" in page.url and "genai" not in page.url
+        assert page.get_by_test_id("saved-views-trigger").inner_text() == "lt-bench: accuracy"
+        assistant = page.get_by_role("button", name="Close")
+        if assistant.count():  # MLflow 3's assistant panel takes a third of the width
+            assistant.last.click()
+        for method, (group_id, _) in logged.items():
+            runs = accs[method]
+            shown = {key: cell(page, group_id, f"metrics.`final/{key}`")
+                     for key in ("acc_mean", "acc_many_mean", "acc_medium_mean")}
+            assert float(shown["acc_mean"]) == pytest.approx(sum(runs) / 2)
+            assert float(shown["acc_many_mean"]) == pytest.approx(sum(runs) / 2 + 0.2)
+            assert float(shown["acc_medium_mean"]) == pytest.approx(sum(runs) / 2 - 0.1)
+        page.locator(f'.ag-row[row-id="{group}"] button').first.click()  # expand its seeds
+        for run_id, acc in zip(seeds, accs["dv"]):
+            assert float(cell(page, run_id, "metrics.`final/acc`")) == pytest.approx(acc)
+            row = " ".join(page.locator(f'.ag-row[row-id="{run_id}"]').all_inner_texts())
+            assert f"{SETTING} ({FINGERPRINT[:8]}" in row  # the Dataset column
+        if os.environ.get("LT_BENCH_SCREENSHOTS"):
+            page.screenshot(path=Path(os.environ["LT_BENCH_SCREENSHOTS"]) / "ui_runs_table.png",
+                            clip={"x": 0, "y": 0, "width": 2200, "height": 480})
+        with page.context.expect_page(timeout=60_000) as opened:
+            page.get_by_text("the comparison picture of the latest sweep").click()
+        picture = opened.value
+        picture.locator("img[src^='blob:'], img[src*='comparison']").first.wait_for(
+            timeout=90_000)
+        assert picture.url.split("?")[0] == (f"{url}/#/experiments/{exp_id}/runs/{sweep_run}/"
+                                             f"artifacts/{png.name}")
+        fetched = picture.request.get(f"{url}/get-artifact?path={png.name}&run_uuid={sweep_run}")
+        assert fetched.ok and fetched.body() == png.read_bytes()

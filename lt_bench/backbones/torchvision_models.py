@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 from lt_bench.backbones.heads import fp32_classifier
@@ -76,6 +75,8 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], path, classifier
 
 def resnet50(num_classes: int, *, weights: str | None = None) -> nn.Module:
     """torchvision ResNet-50; weights= a local state-dict file (classifier replaced if needed)."""
+    import torchvision
+
     model = torchvision.models.resnet50(weights=None, num_classes=num_classes)
     if weights:
         load_into(model, read_state_dict(weights), weights, classifier="fc")
@@ -87,6 +88,8 @@ def vit_b_16(num_classes: int, *, weights: str | None = None, image_size: int = 
     """torchvision ViT-B/16 at image_size (a multiple of 16); weights= a local state-dict file."""
     if int(image_size) != image_size or image_size < 16 or image_size % 16:
         raise LtBenchError(f"vit_b_16: image_size must be a multiple of 16, got {image_size!r}")
+    import torchvision
+
     model = torchvision.models.vit_b_16(weights=None, num_classes=num_classes,
                                         image_size=int(image_size))
     if weights:

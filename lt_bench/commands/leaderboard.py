@@ -84,7 +84,7 @@ def run(args) -> int:
         from lt_bench.tracking.comparison_plot import image_format
 
         image_format(args.plot)
-    cfg = load_config(paths, overrides)
+    cfg = load_config(paths, overrides, resolve_method=False)
     rows = lb.leaderboard(cfg, filters, metric=options["metric"], baseline=options["baseline"])
     render = {"text": lambda r: lb.format_text(r, columns), "json": lb.format_json,
               "markdown": lambda r: lb.format_markdown(r, columns),

@@ -10,8 +10,8 @@ def add_parser(sub) -> None:
         "ui", help="open the MLflow UI on the workspace's runs",
         description="Serve the MLflow UI (mlflow server) on the tracking store of the workspace "
                     "(workspace=DIR, default ./workspace: sqlite:///DIR/mlflow.db with artifacts "
-                    "in DIR/mlartifacts) or of tracking.uri=URI, and print its URL. Stop it with "
-                    "Ctrl-C.",
+                    "in DIR/mlartifacts) or of tracking.uri=URI, and print its URL and a link "
+                    "to each setting's runs table. Stop it with Ctrl-C.",
         epilog="example: lt-bench ui workspace=./workspace --port 5000",
     )
     parser.add_argument("args", nargs="*", metavar="CONFIG.yaml|KEY=VALUE")
@@ -102,9 +102,19 @@ def run(args) -> int:
     paths, overrides = split_args(args.args)
     cfg = load_config(paths, overrides)
     command, uri = server_command(cfg, args.host, args.port)
-    for line in announcement(uri, args.host, args.port):
+    for line in announcement(uri, args.host, args.port) + links(uri, args.host, args.port):
         print(line, flush=True)
     return serve(command)
+
+
+def links(uri: str, host: str, port: int) -> list[str]:
+    """One line per setting: the address of its runs table in MLflow's model-training view
+    (MLflow 3 opens an experiment on its GenAI pages otherwise)."""
+    from lt_bench.tracking.mlflow_artifacts import ui_links
+
+    found = ui_links(uri, origin(public_name(host) or host, port))
+    return ["lt-bench: the runs of each setting (open one):"] * bool(found) + [
+        f"lt-bench:   {name}: {link}" for name, link in found]
 
 
 def announcement(uri: str, host: str, port: int) -> list[str]:

@@ -14,16 +14,31 @@ Dataset factories registered through ``lt_bench_register_datasets`` have the sig
 
 from __future__ import annotations
 
-from lt_bench.data.base import LongTailedData
+from typing import TYPE_CHECKING
+
 from lt_bench.data.config import DataConfig, as_data_config, cache_dir
 from lt_bench.data.groups import group_sizes, groups
-from lt_bench.data.longtail import lt_counts, make_long_tailed, select_subset
-from lt_bench.data.pipeline import LoaderData, TensorData
 from lt_bench.errors import LtBenchError
+
+if TYPE_CHECKING:  # the lazy names below: importing them loads torch
+    from lt_bench.data.base import LongTailedData
+
+_LAZY = {"LongTailedData": "lt_bench.data.base", "lt_counts": "lt_bench.data.longtail",
+         "make_long_tailed": "lt_bench.data.longtail", "select_subset": "lt_bench.data.longtail",
+         "LoaderData": "lt_bench.data.pipeline", "TensorData": "lt_bench.data.pipeline"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lt_bench.data' has no attribute {name!r}")
 
 
 def load_data(name: str, imbalance: float | None, cfg=None) -> LongTailedData:
     """The registered data set ``name`` made long-tailed with factor ``imbalance``."""
+    from lt_bench.data.base import LongTailedData
     from lt_bench.registry import get_registry
 
     registry = get_registry()

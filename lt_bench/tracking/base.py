@@ -72,11 +72,26 @@ def tracker_name(cfg: Any) -> str:
     return str(get(cfg, "tracking.tracker") or TrackingConfig.tracker)
 
 
-def tracker_for(cfg: Any) -> Any:
-    """The tracker ``tracking.tracker`` names, built by its plugin for ``cfg``."""
-    from lt_bench.registry import get_registry
+#: the trackers lt-bench's own plugins register (plugins/trackers.py, mlflow_tracking.py), by
+#: module and factory: no other plugin can take these names (the registry refuses a name twice)
+BUILT_IN = {"local": ("lt_bench.tracking.base", "local_tracker"),
+            "mlflow": ("lt_bench.tracking.mlflow_tracker", "mlflow_tracker")}
 
-    tracker = get_registry(get(cfg, "plugins") or ()).build("trackers", tracker_name(cfg), cfg)
+
+def tracker_for(cfg: Any) -> Any:
+    """The tracker ``tracking.tracker`` names, built by its plugin for ``cfg``. A built-in one is
+    built directly while no plugin has been loaded: loading them all imports torch and
+    torchvision, seconds for a command that only reads runs back (the leaderboard)."""
+    import importlib
+
+    from lt_bench import registry
+
+    name, plugins = tracker_name(cfg), get(cfg, "plugins") or ()
+    if name in BUILT_IN and registry._default is None and not plugins and not \
+            registry.env_plugins():
+        module, factory = BUILT_IN[name]
+        return getattr(importlib.import_module(module), factory)(cfg)
+    tracker = registry.get_registry(plugins).build("trackers", name, cfg)
     if isinstance(tracker, Tracker) and tracker.cfg is None:
         tracker.cfg = cfg  # a subclass whose __init__ skips Tracker's reads this config's folders
     return tracker

@@ -8,8 +8,9 @@ Layout:
   carrying the mean and std over its finished seeds (``final/acc_mean``, ``final/acc_std``,
   ``seeds`` …, logged at ``step`` = number of seeds, so the latest value is the most complete);
 * one **seed run** (child, ``lt.role=seed``) per seed, with the flattened resolved config as
-  params, per-epoch metrics at ``step=epoch``, ``final/*`` and ``best/*`` metrics, the data set as
-  an input (metadata only) and the artifacts of ``lt_bench.tracking.report``.
+  params, per-epoch metrics at ``step=epoch``, ``final/*`` and ``best/*`` metrics, the training
+  data as an input once finished (its fingerprint as digest, the counts; no images; its group
+  gets it too) and the artifacts of ``lt_bench.tracking.report``.
 
 Tags on both: ``lt.method``, ``lt.dataset``, ``lt.imbalance``, ``lt.backbone``, ``lt.protocol``,
 ``lt.cfg_hash`` (seed runs: ``lt.seed``, and once finished ``lt_bench.provenance.tags_of``).
@@ -22,10 +23,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import math
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +117,7 @@ class MlflowTracker(Tracker):
         self.exp_id: str | None = None
         self.group_id: str | None = None
         self.resolved: dict | None = None
+        self.data_info: dict = {}
         self.run_dir: Path | None = None
         self._client = None
         # a server can go away mid-run and come back; a database file cannot, and keeps the
@@ -160,7 +160,7 @@ class MlflowTracker(Tracker):
     # -- the tracker interface ------------------------------------------------------------------
     def start(self, cfg: dict, run_dir: Path, data_info: dict,
               resume_id: str | None = None) -> str | None:
-        self.resolved = cfg
+        self.resolved, self.data_info = cfg, data_info or {}
         self.run_dir = Path(run_dir)
         self.exp_id = exp_id = ensure_experiment(self.client, setting_experiment(cfg),
                                                  artifact_root(cfg, self.uri), self.uri)
@@ -176,7 +176,7 @@ class MlflowTracker(Tracker):
                                **({f"{TAG}trunk": str(trunk)} if trunk else {})})
         self.run_id = run.info.run_id
         self._log_batch(self.run_id, params=config_params(cfg))
-        self._log_dataset(data_info or {}, cfg)
+        self._log_dataset(self.data_info)
         return self.run_id
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
@@ -200,6 +200,7 @@ class MlflowTracker(Tracker):
         if done:
             parts += [("the tags of its provenance", lambda: self._log_batch(self.run_id, tags={
                 f"{TAG}best_chosen_on": result.best_chosen_on, **tags_of(result.provenance)})),
+                ("the data set as an input", lambda: self._log_input(result)),
                 ("the artifacts", lambda: self._log_report(result))]
         parts.append((f"the run's status {status}",
                       lambda: self._call("set_terminated", self.run_id, status)))
@@ -302,36 +303,27 @@ class MlflowTracker(Tracker):
                 unless_gone(self._log_batch, mine, params=config_params(cfg, drop=("seed",)))
             return winner
 
-    def _log_dataset(self, info: dict, cfg: dict) -> None:
-        """The data set as a run input: class counts as a small table, metadata only."""
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                import mlflow.data
-                import pandas as pd
-                from mlflow.entities import DatasetInput, InputTag
+    def _log_dataset(self, info: dict) -> None:
+        """The data set's summary as the tag ``lt.data``; the data itself becomes an input at
+        the end (``_log_input``), when its fingerprint is known."""
+        summary = {k: v for k, v in info.items() if k not in ("classes", "counts", "test_counts")}
+        self._call("set_tag", self.run_id, f"{TAG}data",
+                   json.dumps(summary, default=str)[:MAX_TAG_VALUE])
 
-                classes = [str(c) for c in info.get("classes") or []]
-                counts = [float(c) for c in info.get("counts") or []]
-                test = [float(c) for c in info.get("test_counts") or []]
-                n = len(counts)
-                frame = pd.DataFrame({
-                    "class": (classes + [""] * n)[:n],
-                    "train_count": counts,
-                    "test_count": (test + [math.nan] * n)[:n],
-                })
-                name = setting_experiment({**cfg, "tracking": {}})
-                source = str(get(cfg, "data.root", "") or info.get("name") or "lt_bench")
-                dataset = mlflow.data.from_pandas(frame, source=source, name=name)
-            tags = [InputTag("mlflow.data.context", "train")]
-            self._call("log_inputs", self.run_id, datasets=[
-                DatasetInput(dataset._to_mlflow_entity(), tags)])
-            self._call("set_tag", self.run_id, f"{TAG}data",
-                       json.dumps({k: v for k, v in info.items()
-                                   if k not in ("classes", "counts", "test_counts")},
-                                  default=str)[:MAX_TAG_VALUE])
+    def _log_input(self, result: RunResult) -> None:
+        """The training data as an input of the seed run and of its group, whose row is the one
+        the runs table shows: its Dataset column then says what each trained on."""
+        from lt_bench.tracking.mlflow_artifacts import dataset_input
+
+        try:
+            data = dataset_input(self.resolved, self.data_info,
+                                 (result.provenance or {}).get("data_fingerprint"))
+            for run_id in dict.fromkeys(filter(None, (self.run_id, self.group_id))):
+                unless_gone(self._call, "log_inputs", run_id, datasets=[data])
         except Exception as exc:  # metadata only: never fail a run over it
-            log.warning("lt-bench: could not log the data set to MLflow: %s", exc)
+            if unreachable(exc):
+                raise
+            log.warning("MLflow could not record the run's data set: %s", exc)
 
     def settle_group(self, status: str = "FINISHED") -> dict[str, float]:
         """Make this seed's group true: the oldest live group of its (method, config hash) is

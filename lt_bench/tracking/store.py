@@ -14,6 +14,7 @@ server is tried by MLflow alone, within ``tracking.timeout_s`` (``http_budget``)
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import random
 import time
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from lt_bench.errors import LtBenchError
+
+log = logging.getLogger(__name__)
 
 DB_NAME = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
@@ -353,19 +356,29 @@ def search_all(c, experiment_ids: list[str], filter_string: str, page: int = 100
 
 def ensure_experiment(c, name: str, artifact_location: str | None, uri: str = "") -> str:
     """The id of experiment ``name``, created (with ``artifact_location``) when missing and
-    restored when deleted."""
+    restored when deleted; either way with the tags that open it on its runs in MLflow's UI
+    (``mlflow_artifacts.experiment_tags``), where it does not have its own already."""
+    from lt_bench.tracking.mlflow_artifacts import experiment_tags
 
-    def get_or_create() -> str:
+    wanted = {f"{TAG}kind": "benchmark-setting", **experiment_tags()}
+
+    def get_or_create() -> tuple[str, dict]:
         exp = c.get_experiment_by_name(name)
-        if exp is not None:
-            if exp.lifecycle_stage == "deleted":
-                c.restore_experiment(exp.experiment_id)
-            return exp.experiment_id
-        return c.create_experiment(name, artifact_location=artifact_location,
-                                   tags={f"{TAG}kind": "benchmark-setting"})
+        if exp is None:
+            return c.create_experiment(name, artifact_location=artifact_location,
+                                       tags=wanted), {}
+        if exp.lifecycle_stage == "deleted":
+            c.restore_experiment(exp.experiment_id)
+        return exp.experiment_id, {k: v for k, v in wanted.items() if k not in exp.tags}
 
     with store_lock(uri):  # a server's racing creators answer "already exists": tried again
-        return retry(get_or_create)
+        exp_id, missing = retry(get_or_create)
+        try:  # an experiment made before lt-bench tagged them
+            for key, value in missing.items():
+                retry(c.set_experiment_tag, exp_id, key, value, attempts=attempts_for(uri))
+        except Exception as exc:  # the view is a convenience: it never stops a run
+            log.warning("experiment %r keeps MLflow's default view: %s", name, exc)
+    return exp_id
 
 
 def prepare_store(cfg: Any) -> tuple[str, str]:
