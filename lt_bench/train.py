@@ -172,7 +172,7 @@ def start_tracking(run: Run, state: RunState, precision: str, branched: bool) ->
     used = {"precision_used": precision, "variant_used": state.variant["label"]}
     state.tracker_run_id = run.tracker.start(
         {**to_dict(cfg), **used, **fork.trunk_params(state)}, out_dir,
-        run.data.describe(), state.tracker_run_id)
+        run.data.describe(**thresholds_of(cfg.get("eval"))), state.tracker_run_id)
     if branched:  # the trunk's epochs are this run's too
         fork.replay_history(run.tracker, state.history)
 

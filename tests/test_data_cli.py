@@ -58,3 +58,19 @@ def test_errors_are_one_line(tmp_path, capsys):
 def test_histogram_bins_many_classes():
     text = histogram(list(range(1000, 0, -1)), [str(i) for i in range(1000)], rows=20)
     assert len(text.splitlines()) == 20 and "classes 0–49" in text
+
+
+def test_describe_counts_groups_by_the_configured_thresholds(capsys):
+    """synthetic_lt at IF 20 (5 classes): the counts decide the groups, the thresholds move them."""
+    from lt_bench.data.groups import group_sizes
+
+    args = ["data", "describe", "dataset=synthetic_lt", "imbalance=20", "--json"]
+    assert main(args) == 0
+    counts = json.loads(capsys.readouterr().out)["counts"]
+    wide = {"many_above": max(counts) - 1, "few_below": min(counts) + 1}
+    assert main([*args, f"eval.many_above={wide['many_above']}",
+                 f"eval.few_below={wide['few_below']}"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["group_thresholds"] == wide
+    assert info["groups"] == group_sizes(counts, **wide)
+    assert info["groups"]["many"] == 1 and info["groups"]["few"] == 1

@@ -71,15 +71,19 @@ def run(args) -> int:
     cfg = load(args.args)
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     data = load_data(cfg.dataset, cfg.imbalance, data_cfg)
-    info = data.describe()
+    from lt_bench.data.groups import thresholds_of
+
+    info = data.describe(**thresholds_of(cfg.get("eval")))
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
     g = info["groups"]
     print(f"{info['name']}: {info['num_classes']} classes, {info['total']:,} training images "
           f"(imbalance {info['imbalance']:.1f}), {info['test_total']:,} test images")
-    print(f"groups: many {g['many']}, medium {g['medium']}, few {g['few']} "
-          "(many > 100, medium 20–100, few < 20 training images)")
+    t = info["group_thresholds"]
+    print(f"groups: many {g['many']}, medium {g['medium']}, few {g['few']} (many > "
+          f"{t['many_above']}, medium {t['few_below']}–{t['many_above']}, few < {t['few_below']} "
+          "training images; eval.many_above, eval.few_below)")
     print(histogram(info["counts"], info["classes"]))
     held = [f"{info[k]:,} {what} images ({info[k] // info['num_classes']} per class, "
             f"data.{key})" for k, what, key in (("val_total", "validation", "val_per_class"),

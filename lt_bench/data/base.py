@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
-from lt_bench.data.groups import group_sizes
+from lt_bench.data.groups import FEW, MANY, group_sizes
 from lt_bench.data.sampling import epoch_order, shard_train
 
 
@@ -104,7 +104,8 @@ class LongTailedData:
         return None, f"no pixels: {type(self).__name__} does not give them"
 
     # -- description --------------------------------------------------------------------------
-    def describe(self) -> dict:
+    def describe(self, many_above: int = MANY, few_below: int = FEW) -> dict:
+        """The data at a glance; the groups by the run's thresholds (``eval.*``)."""
         return {
             "name": self.name,
             "classes": list(self.classes),
@@ -112,7 +113,8 @@ class LongTailedData:
             "counts": list(self.train_counts),
             "total": int(sum(self.train_counts)),
             "imbalance": self.imbalance,
-            "groups": group_sizes(self.train_counts),
+            "groups": group_sizes(self.train_counts, many_above, few_below),
+            "group_thresholds": {"many_above": many_above, "few_below": few_below},
             "test_counts": list(self.test_counts),
             "test_total": int(sum(self.test_counts)),
             "val_total": self.num_val,
