@@ -22,6 +22,7 @@ from pathlib import Path
 
 from lt_bench.results import RunResult, finished_or_skip
 from lt_bench.study import Cell, Claim, Study
+from lt_bench.tracking.records import mean, sample_std
 
 ALPHA = 0.05
 
@@ -104,12 +105,7 @@ def run_dir_of(job) -> Path:
 
 
 def mean_std(values: list[float]) -> tuple[float | None, float | None]:
-    if not values:
-        return None, None
-    m = sum(values) / len(values)
-    if len(values) < 2:
-        return m, None
-    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+    return mean(values), sample_std(values)  # the leaderboard's statistics, ddof 1
 
 
 def welch_interval(m1: float, s1: float, n1: int, m2: float, s2: float | None,
