@@ -14,7 +14,7 @@ import sys
 from lt_bench import __version__
 from lt_bench.errors import LtBenchError
 
-COMMANDS = ["methods", "data", "train", "sweep", "reproduce", "leaderboard", "ui"]
+COMMANDS = ["methods", "data", "train", "sweep", "reproduce", "leaderboard", "ui", "anchors"]
 
 
 def build_parser() -> argparse.ArgumentParser:

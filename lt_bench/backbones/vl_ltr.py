@@ -22,8 +22,9 @@ are [B, C, M] (how: :mod:`lt_bench.backbones.vl_ltr_head`).
 
 **Towers** (``tower=``): ``"RN50"`` or ``"ViT-B-16"``, taken from open_clip (CLIP with QuickGELU;
 ``pip install 'lt-bench[clip]'``) when it is installed, otherwise from torchvision with a linear
-projection to D (``tower_source=`` forces one); ``"tiny"``, a three-layer conv net for tests and
-smoke runs on CPU. ``weights=`` is always a local file: for open_clip an OpenAI TorchScript ``.pt``
+projection to D (``tower_source=`` forces one); ``"resnet32"``, CIFAR ResNet-32 with a projection
+to D, for CIFAR-LT beside ResNet-32's plain linear head; ``"tiny"``, a three-layer conv net for
+tests and smoke runs on CPU. ``weights=`` is always a local file: for open_clip an OpenAI TorchScript ``.pt``
 or a state dict, for torchvision a torchvision state dict. Nothing is ever downloaded. Note that
 CLIP towers expect images normalised with CLIP's mean and std.
 
@@ -55,6 +56,7 @@ from lt_bench.backbones.vl_ltr_anchors import (
     check_anchors,
     load_anchors,
     random_anchors,
+    save_anchors,
 )
 from lt_bench.backbones.vl_ltr_head import (
     CLIP_LOGIT_SCALE,
@@ -65,9 +67,11 @@ from lt_bench.backbones.vl_ltr_head import (
 from lt_bench.backbones.vl_ltr_towers import (
     CLIP_DIMS,
     PROMPT,
+    SMALL_TOWERS,
     TINY_DIM,
     TOWER_SOURCES,
     TOWERS,
+    CifarResNetTower,
     ClipTower,
     ProjectedTower,
     TinyTower,
@@ -94,7 +98,7 @@ def vl_ltr(num_classes: int, *, class_names: list[str] | None = None, tower: str
     source = resolve_tower_source(tower, tower_source)
     file_anchors = None
     if anchors not in (None, "random"):
-        file_anchors = load_anchors(anchors, num_classes, None, int(max_sentences))
+        file_anchors = load_anchors(anchors, num_classes, None, int(max_sentences), class_names)
     # Decided before the tower is built: a run with no usable anchors fails before weights load.
     anchors = resolve_anchor_option(anchors, file_anchors, source, weights, class_names)
     image_tower, dim, clip_model, tokenizer = build_tower(source, tower, weights, embed_dim,
@@ -131,24 +135,26 @@ def check_options(tower: str, tower_source: str, alpha: float, max_sentences: in
 
 
 def resolve_anchor_option(anchors, file_anchors, source: str, weights, class_names):
-    """``anchors`` as given, or ``"random"`` for a random tower; an error if none can be had.
-
-    """
+    """``anchors`` as given, or ``"random"`` for a random tower; an error if none can be had."""
+    if file_anchors is not None or anchors == "random" or source == "tiny":
+        return anchors
+    if source == "resnet32":
+        log.warning("vl_ltr: tower=resnet32 and no anchors file: using random class anchors, "
+                    "which carry no language (write a file with `lt-bench anchors`)")
+        return "random"
     from_names = source == "open_clip" and class_names
-    if (file_anchors is None and anchors != "random" and source != "tiny" and weights is None
-            and not from_names):
+    if weights is None and not from_names:
         # A tower with random weights has nothing to align with real anchors either: such a
         # run is a smoke test, and random anchors keep it runnable. Said loudly.
         log.warning("vl_ltr: random tower weights and no anchors file: using random class "
                     "anchors (a smoke test; give backbone.weights and backbone.anchors for real "
                     "runs)")
-        anchors = "random"
-    if file_anchors is None and anchors != "random" and source != "tiny" and not from_names:
+        return "random"
+    if not from_names:
         raise LtBenchError(
-            "vl_ltr: no class text anchors: give anchors=<file> (see "
-            "lt_bench.backbones.vl_ltr.load_anchors for the format), use an open_clip tower "
-            "(pip install 'lt-bench[clip]') so that they are computed from the class names, or "
-            "anchors=random (smoke tests only)"
+            "vl_ltr: no class text anchors: give anchors=<file> (write one with `lt-bench "
+            "anchors`), use an open_clip tower (pip install 'lt-bench[clip]') so that they are "
+            "computed from the class names, or anchors=random (smoke tests only)"
         )
     return anchors
 
@@ -159,12 +165,12 @@ def build_tower(source: str, tower: str, weights, embed_dim, image_size, file_an
     The CLIP model is returned for its text tower and logit scale; only its image encoder
     becomes part of the network.
     """
-    if source == "tiny":
+    if source in SMALL_TOWERS:
         if weights:
-            raise LtBenchError("vl_ltr: tower=tiny has no weights; unset weights or choose "
+            raise LtBenchError(f"vl_ltr: tower={tower} has no weights; unset weights or choose "
                                "tower=RN50 or tower=ViT-B-16")
-        dim = embed_dim or (file_anchors[0].shape[2] if file_anchors else TINY_DIM)
-        return TinyTower(int(dim)), dim, None, None
+        dim = int(embed_dim or (file_anchors[0].shape[2] if file_anchors else TINY_DIM))
+        return (TinyTower(dim) if source == "tiny" else CifarResNetTower(dim)), dim, None, None
     if source == "open_clip":
         clip_model, tokenizer = build_clip(tower, weights, int(image_size))
         dim = int(getattr(clip_model.visual, "output_dim", CLIP_DIMS[tower]))
@@ -179,9 +185,9 @@ def build_tower(source: str, tower: str, weights, embed_dim, image_size, file_an
 # Everything the single vl_ltr module used to define stays importable from it: plugins, tests
 # and benchmarks import these names from here, not from the modules that now hold them.
 __all__ = [
-    "CLIP_DIMS", "CLIP_LOGIT_SCALE", "PROMPT", "RANDOM_SENTENCES", "TINY_DIM", "TOWERS",
-    "TOWER_SOURCES", "VLLTR", "ClipTower", "LanguageGuidedHead", "ProjectedTower", "TinyTower",
+    "CLIP_DIMS", "CLIP_LOGIT_SCALE", "PROMPT", "RANDOM_SENTENCES", "SMALL_TOWERS", "TINY_DIM", "TOWERS",
+    "TOWER_SOURCES", "VLLTR", "CifarResNetTower", "ClipTower", "LanguageGuidedHead", "ProjectedTower", "TinyTower",
     "build_clip", "check_anchors", "clip_text_anchors", "combine_scores", "import_open_clip",
     "is_torchscript", "load_anchors", "open_clip_available", "random_anchors",
-    "read_clip_checkpoint", "resolve_tower_source", "vl_ltr",
+    "read_clip_checkpoint", "resolve_tower_source", "save_anchors", "vl_ltr",
 ]

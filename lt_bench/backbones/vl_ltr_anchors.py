@@ -19,15 +19,18 @@ RANDOM_SENTENCES = 8
 
 
 def load_anchors(path, num_classes: int | None = None, dim: int | None = None,
-                 max_sentences: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+                 max_sentences: int = 64, class_names: list[str] | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Read class text anchors: ``(anchors [C, M, D] float32, counts [C] int64)``.
 
     File formats (``M`` is the largest number of sentences of any class; class c's sentences
     are rows ``0 .. counts[c]-1`` of ``anchors[c]``; later rows are padding and are ignored):
 
     * ``.pt`` / ``.pth``: ``torch.save({"anchors": float tensor [C, M, D],
-      "counts": int tensor [C]}, path)``; ``counts`` may be omitted (see ``.npy``) and an
-      optional ``"class_names"`` list is ignored;
+      "counts": int tensor [C]}, path)``; ``counts`` may be omitted (see ``.npy``); an optional
+      ``"class_names"`` list must equal ``class_names`` when both are known (a file made for
+      another data set, or another label order, fails), and other keys (``"encoder"``,
+      ``"sentences"``, written by ``lt-bench anchors``) are ignored;
     * ``.npz``: ``numpy.savez(path, anchors=[C, M, D], counts=[C])``, same meaning;
     * ``.npy``: ``numpy.save(path, anchors)`` of a float array [C, M, D] alone; padding rows must
       be all zeros and come last: ``counts[c]`` is one past the last non-zero row of class c.
@@ -40,7 +43,7 @@ def load_anchors(path, num_classes: int | None = None, dim: int | None = None,
         raise LtBenchError(f"vl_ltr: anchors file {str(path)!r} not found: give an existing "
                            ".pt/.npz/.npy file (see lt_bench.backbones.vl_ltr.load_anchors)")
     suffix = file.suffix.lower()
-    counts = None
+    counts = stored_names = None
     try:
         if suffix in (".pt", ".pth"):
             data = torch.load(file, map_location="cpu", weights_only=True)
@@ -48,6 +51,7 @@ def load_anchors(path, num_classes: int | None = None, dim: int | None = None,
                 if "anchors" not in data:
                     raise ValueError(f"the dict has no 'anchors' key (keys: {sorted(data)})")
                 anchors, counts = data["anchors"], data.get("counts")
+                stored_names = data.get("class_names")
             else:
                 anchors = data
         elif suffix == ".npz":
@@ -73,7 +77,35 @@ def load_anchors(path, num_classes: int | None = None, dim: int | None = None,
             " expected .pt {'anchors': [C, M, D], 'counts': [C]}, .npz with those arrays, or "
             ".npy [C, M, D] with zero padding rows"
         ) from exc
+    check_class_names(stored_names, class_names, file)
     return check_anchors(anchors, counts, num_classes, dim, max_sentences, source=str(file))
+
+
+def check_class_names(stored, expected, file) -> None:
+    """An anchors file written for other classes, or in another label order, is refused."""
+    if stored is None or expected is None or list(stored) == list(expected):
+        return
+    if len(stored) == len(expected):
+        i = next(i for i, (a, b) in enumerate(zip(stored, expected)) if a != b)
+        why = f"class {i} is {stored[i]!r} in the file and {expected[i]!r} in the data set"
+    else:
+        why = f"the file names {len(stored)} classes, the data set has {len(expected)}"
+    raise LtBenchError(f"vl_ltr: anchors file {str(file)!r} was written for other classes: {why};"
+                       " write it again with `lt-bench anchors` for this data set")
+
+
+def save_anchors(path, anchors: torch.Tensor, counts: torch.Tensor, class_names: list[str],
+                 **extra) -> Path:
+    """Write an anchors file :func:`load_anchors` reads, with the class names and ``extra``."""
+    anchors, counts = check_anchors(anchors, counts, len(class_names), None, 10**9,
+                                    source=str(path))
+    file = Path(str(path)).expanduser()
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_name(file.name + ".tmp")
+    torch.save({"anchors": anchors, "counts": counts, "class_names": list(class_names),
+                **extra}, tmp)
+    tmp.replace(file)  # a file that exists is whole
+    return file
 
 
 def check_anchors(anchors: torch.Tensor, counts: torch.Tensor | None, num_classes=None, dim=None,

@@ -1,6 +1,8 @@
 """Image towers of the VL-LTR backbone, and the CLIP pieces read from open_clip.
 
-``tiny`` is a three-layer conv net for tests and smoke runs on CPU; ``RN50`` and ``ViT-B-16`` come
+``tiny`` is a three-layer conv net for tests and smoke runs on CPU; ``resnet32`` is the CIFAR
+ResNet-32 with a projection to D, so that the head can be compared with ResNet-32's plain linear
+head on CIFAR-LT at equal image network; ``RN50`` and ``ViT-B-16`` come
 from open_clip (CLIP with QuickGELU) when it is installed, otherwise from torchvision with a linear
 projection to D. Weights are always local files; nothing is ever downloaded. open_clip's text
 tower only serves to encode the class prompts once (:func:`clip_text_anchors`).
@@ -21,7 +23,9 @@ from lt_bench.errors import LtBenchError
 
 #: embedding width of the CLIP towers (and the default D of the torchvision fallbacks)
 CLIP_DIMS = {"RN50": 1024, "ViT-B-16": 512}
-TOWERS = ("tiny", *CLIP_DIMS)
+#: towers built here without torchvision or open_clip, for small images (no weights file)
+SMALL_TOWERS = ("tiny", "resnet32")
+TOWERS = (*SMALL_TOWERS, *CLIP_DIMS)
 TOWER_SOURCES = ("auto", "open_clip", "torchvision")
 PROMPT = "a photo of a {}."
 TINY_DIM = 64
@@ -43,6 +47,23 @@ class TinyTower(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.body(x).mean(dim=(2, 3)))
+
+
+class CifarResNetTower(nn.Module):
+    """CIFAR ResNet-32's features (64 wide) and a linear projection to D."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        from lt_bench.backbones.resnet_cifar import resnet32
+
+        self.net = resnet32(num_classes=1)
+        width = self.net.fc.in_features
+        del self.net.fc  # the head replaces ResNet-32's classifier
+        self.proj = nn.Linear(width, dim)
+        self.out_dim = dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.net.features(x))
 
 
 class ProjectedTower(nn.Module):
@@ -94,8 +115,8 @@ def import_open_clip():
 
 
 def resolve_tower_source(tower: str, tower_source: str) -> str:
-    if tower == "tiny":
-        return "tiny"
+    if tower in SMALL_TOWERS:
+        return tower
     if tower_source == "auto":
         return "open_clip" if open_clip_available() else "torchvision"
     return tower_source

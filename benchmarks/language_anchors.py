@@ -1,0 +1,161 @@
+"""Does language help the VL-LTR-style head? Three heads on one image network, side by side.
+
+On CIFAR-10-LT (IF 100 by default), ResNet-32 trains with
+  * its plain linear head (``backbone=resnet32``),
+  * the VL-LTR-style head with random class anchors (``backbone=vl_ltr backbone.tower=resnet32
+    backbone.anchors=random``: the same architecture, no language),
+  * the VL-LTR-style head with sentence anchors from a real text model (``backbone.anchors=FILE``,
+    written by ``lt-bench anchors``, e.g. all-MiniLM-L6-v2 over configs/anchors/cifar10.yaml),
+each under ``method=ce`` for ``--seeds`` seeds, through ``lt-bench sweep`` (resumable: the same
+command again skips what finished). Then it prints a markdown table (final-epoch accuracy overall
+and per group, ECE; mean ± std (n); each head against the linear one with Welch's 95 % interval
+and p) and draws the picture. Issue 25, part 4; docs/RESULTS.md reads the numbers.
+
+    python benchmarks/language_anchors.py --anchors workspace/anchors/cifar10_minilm.pt \\
+        --data-root ../shared/data --workspace workspace/language_anchors --jobs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+COLUMNS = (("acc", "overall"), ("acc_many", "many"), ("acc_medium", "medium"),
+           ("acc_few", "few"), ("ece", "ECE"))
+
+
+def arms(anchors: str) -> dict[str, list[str]]:
+    vl = ["backbone=vl_ltr", "backbone.tower=resnet32"]
+    return {"linear head": ["backbone=resnet32"],
+            "VL-LTR head, random anchors": [*vl, "backbone.anchors=random"],
+            "VL-LTR head, language anchors": [*vl, f"backbone.anchors={anchors}"]}
+
+
+def common(args) -> list[str]:
+    return [f"dataset={args.dataset}", f"imbalance={args.imbalance}", f"data.root={args.data_root}",
+            f"protocol={args.protocol}", f"workspace={args.workspace}",
+            f"tracking.tracker={args.tracker}"]
+
+
+def train(args, overrides: list[str]) -> None:
+    command = [sys.executable, "-m", "lt_bench", "sweep", *common(args), *overrides,
+               "methods=[ce]", f"seeds={args.seeds}", f"jobs={args.jobs}"]
+    print("$", " ".join(command[2:]), flush=True)
+    if subprocess.run(command).returncode != 0:
+        raise SystemExit(f"language_anchors: the sweep failed: {' '.join(command[2:])}")
+
+
+def results_of(args, overrides: list[str]) -> list[dict]:
+    """The finished runs' results.json of one head, seeds 0 .. seeds-1."""
+    from lt_bench.config import load_config, run_folder
+
+    found = []
+    for seed in range(args.seeds):
+        cfg = load_config([], [*common(args), *overrides, "method=ce", f"seed={seed}"])
+        file = run_folder(cfg) / "results.json"
+        if file.is_file():
+            result = json.loads(file.read_text())
+            if result.get("status", "finished") == "finished":
+                found.append(result)
+    return found
+
+
+def stats(values: list[float]):
+    from lt_bench.tracking.records import mean, sample_std
+
+    return mean(values), sample_std(values), len(values)
+
+
+def against(values: list[float], base: list[float]) -> str:
+    """Δ of means with Welch's 95 % interval and two-sided p, in points."""
+    from scipy import stats as st
+
+    from lt_bench.study_report import welch_interval
+
+    (m1, s1, n1), (m2, s2, n2) = stats(values), stats(base)
+    if n1 < 2 or n2 < 2:
+        return "–"
+    low, high = welch_interval(m1, s1, n1, m2, s2, n2)
+    p = float(st.ttest_ind(values, base, equal_var=False).pvalue)
+    return f"{100 * (m1 - m2):+.2f} [{100 * low:+.2f}, {100 * high:+.2f}], p {p:.2f}"
+
+
+def table(heads: dict[str, list[dict]]) -> str:
+    base = [r["final"]["acc"] for r in heads["linear head"]]
+    lines = ["| head | " + " | ".join(name for _, name in COLUMNS) + " | overall vs linear |",
+             "|---|" + "---:|" * (len(COLUMNS) + 1)]
+    for head, runs in heads.items():
+        cells = []
+        for key, _ in COLUMNS:
+            values = [r["final"][key] for r in runs if r["final"].get(key) is not None]
+            m, s, n = stats(values)
+            cells.append("n/a" if m is None else
+                         f"{100 * m:.2f} ± {100 * (s or 0):.2f} ({n})")
+        versus = "" if head == "linear head" else against([r["final"]["acc"] for r in runs], base)
+        lines.append(f"| {head} | " + " | ".join(cells) + f" | {versus} |")
+    return "\n".join(lines)
+
+
+def picture(heads: dict[str, list[dict]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [(k, n) for k, n in COLUMNS[:4]
+            if any(r["final"].get(k) is not None for runs in heads.values() for r in runs)]
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    width = 0.8 / len(heads)
+    for i, (head, runs) in enumerate(heads.items()):
+        for j, (key, _) in enumerate(keys):
+            values = [100 * r["final"][key] for r in runs if r["final"].get(key) is not None]
+            m, s, n = stats(values)
+            if m is None:
+                continue
+            x = j + (i - (len(heads) - 1) / 2) * width
+            ax.bar(x, m, width, yerr=s or 0, capsize=3, color=f"C{i}",
+                   label=f"{head} (n={n})" if j == 0 else None)
+            ax.scatter([x] * n, values, s=8, color="black", zorder=3)
+    ax.set_xticks(range(len(keys)), [name for _, name in keys])
+    ax.set_ylabel("final-epoch test accuracy (%)")
+    ax.set_title("ResNet-32 on CIFAR-10-LT: linear head vs VL-LTR-style head (ce)")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=len(heads), fontsize=8,
+              frameon=False)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    print(f"picture: {out}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--anchors", required=True, help="the language anchors file")
+    parser.add_argument("--data-root", default="../shared/data")
+    parser.add_argument("--workspace", default="workspace/language_anchors")
+    parser.add_argument("--dataset", default="cifar10_lt")
+    parser.add_argument("--imbalance", default="100")
+    parser.add_argument("--protocol", default="language_cifar")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--tracker", default="mlflow")
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--picture", default="docs/bench/language_anchors.png")
+    args = parser.parse_args(argv)
+    args.anchors = str(Path(args.anchors).resolve())  # the path is part of the config hash
+    start = time.time()
+    if not args.report_only:
+        for overrides in arms(args.anchors).values():
+            train(args, overrides)
+        print(f"trained in {(time.time() - start) / 60:.1f} min", flush=True)
+    heads = {head: results_of(args, o) for head, o in arms(args.anchors).items()}
+    print(table(heads))
+    picture(heads, Path(args.picture))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
