@@ -12,7 +12,7 @@ and per group, ECE; mean ± std (n); each head against the linear one with Welch
 and p) and draws the picture. Issue 25, part 4; docs/RESULTS.md reads the numbers.
 
     python benchmarks/language_anchors.py --anchors workspace/anchors/cifar10_minilm.pt \\
-        --data-root ../shared/data --workspace workspace/language_anchors --jobs 2
+        --data-root ../shared/data --workspace workspace/language_anchors --jobs 1 --side-by-side
 """
 
 from __future__ import annotations
@@ -41,12 +41,32 @@ def common(args) -> list[str]:
             f"tracking.tracker={args.tracker}"]
 
 
-def train(args, overrides: list[str]) -> None:
-    command = [sys.executable, "-m", "lt_bench", "sweep", *common(args), *overrides,
-               "methods=[ce]", f"seeds={args.seeds}", f"jobs={args.jobs}"]
-    print("$", " ".join(command[2:]), flush=True)
-    if subprocess.run(command).returncode != 0:
-        raise SystemExit(f"language_anchors: the sweep failed: {' '.join(command[2:])}")
+def sweep_command(args, overrides: list[str]) -> list[str]:
+    return [sys.executable, "-m", "lt_bench", "sweep", *common(args), *overrides,
+            "methods=[ce]", f"seeds={args.seeds}", f"jobs={args.jobs}"]
+
+
+def train(args, heads: dict[str, list[str]]) -> None:
+    """The heads' sweeps one after another, or side by side (each logging to its own file)
+    with ``--side-by-side``: 3 seeds on 2 workers leave one idle for a third of each sweep."""
+    if not args.side_by_side:
+        for overrides in heads.values():
+            command = sweep_command(args, overrides)
+            print("$", " ".join(command[2:]), flush=True)
+            if subprocess.run(command).returncode != 0:
+                raise SystemExit(f"language_anchors: the sweep failed: {' '.join(command[2:])}")
+        return
+    Path(args.workspace).mkdir(parents=True, exist_ok=True)
+    running = []
+    for i, overrides in enumerate(heads.values()):
+        command = sweep_command(args, overrides)
+        log = Path(args.workspace) / f"sweep-{i}.log"
+        print("$", " ".join(command[2:]), f"> {log}", flush=True)
+        running.append((command, subprocess.Popen(command, stdout=log.open("a"),
+                                                  stderr=subprocess.STDOUT)))
+    failed = [" ".join(c[2:]) for c, p in running if p.wait() != 0]
+    if failed:
+        raise SystemExit(f"language_anchors: sweep(s) failed: {'; '.join(failed)}")
 
 
 def results_of(args, overrides: list[str]) -> list[dict]:
@@ -142,14 +162,15 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--tracker", default="mlflow")
+    parser.add_argument("--side-by-side", action="store_true",
+                        help="run the three heads' sweeps at once (use with --jobs 1)")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--picture", default="docs/bench/language_anchors.png")
     args = parser.parse_args(argv)
     args.anchors = str(Path(args.anchors).resolve())  # the path is part of the config hash
     start = time.time()
     if not args.report_only:
-        for overrides in arms(args.anchors).values():
-            train(args, overrides)
+        train(args, arms(args.anchors))
         print(f"trained in {(time.time() - start) / 60:.1f} min", flush=True)
     heads = {head: results_of(args, o) for head, o in arms(args.anchors).items()}
     print(table(heads))
