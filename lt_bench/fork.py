@@ -27,8 +27,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from lt_bench.config import config_hash
-
-MARK = "trunk.json"  # written when a trunk has all its epochs
+from lt_bench.run_folder import TRUNK_MARK, checkpoint_file, trunk_mark_file, trunks_folder
 
 
 def trunk_config(cfg):
@@ -41,7 +40,7 @@ def trunk_config(cfg):
 def trunk_folder(cfg, epochs: int) -> Path:
     trunk = trunk_config(cfg)
     name = f"{trunk.dataset}-{config_hash(trunk)}-seed{trunk.seed}-epochs{epochs}"
-    return Path(trunk.workspace).expanduser() / "trunks" / name
+    return trunks_folder(trunk.workspace) / name
 
 
 def finished_trunk(folder: Path, epochs: int) -> bool:
@@ -53,7 +52,7 @@ def trunk_epochs(folder: Path) -> int | None:
     beside it is the one the mark was written for (a truncated or replaced checkpoint is no
     finished trunk, whatever the mark says). None when there is no such trunk."""
     try:
-        mark = json.loads((Path(folder) / MARK).read_text())
+        mark = json.loads(trunk_mark_file(folder).read_text())
         epochs = mark["epochs"]
     except (OSError, ValueError, TypeError, KeyError):
         return None
@@ -66,7 +65,7 @@ def trunk_epochs(folder: Path) -> int | None:
 
 
 def checkpoint_digest(folder: Path) -> str | None:
-    path = folder / "checkpoint.pt"
+    path = checkpoint_file(folder)
     try:
         seen = path.stat()
         key = (str(path), seen.st_size, seen.st_mtime_ns)
@@ -87,12 +86,12 @@ def train_trunk(cfg, epochs: int) -> None:
     folder = trunk_folder(cfg, epochs)
     if cfg.resume and finished_trunk(folder, epochs):
         return None
-    if (folder / MARK).exists():  # trained again: the old mark must not vouch for it
+    if trunk_mark_file(folder).exists():  # trained again: the old mark must not vouch for it
         if cfg.resume:  # marked done, but its checkpoint is not the one marked
             print(f"lt-bench: the trunk {folder.name} has a checkpoint that does not match its "
-                  f"{MARK} (truncated or replaced): training it again", flush=True)
-            (folder / "checkpoint.pt").unlink(missing_ok=True)
-        (folder / MARK).unlink()
+                  f"{TRUNK_MARK} (truncated or replaced): training it again", flush=True)
+            checkpoint_file(folder).unlink(missing_ok=True)
+        trunk_mark_file(folder).unlink()
     return train_in(trunk_config(cfg), lambda c: trunk_folder(c, epochs), stop_after=epochs)
 
 
@@ -100,7 +99,7 @@ def trunk_done(folder: Path, epochs: int, is_main: bool) -> None:
     if is_main:
         from lt_bench.run_files import write_file
 
-        write_file(Path(folder) / MARK, json.dumps(
+        write_file(trunk_mark_file(folder), json.dumps(
             {"epochs": epochs, "sha256": checkpoint_digest(Path(folder))}))
 
 
@@ -115,9 +114,9 @@ def branch(state, trunk: Path) -> None:
     """Put ``state`` (a ``checkpoint.RunState``) where the trunk stopped."""
     from lt_bench.errors import LtBenchError
 
-    checkpoint = trunk / "checkpoint.pt"
+    checkpoint = checkpoint_file(trunk)
     if trunk_epochs(trunk) is None:
-        raise LtBenchError(f"trunk {str(trunk)!r} is not finished (no {MARK} that matches a "
+        raise LtBenchError(f"trunk {str(trunk)!r} is not finished (no {TRUNK_MARK} that matches a "
                            "checkpoint.pt beside it): run the sweep again, which trains it, or "
                            "start the run without it")
     state.restore(checkpoint, criterion=False)

@@ -29,6 +29,7 @@ from lt_bench.errors import LtBenchError
 from lt_bench.progress import SweepDisplay, read_progress
 from lt_bench.results import RunResult
 from lt_bench.run_files import RunFileError
+from lt_bench.run_folder import checkpoint_file
 from lt_bench.sweep_workers import finished_in_folder, run_local, run_ray
 
 SWEEP_ONLY = ("methods", "seeds", "jobs", "engine", "gpus_per_run", "cpus_per_run",
@@ -99,8 +100,9 @@ def expand(args: list[str], out=None) -> Sweep:
     warnings of the ``lt_bench`` logger)."""
     import logging
 
-    from lt_bench.config import config_hash, load_config, parse_override, run_folder, split_args
+    from lt_bench.config import config_hash, load_config, parse_override, split_args
     from lt_bench.config_checks import schedule_warnings
+    from lt_bench.run_folder import run_folder
     from lt_bench.sweep_grid import for_its_method, takers_lines, unique
 
     paths, pairs = split_args(args)
@@ -299,7 +301,7 @@ def plan_work(todo: list[Job]) -> int:
     for job in todo:
         end = job.trunk_epochs or int(job.cfg.protocol.epochs)
         start = job.after.trunk_epochs if job.after is not None else 0
-        own = job.run_dir and job.cfg.resume and (job.run_dir / "checkpoint.pt").is_file()
+        own = job.run_dir and job.cfg.resume and checkpoint_file(job.run_dir).is_file()
         p = read_progress(job.run_dir) if own else None
         if p and p.get("epochs") == end and isinstance(p.get("epoch"), int):
             start = p["epoch"]  # its own checkpoint goes first (train.resume_or_start)

@@ -20,6 +20,7 @@ from lt_bench.errors import LtBenchError
 from lt_bench.ownership import owner_of
 from lt_bench.results import RunResult, finished_or_skip, finished_result
 from lt_bench.run_files import open_log
+from lt_bench.run_folder import results_file, sweeps_folder
 
 if TYPE_CHECKING:
     from lt_bench.sweep import Job, Sweep
@@ -31,7 +32,7 @@ RAY_RETRIES = 2
 
 
 def finished_in_folder(job: Job) -> RunResult | None:
-    return finished_result(job.run_dir / "results.json") if job.run_dir else None
+    return finished_result(results_file(job.run_dir)) if job.run_dir else None
 
 
 def succeeded(job: Job) -> RunResult | bool | None:
@@ -75,7 +76,7 @@ def worker_env(sweep: Sweep) -> dict[str, str]:
 
 
 def _log_path(job: Job) -> Path:
-    return Path(job.cfg.workspace).expanduser() / "sweeps" / "logs" / f"{job.run_dir.name}.log"
+    return sweeps_folder(job.cfg.workspace) / "logs" / f"{job.run_dir.name}.log"
 
 
 def die_with(parent: int):
@@ -215,7 +216,7 @@ def run_ray(sweep: Sweep, todo: list[Job], report) -> None:
         ready, _ = ray.wait(list(futures), num_returns=1)
         job = futures.pop(ready[0])
         code, tail = ray.get(ready[0])
-        results = finished_or_skip(job.run_dir / "results.json") \
+        results = finished_or_skip(results_file(job.run_dir)) \
             if code == 0 and job.run_dir else None
         if code == 0 and results is None:  # the run folder is on the worker node
             results = _results_from_output(tail)

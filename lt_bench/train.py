@@ -23,7 +23,7 @@ from lt_bench import assemble as parts
 from lt_bench import fork, loop, provenance
 from lt_bench.bf16_fence import Bf16Fence
 from lt_bench.checkpoint import RunState, remove_stale_temporaries
-from lt_bench.config import config_hash, run_folder, to_dict
+from lt_bench.config import config_hash, to_dict
 from lt_bench.config_checks import schedule_warnings
 from lt_bench.cpu_variant import Choice
 from lt_bench.data import DataConfig, groups, load_data
@@ -36,6 +36,7 @@ from lt_bench.progress import RunProgress
 from lt_bench.registry import get_registry
 from lt_bench.results import RunResult, finished_result, from_history
 from lt_bench.run_files import write_file
+from lt_bench.run_folder import checkpoint_file, config_file, results_file, run_folder
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def train_claimed(cfg: DictConfig, out_dir: Path, rank: int, world_size: int,
         if is_main and not cfg.quiet:
             print(f"lt-bench: {line}")
 
-    if cfg.resume and not stop_after and (done := finished_result(out_dir / "results.json")):
+    if cfg.resume and not stop_after and (done := finished_result(results_file(out_dir))):
         say(f"{out_dir} already finished; pass resume=false to train again")
         return done
     parts.seed_everything(cfg.seed, cfg.deterministic)
@@ -168,7 +169,7 @@ def variant_of(state: RunState, cfg: DictConfig, data, device: torch.device, pre
 
 def start_tracking(run: Run, state: RunState, precision: str, branched: bool) -> None:
     cfg, out_dir = run.cfg, run.out_dir
-    write_file(out_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+    write_file(config_file(out_dir), OmegaConf.to_yaml(cfg))
     used = {"precision_used": precision, "variant_used": state.variant["label"]}
     state.tracker_run_id = run.tracker.start(
         {**to_dict(cfg), **used, **fork.trunk_params(state)}, out_dir,
@@ -188,7 +189,7 @@ def finish(run: Run, state: RunState, precision: str) -> RunResult:
     result.provenance = provenance.gather(run.data, state.device, run.world_size,
                                           run.cfg.protocol.batch_size, result.best_chosen_on)
     if run.rank == 0:
-        result.save(run.out_dir / "results.json")
+        result.save(results_file(run.out_dir))
         run.tracker.finish(result, status="FINISHED")
     return result
 
@@ -211,7 +212,7 @@ def step_bar(cfg: DictConfig, steps_per_epoch: int, first_epoch: int, is_main: b
 def resume_or_start(state: RunState, cfg: DictConfig, out_dir: Path, is_main: bool, say,
                     trunk: str | None = None) -> bool:
     """Continue the run's own checkpoint, else branch from ``trunk`` when given (True)."""
-    checkpoint = out_dir / "checkpoint.pt"
+    checkpoint = checkpoint_file(out_dir)
     branched = False
     if cfg.resume and checkpoint.is_file():
         state.restore(checkpoint)
@@ -271,7 +272,7 @@ def run_epoch(run: Run, state: RunState, epoch: int) -> None:
     state.next_epoch = epoch + 1
     if is_main:
         run.tracker.log_metrics(metrics, step=epoch)
-        state.save(run.out_dir / "checkpoint.pt")
+        state.save(checkpoint_file(run.out_dir))
         line = f"epoch {epoch + 1}/{p.epochs}  loss {train_loss:.3f}" + (
             "  " + loop.format_accuracy(test) if test is not None else "")
         if not cfg.quiet and test is not None:

@@ -9,10 +9,11 @@ import torch
 
 from lt_bench import build_method
 from lt_bench.assemble import build_model, check_needs
-from lt_bench.config import config_hash, load_config, run_folder
+from lt_bench.config import config_hash, load_config
 from lt_bench.data import load_data
 from lt_bench.errors import LtBenchError
 from lt_bench.fork import plan, trunk_config
+from lt_bench.run_folder import run_folder
 from lt_bench.train import train, train_in
 
 TINY = ["dataset=synthetic_lt", "imbalance=20", "protocol.batch_size=64", "protocol.lr=0.05",

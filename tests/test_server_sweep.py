@@ -90,8 +90,8 @@ def test_a_killed_ray_task_resumes_its_run_from_the_checkpoint(tmp_path, templat
 
     import torch
 
-    from lt_bench.config import run_folder
     from lt_bench.results import read_result
+    from lt_bench.run_folder import run_folder
     from lt_bench.tracking.store import client, tracking_uri
 
     run = ["dataset=synthetic_lt", "imbalance=20", "protocol.epochs=12", "protocol.batch_size=64",

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from lt_bench.config import run_folder
 from lt_bench.leaderboard import leaderboard
 from lt_bench.results import RunResult, finished_result
+from lt_bench.run_folder import run_folder
 from lt_bench.sweep import expand, run_sweep
 from lt_bench.tracking.store import prepare_store
 

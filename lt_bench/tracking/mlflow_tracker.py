@@ -32,6 +32,7 @@ from lt_bench.config import config_hash, flatten
 from lt_bench.errors import LtBenchError
 from lt_bench.provenance import tags_of
 from lt_bench.results import RunResult
+from lt_bench.run_folder import CHECKPOINT, RESULTS
 from lt_bench.tracking.base import Tracker
 from lt_bench.tracking.mlflow_read import group_summary, load_runs
 from lt_bench.tracking.outbox import Outbox, describe, reason
@@ -242,7 +243,7 @@ class MlflowTracker(Tracker):
                        status: str) -> None:
         # results.json exists only for a finished run; the checkpoint's history has every
         # epoch's metrics either way
-        name = "results.json" if status == "FINISHED" else "checkpoint.pt (its history)"
+        name = RESULTS if status == "FINISHED" else f"{CHECKPOINT} (its history)"
         where = self.run_dir / name if self.run_dir else f"the run folder's {name}"
         listed = ", ".join(missing[:-1]) + " and " + missing[-1] if len(missing) > 1 else missing[0]
         log.warning("lt-bench: the MLflow server %s is away (%s), so the run %s locally: %s are "
