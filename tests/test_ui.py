@@ -242,7 +242,7 @@ def installed_ui() -> str:
 
 
 def test_the_view_tags_are_ones_the_installed_ui_reads():
-    from lt_bench.tracking.mlflow_artifacts import (
+    from lt_bench.tracking.ui_view import (
         KIND_TAG,
         MODEL_TRAINING,
         VIEW_TAG,
@@ -268,8 +268,8 @@ def test_the_view_tags_are_ones_the_installed_ui_reads():
 
 
 def test_experiments_are_marked_new_and_old_and_a_users_kind_stays(tmp_path, template_db):
-    from lt_bench.tracking.mlflow_artifacts import KIND_TAG, VIEW_TAG, experiment_tags
     from lt_bench.tracking.store import client, ensure_experiment
+    from lt_bench.tracking.ui_view import KIND_TAG, VIEW_TAG, experiment_tags
 
     shutil.copy(template_db, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

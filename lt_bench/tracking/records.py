@@ -28,7 +28,7 @@ import yaml
 from lt_bench.provenance import DATA_KEYS, tags_of
 from lt_bench.results import SHIFTED, RunResult, finished_or_skip
 from lt_bench.run_folder import RESULTS, config_file, results_file, runs_folder
-from lt_bench.tracking.store import TAG, imbalance_tag, setting_experiment
+from lt_bench.tracking.store import TAG, get, imbalance_tag, setting_experiment
 
 SETTING = ("dataset", "imbalance", "backbone", "protocol")
 SUMMARY_KEYS = ("acc", "acc_many", "acc_medium", "acc_few", "ece", "ece_many", "ece_medium",
@@ -252,3 +252,17 @@ def default_param(method: str, key: str) -> str | None:
     except Exception:  # a plugin's method that is not loaded here: unknown, not an error
         return None
     return None if value is None else param_text(value)
+
+
+def setting_tags(cfg: dict) -> dict[str, str]:
+    """The tags that place a run in its setting (and its method's configuration) in the store."""
+    from lt_bench.config import config_hash  # here: lt_bench.config loads torch
+
+    return {
+        f"{TAG}method": str(get(cfg, "method.name", "")),
+        f"{TAG}dataset": str(cfg.get("dataset", "")),
+        f"{TAG}imbalance": imbalance_tag(cfg.get("imbalance")),
+        f"{TAG}backbone": str(get(cfg, "backbone.name", "")),
+        f"{TAG}protocol": str(get(cfg, "protocol.name", "")),
+        f"{TAG}cfg_hash": config_hash(cfg),
+    }
