@@ -13,16 +13,17 @@ epochs of nothing observed. On the CPU with ``deterministic=true`` it is bit-ide
 A branch's run is an ordinary run (same folder, config hash and tracker record, the trunk's
 epochs logged into it); ``fork.trunk`` among its params names the trunk. An interrupted trunk or
 branch resumes from its own checkpoint. ``lt-bench sweep ... fork=false`` turns it off.
+
+This module holds what a run needs to train a trunk or start from one (its config, folder and
+mark, the branch itself); the trunk's entry point is ``lt_bench.train.train_trunk``, and which
+runs share which trunk is the sweep's plan (``lt_bench.sweep.trunks``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from omegaconf import OmegaConf
 
@@ -79,28 +80,24 @@ def checkpoint_digest(folder: Path) -> str | None:
 _digests: dict[tuple, str] = {}
 
 
-def train_trunk(cfg, epochs: int) -> None:
-    """Train the trunk of ``cfg``'s group: ``epochs`` epochs of plain cross-entropy."""
-    from lt_bench.train import train_in
-
-    folder = trunk_folder(cfg, epochs)
-    if cfg.resume and finished_trunk(folder, epochs):
-        return None
-    if trunk_mark_file(folder).exists():  # trained again: the old mark must not vouch for it
-        if cfg.resume:  # marked done, but its checkpoint is not the one marked
-            print(f"lt-bench: the trunk {folder.name} has a checkpoint that does not match its "
-                  f"{TRUNK_MARK} (truncated or replaced): training it again", flush=True)
-            checkpoint_file(folder).unlink(missing_ok=True)
-        trunk_mark_file(folder).unlink()
-    return train_in(trunk_config(cfg), lambda c: trunk_folder(c, epochs), stop_after=epochs)
+def forget_mark(folder: Path, resume: bool) -> None:
+    """Remove the mark of a trunk about to be trained again: it must not vouch for the new one.
+    With ``resume``, the mark was there but its checkpoint is not the one marked: that goes too."""
+    if not trunk_mark_file(folder).exists():
+        return
+    if resume:
+        print(f"lt-bench: the trunk {folder.name} has a checkpoint that does not match its "
+              f"{TRUNK_MARK} (truncated or replaced): training it again", flush=True)
+        checkpoint_file(folder).unlink(missing_ok=True)
+    trunk_mark_file(folder).unlink()
 
 
-def trunk_done(folder: Path, epochs: int, is_main: bool) -> None:
-    if is_main:
-        from lt_bench.run_files import write_file
+def mark_finished(folder: Path, epochs: int) -> None:
+    """Write the trunk's mark: all its ``epochs`` are in the checkpoint beside it."""
+    from lt_bench.run_files import write_file
 
-        write_file(trunk_mark_file(folder), json.dumps(
-            {"epochs": epochs, "sha256": checkpoint_digest(Path(folder))}))
+    write_file(trunk_mark_file(folder), json.dumps(
+        {"epochs": epochs, "sha256": checkpoint_digest(Path(folder))}))
 
 
 def trunk_tracker():
@@ -134,60 +131,3 @@ def replay_history(tracker, history: list[dict]) -> None:
         metrics = {k: v for k, v in record.items() if k != "epoch"
                    and isinstance(v, (int, float)) and not isinstance(v, bool)}
         tracker.log_metrics(metrics, step=record["epoch"])
-
-
-# -- the sweep's side -------------------------------------------------------------------------
-@dataclass
-class Trunk:
-    folder: Path
-    epochs: int
-    cfg: Any  # a branch's config (train_trunk makes it plain)
-    branches: list = field(default_factory=list)  # the sweep's Jobs
-
-
-def plain_epochs(cfg) -> int:
-    """``Method.plain_epochs`` of ``cfg``'s method (0 when it cannot be built here)."""
-    from lt_bench.assemble import trial_method
-
-    try:
-        return trial_method(cfg).plain_epochs
-    except Exception:  # noqa: BLE001  (a method that needs the real data: no fork for it)
-        return 0
-
-
-def plan(jobs: list) -> list[Trunk]:
-    """The trunks for ``jobs`` (runs still to do): one per group of runs that differ only in the
-    method and share at least one plain epoch, when the group has two runs or more, or when its
-    trunk is finished already (a method added to a finished comparison branches from it, from
-    the longest finished trunk it can use when none has its own length)."""
-    groups: dict[tuple, list] = defaultdict(list)
-    for job in jobs:
-        groups[(config_hash(trunk_config(job.cfg)), job.seed, str(job.cfg.workspace))].append(job)
-    trunks = []
-    for members in groups.values():
-        first = members[0].cfg
-        epochs = min(first.protocol.epochs, *(plain_epochs(j.cfg) for j in members))
-        if not finished_trunk(trunk_folder(first, epochs), epochs):
-            shorter = longest_finished_trunk(first, epochs)
-            if shorter or len(members) < 2:
-                epochs = shorter
-        if epochs >= 1:
-            trunks.append(Trunk(trunk_folder(first, epochs), epochs, first, members))
-    return trunks
-
-
-def longest_finished_trunk(cfg, epochs: int) -> int:
-    """The most epochs, at most ``epochs``, of a finished trunk of ``cfg``'s group (0: none)."""
-    prefix = trunk_folder(cfg, 0).name[:-1]  # "...-epochs"
-    found = [int(f.name[len(prefix):]) for f in trunk_folder(cfg, 0).parent.glob(prefix + "*")
-             if f.name[len(prefix):].isdigit()]
-    return max((k for k in found if k <= epochs and finished_trunk(trunk_folder(cfg, k), k)),
-               default=0)
-
-
-def saving(trunks: list[Trunk], jobs: list) -> tuple[int, int]:
-    """(epochs trained with the fork, epochs trained without it) for ``jobs``."""
-    alone = sum(j.cfg.protocol.epochs for j in jobs)
-    shared = sum(t.epochs * (len(t.branches) - (not finished_trunk(t.folder, t.epochs)))
-                 for t in trunks)
-    return alone - shared, alone

@@ -12,9 +12,10 @@ from lt_bench.assemble import build_model, check_needs
 from lt_bench.config import config_hash, load_config
 from lt_bench.data import load_data
 from lt_bench.errors import LtBenchError
-from lt_bench.fork import plan, trunk_config
+from lt_bench.fork import trunk_config
 from lt_bench.run_folder import run_folder
-from lt_bench.train import train, train_in
+from lt_bench.sweep.trunks import plan
+from lt_bench.train import claim_and_train, train
 
 TINY = ["dataset=synthetic_lt", "imbalance=20", "protocol.batch_size=64", "protocol.lr=0.05",
         "protocol.warmup_epochs=0", "precision=fp32", "quiet=true", "deterministic=true",
@@ -26,7 +27,7 @@ TINY = ["dataset=synthetic_lt", "imbalance=20", "protocol.batch_size=64", "proto
 def test_a_run_with_needs_resumes_to_the_run_trained_alone(tmp_path, method):
     alone = train(load_config([], [*TINY, f"method={method}", f"workspace={tmp_path / 'a'}"]))
     cfg = load_config([], [*TINY, f"method={method}", f"workspace={tmp_path / 'b'}"])
-    train_in(cfg, run_folder, stop_after=2)  # stopped after its second epoch (a checkpoint)
+    claim_and_train(cfg, run_folder, stop_after=2)  # stopped after its second epoch (a checkpoint)
     resumed = train(cfg)
     assert resumed.final == alone.final and resumed.best == alone.best
     assert [h["train/loss"] for h in resumed.history] == [h["train/loss"] for h in alone.history]

@@ -99,7 +99,9 @@ def test_plan_work_counts_trunk_branch_and_resumed_epochs(tmp_path):
     from omegaconf import OmegaConf
 
     from lt_bench.run_folder import TRUNK_MARK
-    from lt_bench.sweep import Job, Report, plan_work
+    from lt_bench.sweep.jobs import Job
+    from lt_bench.sweep.report import Report
+    from lt_bench.sweep.trunks import plan_work
 
     cfg = OmegaConf.create({"protocol": {"epochs": 34}, "resume": True})
     trunks = [Job([], cfg, "ce", seed, run_dir=tmp_path / f"t{seed}", trunk_epochs=30)

@@ -12,7 +12,7 @@ from test_tracking_server import server  # noqa: F401  (the fixture: a real `mlf
 
 from lt_bench.config import load_config
 from lt_bench.leaderboard import leaderboard
-from lt_bench.sweep import run_sweep
+from lt_bench.sweep.runner import run_sweep
 
 TINY = ["dataset=synthetic_lt", "imbalance=20", "protocol.epochs=1", "protocol.batch_size=64",
         "precision=fp32", "methods=[ce,dv]", "seeds=2", "jobs=2"]
