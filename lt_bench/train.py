@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from lt_bench import assemble as parts
 from lt_bench import fork, loop, provenance
+from lt_bench.assemble import RunMethod
 from lt_bench.bf16_fence import Bf16Fence
 from lt_bench.checkpoint import RunState, remove_stale_temporaries
 from lt_bench.config import config_hash, to_dict
@@ -92,7 +93,7 @@ def claim_and_train(cfg: DictConfig, folder_of, trunk: str | None = None,
     """
     rank, world_size, device = parts.setup_distributed(cfg.device)
     get_registry(cfg.plugins)
-    parts.check_names(cfg)
+    method = parts.check_names(cfg)  # the run's method, resolved once and handed down
     # Before the data: a workspace that cannot be written fails in one line now, not after
     # minutes of decoding; so does a run another live process is training.
     if rank == 0:
@@ -101,11 +102,12 @@ def claim_and_train(cfg: DictConfig, folder_of, trunk: str | None = None,
         parts.check_writable(Path(cfg.workspace).expanduser())
     out_dir = folder_of(cfg)
     with claim_run(out_dir, enabled=rank == 0), terminate_as_interrupt():
-        return build_and_train(cfg, out_dir, rank, world_size, device, trunk, stop_after)
+        return build_and_train(cfg, method, out_dir, rank, world_size, device, trunk,
+                               stop_after)
 
 
-def build_and_train(cfg: DictConfig, out_dir: Path, rank: int, world_size: int,
-                    device: torch.device, trunk: str | None = None,
+def build_and_train(cfg: DictConfig, method: RunMethod, out_dir: Path, rank: int,
+                    world_size: int, device: torch.device, trunk: str | None = None,
                     stop_after: int | None = None) -> RunResult | None:
     """Build the run's parts in its claimed folder, then train its epochs (see
     ``claim_and_train``); a finished run is returned as it is, unless ``resume=false``."""
@@ -113,8 +115,8 @@ def build_and_train(cfg: DictConfig, out_dir: Path, rank: int, world_size: int,
     if cfg.resume and not stop_after and (done := finished_result(results_file(out_dir))):
         say(f"{out_dir} already finished; pass resume=false to train again")
         return done
-    run, state, precision, branched = build_run(cfg, out_dir, rank, world_size, device, say,
-                                                trunk, stop_after)
+    run, state, precision, branched = build_run(cfg, method, out_dir, rank, world_size, device,
+                                                say, trunk, stop_after)
     return train_epochs(run, state, precision, branched)
 
 
@@ -125,8 +127,9 @@ def announcer(cfg: DictConfig, is_main: bool):
     return say
 
 
-def build_run(cfg: DictConfig, out_dir: Path, rank: int, world_size: int, device: torch.device,
-              say, trunk: str | None, stop_after: int | None) -> tuple[Run, RunState, str, bool]:
+def build_run(cfg: DictConfig, method: RunMethod, out_dir: Path, rank: int, world_size: int,
+              device: torch.device, say, trunk: str | None,
+              stop_after: int | None) -> tuple[Run, RunState, str, bool]:
     """The run's parts, resumed from its checkpoint or branched from ``trunk`` where due:
     (the run, its state, the precision it trains in, whether it branched)."""
     is_main = rank == 0
@@ -137,15 +140,15 @@ def build_run(cfg: DictConfig, out_dir: Path, rank: int, world_size: int, device
         else None  # fails now if it cannot start
 
     data = load_data(cfg.dataset, cfg.imbalance, DataConfig(**to_dict(cfg.data)))
-    parts.check_needs(cfg, data, world_size)
-    model = parts.build_model(cfg, data, device)
+    parts.check_needs(cfg, method, data, world_size)
+    model = parts.build_model(cfg, method, data, device)
     p = cfg.protocol
     # A last batch of one sample would break BatchNorm in training mode: drop it then.
     drop_last = data.samples_per_rank(world_size) % p.batch_size == 1
     steps = data.num_train_batches(p.batch_size, world_size, drop_last)
     optimizer = parts.build_optimizer(model, p, device)
     state = RunState(model, optimizer, parts.build_schedule(optimizer, steps, p),
-                     parts.build_criterion(cfg, data, device), device)
+                     parts.build_criterion(method, data, device), device)
     branched = resume_or_start(state, cfg, out_dir, is_main, say, trunk)
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"
                 else nullcontext())
