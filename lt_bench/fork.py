@@ -49,9 +49,11 @@ def finished_trunk(folder: Path, epochs: int) -> bool:
 
 
 def trunk_epochs(folder: Path) -> int | None:
-    """The epochs of the finished trunk in ``folder``: its mark names them, and the checkpoint
-    beside it is the one the mark was written for (a truncated or replaced checkpoint is no
-    finished trunk, whatever the mark says). None when there is no such trunk."""
+    """The epochs of the finished trunk in ``folder``, or None when there is none.
+
+    Its mark names them, and the checkpoint beside it must be the one the mark was written for:
+    a truncated or replaced checkpoint is no finished trunk, whatever the mark says.
+    """
     try:
         mark = json.loads(trunk_mark_file(folder).read_text())
         epochs = mark["epochs"]

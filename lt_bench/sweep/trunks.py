@@ -35,10 +35,12 @@ def plain_epochs(cfg) -> int:
 
 
 def plan(jobs: list[Job]) -> list[Trunk]:
-    """The trunks for ``jobs`` (runs still to do): one per group of runs that differ only in the
-    method and share at least one plain epoch, when the group has two runs or more, or when its
-    trunk is finished already (a method added to a finished comparison branches from it, from
-    the longest finished trunk it can use when none has its own length)."""
+    """The trunks for ``jobs`` (runs still to do), one per group of runs that can share one.
+
+    A group is the runs that differ only in the method and share at least one plain epoch; it
+    gets a trunk when it has two runs or more, or when a trunk of it is finished already: a
+    method added to a finished comparison branches from the longest finished trunk it can use.
+    """
     groups: dict[tuple, list] = defaultdict(list)
     for job in jobs:
         groups[(config_hash(trunk_config(job.cfg)), job.seed, str(job.cfg.workspace))].append(job)
@@ -100,10 +102,12 @@ def add_trunks(sweep: Sweep, todo: list[Job], out) -> list[Job]:
 
 
 def plan_work(todo: list[Job]) -> int:
-    """Set each job's ``first_epoch`` and ``epochs_to_train``, and return the sweep's work in
-    epochs: a trunk trains its epochs, a branch those after its trunk's, a run that resumes from
-    its own checkpoint those after the epoch its ``progress.json`` reached (a finished trunk:
-    none). The ETA comes from it: runs would count a trunk as nothing and a branch as a whole."""
+    """Set each job's ``first_epoch`` and ``epochs_to_train``; return the sweep's work in epochs.
+
+    A trunk trains its epochs (a finished one none), a branch those after its trunk's, and a run
+    that resumes from its own checkpoint those after the epoch its ``progress.json`` reached.
+    The ETA comes from it: counting runs would take a trunk as nothing and a branch as whole.
+    """
     for job in todo:
         end = job.trunk_epochs or int(job.cfg.protocol.epochs)
         start = job.after.trunk_epochs if job.after is not None else 0
