@@ -38,7 +38,8 @@ def trial(seed: int, cfg, data) -> dict | None:
     from lt_bench import assemble
 
     assemble.seed_everything(seed, False)
-    model = assemble.build_model(cfg, data, torch.device("cpu")).train()
+    model = assemble.build_model(cfg, assemble.resolve_method(cfg), data,
+                                 torch.device("cpu")).train()
     found: list[dict] = []
 
     def hook(module, inputs, output):

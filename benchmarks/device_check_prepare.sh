@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prepare the working tree for one run of benchmarks/device_check.py on the bare GPU machine
+# Prepare the working tree for one run of python -m benchmarks.device_check on the bare GPU machine
 # (Python 3.12, torch + CUDA, torchvision, scipy, pluggy, tqdm, matplotlib, pyyaml, numpy; no
 # omegaconf, no mlflow, no internet). Run from the repository root, after the last edit to
 # lt_bench/, plugins/ or configs/: the device runs the wheel built here, not the source.
@@ -13,7 +13,7 @@
 #   .devdata/  cifar10-jpeg.tar.gz from ../shared/data, when it is there
 set -euo pipefail
 
-if [[ ! -f pyproject.toml || ! -f benchmarks/device_check.py ]]; then
+if [[ ! -f pyproject.toml || ! -f benchmarks/device_check/__main__.py ]]; then
     echo "device_check_prepare: run this from the repository root" >&2
     exit 2
 fi
@@ -80,12 +80,12 @@ repo=$(pwd)
 (cd "$target" && PYTHONPATH="$target" "$PY" - "$repo" "$target" <<'EOF'
 import sys
 sys.modules["mlflow"] = None  # absent on the device: any import of it now fails
-sys.path.append(sys.argv[1] + "/benchmarks")  # the check's own modules, not the repo root
+sys.path.append(sys.argv[1])  # the check's package, after the wheel's lt_bench
 import omegaconf, lt_bench, lt_bench.train  # noqa: E401,F401
 from lt_bench.config import load_config
 from lt_bench.registry import get_registry
-from lt_bench.train import check_names
-import device_check, device_check_workers  # noqa: E401,F401
+from lt_bench.assemble import check_names
+import benchmarks.device_check.__main__, benchmarks.device_check.workers  # noqa: E401,F401
 assert lt_bench.__file__.startswith(sys.argv[2]), f"lt_bench is not the wheel's: {lt_bench.__file__}"
 cfg = load_config([], ["dataset=cifar10_lt", "method=dv", "protocol=paper_cifar",
                        "tracking.tracker=local", "precision=auto"])

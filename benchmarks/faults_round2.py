@@ -17,7 +17,7 @@ TINY = ("dataset=synthetic_lt tracking.tracker=local quiet=true protocol.epochs=
 FORKED = TINY + " protocol.epochs=2 protocol.start_epoch=1 methods=[ce,effective_number]"
 
 #: ``d``: the tiny run's folder, ``j``: the first job of a sweep of ``ARGS``
-RUN = ("from lt_bench.config import load_config, run_folder; "
+RUN = ("from lt_bench.config import load_config; from lt_bench.run_folder import run_folder; "
        f"d = run_folder(load_config([], '{TINY} workspace={{ws}}'.split()))")
 OUTSIDE = "echo keep > {tmp}/outside && "
 UNTOUCHED = "echo outside file: $(cat {tmp}/outside)"
@@ -87,13 +87,13 @@ CASES = [
     ("R2 link: config.yaml", *link_in_run("config.yaml")),
     ("R2 link: results.tmp", *link_in_run("results.tmp")),
     ("R2 link: sweeps/logs/<run>.log",
-     OUTSIDE + py("from lt_bench.sweep import expand; "
+     OUTSIDE + py("from lt_bench.sweep.grid import expand; "
                   f"j = expand('{TINY} methods=[ce] workspace={{ws}}'.split()).jobs[0]; "
                   "p = pathlib.Path('{ws}/sweeps/logs'); p.mkdir(parents=True); "
                   "os.symlink('{tmp}/outside', p / (j.run_dir.name + '.log'))")
      + " && " + sweep(f"{TINY} methods=[ce]"), UNTOUCHED),
     ("R2 link: trunks/*/trunk.json",
-     OUTSIDE + py("from lt_bench.fork import plan; from lt_bench.sweep import expand; "
+     OUTSIDE + py("from lt_bench.sweep.trunks import plan; from lt_bench.sweep.grid import expand; "
                   f"[t] = plan(expand('{FORKED} workspace={{ws}}'.split()).jobs); "
                   "t.folder.mkdir(parents=True); os.symlink('{tmp}/outside', t.folder / "
                   "'trunk.json')") + " && " + sweep(FORKED),

@@ -7,7 +7,7 @@ Each variant is one ``lt_bench train`` process (paper_cifar shape, CIFAR-10-LT I
 --data-root holds it, else ``synthetic_lt``), run one after the other. It reports the median of
 the per-epoch ``time/train_s`` and ``time/epoch_s`` over the epochs after the first (the first
 pays cuDNN autotuning and compilation), the process's wall time and the final accuracy. The
-model-only step time of benchmarks/device_check.py is the floor; this shows what the harness
+model-only step time of benchmarks/device_check/ is the floor; this shows what the harness
 adds on top of it, and whether a setting (compile with CUDA graphs) survives the real loop.
 """
 

@@ -57,11 +57,17 @@ def build_method(name: str, class_counts, **options) -> Method:
     >>> loss = criterion(logits, targets)  # doctest: +SKIP
     >>> criterion.end_epoch()              # doctest: +SKIP
     """
-    entry = check_method(name, options)
+    return construct_method(check_method(name, options), class_counts, options)
+
+
+def construct_method(entry, class_counts, options: dict) -> Method:
+    """The method of registry ``entry``, whose ``options`` ``check_method`` has checked, built on
+    ``class_counts`` (its loss built here and passed in as ``loss_fn``)."""
+    options = dict(options)
     own = factory_options(entry.factory)
     if "loss" in own:
         loss = options.get("loss") or own["loss"]
-        loss_keys = set(method_options(name, loss)) - set(own)
+        loss_keys = set(method_options(entry.name, loss)) - set(own)
         loss_options = {k: options.pop(k) for k in list(options) if k in loss_keys}
         options.update(loss=loss, loss_fn=build_loss(loss, class_counts, **loss_options))
     return get_registry().construct("methods", entry, class_counts, **options)

@@ -8,13 +8,14 @@ import math
 import os
 import random
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from omegaconf import DictConfig
 
-from lt_bench.api import build_method, check_method
+from lt_bench.api import check_method, construct_method
 from lt_bench.backbones import build_backbone, check_backbone
 from lt_bench.backbones.heads import swap_head
 from lt_bench.config import to_dict
@@ -24,7 +25,7 @@ from lt_bench.device_defaults import resolve_compile
 from lt_bench.errors import LtBenchError
 from lt_bench.loop import default_eval_batch
 from lt_bench.method import Method
-from lt_bench.registry import get_registry
+from lt_bench.registry import Entry, get_registry
 
 
 def setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
@@ -76,25 +77,54 @@ def backbone_options_of(cfg: DictConfig) -> dict:
     return {k: v for k, v in to_dict(cfg.backbone).items() if k != "name"}
 
 
-def check_names(cfg: DictConfig) -> None:
-    """Fail on a misspelt name or option now, not after minutes of loading data."""
+@dataclass(frozen=True)
+class RunMethod:
+    """A run's method, looked up in the registry and its options checked once.
+
+    The run hands it down: ``cls`` says what the method needs of the model and the data, and
+    ``build`` makes the criterion once the class counts are known.
+    """
+
+    entry: Entry
+    options: dict
+    cls: type  # its Method class; Method itself for a plain factory, which declares nothing
+
+    def build(self, class_counts) -> Method:
+        return construct_method(self.entry, class_counts, self.options)
+
+
+def resolve_method(cfg: DictConfig) -> RunMethod:
+    options = method_options_of(cfg)
+    entry = check_method(cfg.method.name, options)
+    factory = entry.factory
+    cls = factory if isinstance(factory, type) and issubclass(factory, Method) else Method
+    return RunMethod(entry, options, cls)
+
+
+def check_names(cfg: DictConfig) -> RunMethod:
+    """Fail on a misspelt name or option now, not after minutes of loading data; return the
+    run's method, resolved."""
     registry = get_registry()
     registry.get("datasets", cfg.dataset)
     registry.get("trackers", cfg.tracking.tracker)
-    check_method(cfg.method.name, method_options_of(cfg))
+    method = resolve_method(cfg)
     try:  # option values (beta=1.5) too, before any decoding
-        trial_method(cfg)
+        method.build(TRIAL_COUNTS)
     except LtBenchError:
         raise
     except Exception:
         pass  # a plugin that needs the real counts is checked when they are known
     check_backbone(cfg.backbone.name, backbone_options_of(cfg))
+    return method
 
 
-def trial_method(cfg: DictConfig):
+TRIAL_COUNTS = [100, 10]  # made-up class counts: a method built before any data is loaded
+
+
+def trial_method(cfg: DictConfig) -> Method:
     """``cfg``'s method built on made-up counts: its options checked, its properties readable
     (``plain_epochs``) before any data is loaded."""
-    return build_method(cfg.method.name, [100, 10], **method_options_of(cfg))
+    return resolve_method(cfg).build(TRIAL_COUNTS)
 
 
 def check_writable(folder: Path) -> None:
@@ -113,11 +143,12 @@ def build_tracker(cfg: DictConfig):
     return get_registry().build("trackers", cfg.tracking.tracker, cfg)
 
 
-def build_model(cfg: DictConfig, data, device: torch.device) -> torch.nn.Module:
+def build_model(cfg: DictConfig, method: RunMethod, data,
+                device: torch.device) -> torch.nn.Module:
     """The backbone, with what the method declared it needs: a swapped head, features."""
     model = build_backbone(cfg.backbone.name, len(data.classes), class_names=list(data.classes),
                            **backbone_options_of(cfg))
-    method = method_class(cfg)
+    method = method.cls
     if method.head is not None:
         swap_head(model, method.head, cfg.backbone.name)
     if method.needs_features and not returns_features(model):
@@ -127,10 +158,10 @@ def build_model(cfg: DictConfig, data, device: torch.device) -> torch.nn.Module:
     return model.to(device)  # in its memory format once the variant is chosen (choose_variant)
 
 
-def check_needs(cfg: DictConfig, data, world_size: int) -> None:
+def check_needs(cfg: DictConfig, method: RunMethod, data, world_size: int) -> None:
     """A method that declares a meta set gets one, or the run stops before it trains; a
     look-ahead runs in one process (each rank would train its own weight net)."""
-    method = method_class(cfg)
+    method = method.cls
     if world_size > 1 and method.wants_look_ahead is not Method.wants_look_ahead:
         raise LtBenchError(f"method {cfg.method.name!r} looks ahead on a meta set, which runs "
                            "in one process: start it without torchrun")
@@ -141,13 +172,6 @@ def check_needs(cfg: DictConfig, data, world_size: int) -> None:
             "its factory must hold out that many images per class as data.meta")
 
 
-def method_class(cfg: DictConfig) -> type:
-    """The method's class, whose attributes say what it needs (``lt_bench.method``); a plain
-    factory function declares nothing."""
-    factory = get_registry().get("methods", cfg.method.name).factory
-    return factory if isinstance(factory, type) and issubclass(factory, Method) else Method
-
-
 def returns_features(model: torch.nn.Module) -> bool:
     try:
         return "return_features" in inspect.signature(model.forward).parameters
@@ -155,8 +179,8 @@ def returns_features(model: torch.nn.Module) -> bool:
         return False
 
 
-def build_criterion(cfg: DictConfig, data, device: torch.device) -> torch.nn.Module:
-    return build_method(cfg.method.name, data.train_counts, **method_options_of(cfg)).to(device)
+def build_criterion(method: RunMethod, data, device: torch.device) -> torch.nn.Module:
+    return method.build(data.train_counts).to(device)
 
 
 def choose_variant(cfg: DictConfig, model: torch.nn.Module, data, device: torch.device,

@@ -333,12 +333,6 @@ def split_args(args: list[str]) -> tuple[list[str], list[str]]:
     return paths, [a for a in args if "=" in a]
 
 
-def run_folder(cfg: DictConfig) -> Path:
-    """The run's folder: config, checkpoint, progress and results of one seed."""
-    name = f"{cfg.dataset}-{cfg.method.name}-{config_hash(cfg)}-seed{cfg.seed}"
-    return Path(cfg.workspace).expanduser() / "runs" / name
-
-
 def to_dict(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 

@@ -17,17 +17,17 @@ import time
 from pathlib import Path
 
 from lt_bench.run_files import RunFileError, check_fields, json_object, read_record, write_file
+from lt_bench.run_folder import progress_file
 
 WRITE_EVERY_S = 2.0
 PLAIN_EVERY_S = 30.0
-FILE = "progress.json"
 
 
 class RunProgress:
     """The run's side: ``step()`` every training step, ``epoch_done()`` after each epoch."""
 
     def __init__(self, run_dir: Path, epochs: int, steps_per_epoch: int, enabled: bool = True):
-        self.path = Path(run_dir) / FILE
+        self.path = progress_file(run_dir)
         self.state = {"epoch": 0, "epochs": epochs, "step": 0, "steps": steps_per_epoch,
                       "acc": None}
         self.enabled = enabled
@@ -66,7 +66,7 @@ def read_progress(run_dir: Path) -> dict | None:
     """The run's progress, its fields of the types in ``FIELDS``; None when there is none or it
     cannot be used (a courtesy: a sweep shows the run as starting)."""
     try:
-        return read_record(Path(run_dir) / FILE, _progress)
+        return read_record(progress_file(run_dir), _progress)
     except RunFileError:
         return None
 

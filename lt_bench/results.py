@@ -152,6 +152,14 @@ def group_rule(group: str, many_above: int = MANY, few_below: int = FEW) -> str:
             "few": f"<{few_below}"}[group]
 
 
+def thresholds_of(section) -> dict[str, int]:
+    """``{"many_above": …, "few_below": …}`` from a config's ``eval`` section (a mapping, or
+    None for a config from before the keys existed: the defaults)."""
+    section = section or {}
+    return {"many_above": int(section.get("many_above", MANY)),
+            "few_below": int(section.get("few_below", FEW))}
+
+
 def known(cls: type, d: dict) -> dict:
     """The items of ``d`` that are fields of the dataclass ``cls`` (newer files have more)."""
     return {f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d}
@@ -189,7 +197,6 @@ def from_history(cfg: Any, data: Any, history: list[dict], status: str, elapsed:
     scored = [h for h in history if "test/acc" in h]
     chosen_on = "val" if all("val/acc" in h for h in scored) else "test"
     final, best = scored[-1], max(scored, key=lambda h: h[f"{chosen_on}/acc"])
-    from lt_bench.data.groups import thresholds_of  # here: lt_bench.data loads torch
 
     def pick(h: dict) -> Score:  # the run's own numbers: checked when read back, not here
         test = {k.removeprefix("test/"): v for k, v in h.items() if k.startswith("test/")}

@@ -246,15 +246,14 @@ def cell_args(study: Study, row: Row, column: Column, args: list[str]) -> list[s
 
 @dataclass
 class Grid:
-    sweep: Any  # lt_bench.sweep.Sweep with every cell's jobs
+    sweep: Any  # lt_bench.sweep.jobs.Sweep with every cell's jobs
     cells: dict[tuple[str, str], list]  # (row label, column label) → its jobs
 
 
 def grid(study: Study, args: list[str], out=print, all_cells: bool = False) -> Grid:
     """Every cell's jobs, resolved, in one sweep (one plan: trunks shared across rows); a cell
     the paper leaves empty only with ``all_cells`` (there is nothing to set it beside)."""
-    from lt_bench.sweep import expand
-    from lt_bench.sweep_grid import unique
+    from lt_bench.sweep.grid import expand, unique
 
     said: set[str] = set()
 

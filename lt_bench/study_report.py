@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lt_bench.results import RunResult, finished_or_skip
+from lt_bench.run_folder import CONFIG, folder_name, results_file
 from lt_bench.study import Cell, Claim, Study
 from lt_bench.tracking.records import mean, sample_std
 
@@ -70,7 +71,7 @@ def collect(study: Study, cells: dict[tuple[str, str], list], warn=print) -> dic
     """(row, column) → Ours, from the run folders of each cell's jobs."""
     out = {}
     for key, jobs in cells.items():
-        results = [finished_or_skip(run_dir_of(j) / "results.json", warn) for j in jobs]
+        results = [finished_or_skip(results_file(run_dir_of(j)), warn) for j in jobs]
         out[key] = ours_of([r for r in results if r is not None], study)
     return out
 
@@ -89,12 +90,12 @@ def run_dir_of(job) -> Path:
     a report made without that machine's ``data.root``) would not be found by name. Which
     data they saw is the fingerprint's business (``ours_of``)."""
     own = Path(job.run_dir)
-    if (own / "results.json").is_file():
+    if results_file(own).is_file():
         return own
     from omegaconf import OmegaConf
 
     want = _where_free_hash(job.cfg)
-    pattern = f"{job.cfg.dataset}-{job.method}-*-seed{job.seed}/config.yaml"
+    pattern = f"{folder_name(job.cfg.dataset, job.method, '*', job.seed)}/{CONFIG}"
     for path in sorted(own.parent.glob(pattern)):
         try:
             if _where_free_hash(OmegaConf.load(path)) == want:

@@ -21,9 +21,10 @@ from tqdm.auto import tqdm
 
 from lt_bench import assemble as parts
 from lt_bench import fork, loop, provenance
+from lt_bench.assemble import RunMethod
 from lt_bench.bf16_fence import Bf16Fence
 from lt_bench.checkpoint import RunState, remove_stale_temporaries
-from lt_bench.config import config_hash, run_folder, to_dict
+from lt_bench.config import config_hash, to_dict
 from lt_bench.config_checks import schedule_warnings
 from lt_bench.cpu_variant import Choice
 from lt_bench.data import DataConfig, groups, load_data
@@ -36,6 +37,7 @@ from lt_bench.progress import RunProgress
 from lt_bench.registry import get_registry
 from lt_bench.results import RunResult, finished_result, from_history
 from lt_bench.run_files import write_file
+from lt_bench.run_folder import checkpoint_file, config_file, results_file, run_folder
 
 log = logging.getLogger(__name__)
 
@@ -56,22 +58,42 @@ class Run:
     autocast: Any
     bar: Any
     progress: RunProgress
+    until: int  # the epoch training stops after: the protocol's last, or the trunk's
+    is_trunk: bool  # a trunk (lt_bench.fork): no record of its own, a mark when done
     memory_format: torch.memory_format = torch.contiguous_format
     fence: Bf16Fence | None = None  # on a single-process CPU run in bf16
 
 
 def train(cfg: DictConfig, trunk: str | None = None) -> RunResult:
-    """Train and evaluate one run (one seed); return its record (also in results.json). With
-    ``trunk`` (a folder ``lt_bench.fork.train_trunk`` filled) a run without a checkpoint of its
-    own starts where the trunk stopped, exactly as if it had trained those epochs itself."""
-    return train_in(cfg, run_folder, trunk=trunk)
+    """Train and evaluate one run (one seed); return its record (also in results.json).
+
+    With ``trunk`` (a folder ``train_trunk`` filled) a run without a checkpoint of its own starts
+    where the trunk stopped, exactly as if it had trained those epochs itself.
+    """
+    return claim_and_train(cfg, run_folder, trunk=trunk)
 
 
-def train_in(cfg: DictConfig, folder_of, trunk: str | None = None,
-             stop_after: int | None = None) -> RunResult | None:
+def train_trunk(cfg: DictConfig, epochs: int) -> None:
+    """Train the trunk of ``cfg``'s group: ``epochs`` epochs of plain cross-entropy
+    (``lt_bench.fork``); a finished trunk is left as it is."""
+    folder = fork.trunk_folder(cfg, epochs)
+    if cfg.resume and fork.finished_trunk(folder, epochs):
+        return None
+    fork.forget_mark(folder, cfg.resume)
+    return claim_and_train(fork.trunk_config(cfg), lambda c: fork.trunk_folder(c, epochs),
+                           stop_after=epochs)
+
+
+def claim_and_train(cfg: DictConfig, folder_of, trunk: str | None = None,
+                    stop_after: int | None = None) -> RunResult | None:
+    """Check the config before any data loads, claim the folder ``folder_of(cfg)``, and train.
+
+    ``stop_after``: train that many epochs only, as a trunk (``lt_bench.fork``): the folder then
+    gets the trunk's mark instead of a record, and the tracker records nothing.
+    """
     rank, world_size, device = parts.setup_distributed(cfg.device)
     get_registry(cfg.plugins)
-    parts.check_names(cfg)
+    method = parts.check_names(cfg)  # the run's method, resolved once and handed down
     # Before the data: a workspace that cannot be written fails in one line now, not after
     # minutes of decoding; so does a run another live process is training.
     if rank == 0:
@@ -80,22 +102,37 @@ def train_in(cfg: DictConfig, folder_of, trunk: str | None = None,
         parts.check_writable(Path(cfg.workspace).expanduser())
     out_dir = folder_of(cfg)
     with claim_run(out_dir, enabled=rank == 0), terminate_as_interrupt():
-        return train_claimed(cfg, out_dir, rank, world_size, device, trunk, stop_after)
+        return build_and_train(cfg, method, out_dir, rank, world_size, device, trunk,
+                               stop_after)
 
 
-def train_claimed(cfg: DictConfig, out_dir: Path, rank: int, world_size: int,
-                  device: torch.device, trunk: str | None = None,
-                  stop_after: int | None = None) -> RunResult | None:
-    """``stop_after``: train that many epochs only, as a trunk (``lt_bench.fork``)."""
-    is_main = rank == 0
+def build_and_train(cfg: DictConfig, method: RunMethod, out_dir: Path, rank: int,
+                    world_size: int, device: torch.device, trunk: str | None = None,
+                    stop_after: int | None = None) -> RunResult | None:
+    """Build the run's parts in its claimed folder, then train its epochs (see
+    ``claim_and_train``); a finished run is returned as it is, unless ``resume=false``."""
+    say = announcer(cfg, rank == 0)
+    if cfg.resume and not stop_after and (done := finished_result(results_file(out_dir))):
+        say(f"{out_dir} already finished; pass resume=false to train again")
+        return done
+    run, state, precision, branched = build_run(cfg, method, out_dir, rank, world_size, device,
+                                                say, trunk, stop_after)
+    return train_epochs(run, state, precision, branched)
 
+
+def announcer(cfg: DictConfig, is_main: bool):
     def say(line: str) -> None:
         if is_main and not cfg.quiet:
             print(f"lt-bench: {line}")
+    return say
 
-    if cfg.resume and not stop_after and (done := finished_result(out_dir / "results.json")):
-        say(f"{out_dir} already finished; pass resume=false to train again")
-        return done
+
+def build_run(cfg: DictConfig, method: RunMethod, out_dir: Path, rank: int, world_size: int,
+              device: torch.device, say, trunk: str | None,
+              stop_after: int | None) -> tuple[Run, RunState, str, bool]:
+    """The run's parts, resumed from its checkpoint or branched from ``trunk`` where due:
+    (the run, its state, the precision it trains in, whether it branched)."""
+    is_main = rank == 0
     parts.seed_everything(cfg.seed, cfg.deterministic)
     precision, why = resolve_precision(cfg.precision, device)
     say(f"precision: {precision} ({why})")
@@ -103,38 +140,48 @@ def train_claimed(cfg: DictConfig, out_dir: Path, rank: int, world_size: int,
         else None  # fails now if it cannot start
 
     data = load_data(cfg.dataset, cfg.imbalance, DataConfig(**to_dict(cfg.data)))
-    parts.check_needs(cfg, data, world_size)
-    model = parts.build_model(cfg, data, device)
+    parts.check_needs(cfg, method, data, world_size)
+    model = parts.build_model(cfg, method, data, device)
     p = cfg.protocol
     # A last batch of one sample would break BatchNorm in training mode: drop it then.
     drop_last = data.samples_per_rank(world_size) % p.batch_size == 1
     steps = data.num_train_batches(p.batch_size, world_size, drop_last)
     optimizer = parts.build_optimizer(model, p, device)
     state = RunState(model, optimizer, parts.build_schedule(optimizer, steps, p),
-                     parts.build_criterion(cfg, data, device), device)
+                     parts.build_criterion(method, data, device), device)
     branched = resume_or_start(state, cfg, out_dir, is_main, say, trunk)
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"
                 else nullcontext())
     choice = variant_of(state, cfg, data, device, precision, world_size, autocast)
     say(f"variant: {choice.describe()}")
     model.to(memory_format=choice.memory_format)
+    until = stop_after or p.epochs
     run = Run(cfg, data, parts.wrap_for_training(model, cfg, device, world_size, say, choice),
               tracker, out_dir, rank, world_size, steps, drop_last, autocast, None,
-              RunProgress(out_dir, stop_after or p.epochs, steps, enabled=is_main),
+              RunProgress(out_dir, until, steps, enabled=is_main), until, bool(stop_after),
               choice.memory_format,
               Bf16Fence(model) if precision == "bf16" and device.type == "cpu"
               and world_size == 1 else None)
+    return run, state, precision, branched
+
+
+def train_epochs(run: Run, state: RunState, precision: str, branched: bool) -> RunResult | None:
+    """Train from ``state``'s next epoch to ``run.until``, then write the run's record (a
+    trunk: its mark); a run that fails or is killed is recorded so by its tracker."""
+    is_main = run.rank == 0
     status = "FAILED"
     try:
         with held():  # a tracker run, once created, is always closed by the finally below
             if is_main:
                 start_tracking(run, state, precision, branched)
-        run.bar = step_bar(cfg, steps, state.next_epoch, is_main, stop_after or p.epochs)
-        for epoch in range(state.next_epoch, stop_after or p.epochs):
+        run.bar = step_bar(run.cfg, run.steps_per_epoch, state.next_epoch, is_main, run.until)
+        for epoch in range(state.next_epoch, run.until):
             run_epoch(run, state, epoch)
-        if stop_after:
+        if run.is_trunk:
             status = "FINISHED"
-            return fork.trunk_done(out_dir, stop_after, is_main)
+            if is_main:
+                fork.mark_finished(run.out_dir, run.until)
+            return None
         with held():  # results.json and the tracker's FINISHED, both or neither
             result = finish(run, state, precision)
             status = "FINISHED"
@@ -147,7 +194,7 @@ def train_claimed(cfg: DictConfig, out_dir: Path, rank: int, world_size: int,
         if run.bar is not None:
             run.bar.close()
         if status != "FINISHED" and is_main:
-            record_failure(tracker, status)
+            record_failure(run.tracker, status)
 
 
 def variant_of(state: RunState, cfg: DictConfig, data, device: torch.device, precision: str,
@@ -168,7 +215,7 @@ def variant_of(state: RunState, cfg: DictConfig, data, device: torch.device, pre
 
 def start_tracking(run: Run, state: RunState, precision: str, branched: bool) -> None:
     cfg, out_dir = run.cfg, run.out_dir
-    write_file(out_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+    write_file(config_file(out_dir), OmegaConf.to_yaml(cfg))
     used = {"precision_used": precision, "variant_used": state.variant["label"]}
     state.tracker_run_id = run.tracker.start(
         {**to_dict(cfg), **used, **fork.trunk_params(state)}, out_dir,
@@ -188,7 +235,7 @@ def finish(run: Run, state: RunState, precision: str) -> RunResult:
     result.provenance = provenance.gather(run.data, state.device, run.world_size,
                                           run.cfg.protocol.batch_size, result.best_chosen_on)
     if run.rank == 0:
-        result.save(run.out_dir / "results.json")
+        result.save(results_file(run.out_dir))
         run.tracker.finish(result, status="FINISHED")
     return result
 
@@ -211,7 +258,7 @@ def step_bar(cfg: DictConfig, steps_per_epoch: int, first_epoch: int, is_main: b
 def resume_or_start(state: RunState, cfg: DictConfig, out_dir: Path, is_main: bool, say,
                     trunk: str | None = None) -> bool:
     """Continue the run's own checkpoint, else branch from ``trunk`` when given (True)."""
-    checkpoint = out_dir / "checkpoint.pt"
+    checkpoint = checkpoint_file(out_dir)
     branched = False
     if cfg.resume and checkpoint.is_file():
         state.restore(checkpoint)
@@ -271,7 +318,7 @@ def run_epoch(run: Run, state: RunState, epoch: int) -> None:
     state.next_epoch = epoch + 1
     if is_main:
         run.tracker.log_metrics(metrics, step=epoch)
-        state.save(run.out_dir / "checkpoint.pt")
+        state.save(checkpoint_file(run.out_dir))
         line = f"epoch {epoch + 1}/{p.epochs}  loss {train_loss:.3f}" + (
             "  " + loop.format_accuracy(test) if test is not None else "")
         if not cfg.quiet and test is not None:

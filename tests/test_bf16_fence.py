@@ -31,8 +31,8 @@ def test_a_faulty_bf16_batch_is_redone_in_fp32_and_the_run_finishes(monkeypatch,
     faults: list[int] = []
     built = assemble.build_model
 
-    def build_model(cfg, data, device):
-        model = built(cfg, data, device)
+    def build_model(cfg, method, data, device):
+        model = built(cfg, method, data, device)
         faulty_first_conv(model, faults)
         return model
 

@@ -147,7 +147,7 @@ def test_command_writes_the_png_and_says_where(ws):
 
 
 def test_the_sweep_draws_it_and_logs_a_sweep_level_run(tmp_path, template_db, monkeypatch):
-    from lt_bench.sweep import run_sweep
+    from lt_bench.sweep.runner import run_sweep
     from lt_bench.tracking.store import TAG, client, tracking_uri
 
     ws = tmp_path / "ws"

@@ -15,7 +15,7 @@ from lt_bench.config import config_hash, load_config
 from lt_bench.config_checks import schedule_warnings
 from lt_bench.data import DataConfig, load_data
 from lt_bench.method import Method
-from lt_bench.sweep import expand
+from lt_bench.sweep.grid import expand
 
 
 # -- one order of precedence for method options ------------------------------------------------

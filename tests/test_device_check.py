@@ -1,4 +1,4 @@
-"""benchmarks/device_check.py: the whole check in smoke mode on the CPU, and its pure helpers
+"""benchmarks/device_check: the whole check in smoke mode on the CPU, and its pure helpers
 (the projection arithmetic, run comparison, output parsing, the CIFAR-shaped data plugin)."""
 
 import json
@@ -12,19 +12,18 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from benchmarks.device_check import projection as proj
+from benchmarks.device_check import runs
+from benchmarks.device_check.common import REPO, Child, Clock, CombinedLog
 from lt_bench.device_defaults import resolve_precision
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(BENCH))
-
-import device_check_projection as proj  # noqa: E402
-import device_check_runs as runs  # noqa: E402
-from device_check_common import Child, Clock, CombinedLog  # noqa: E402
+PACKAGE = REPO / "benchmarks" / "device_check"
 
 
 def run_check(*args, timeout=300):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, str(BENCH / "device_check.py"), *args], env=env,
+    return subprocess.run([sys.executable, "-m", "benchmarks.device_check", *args], env=env,
+                          cwd=REPO,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -198,7 +197,7 @@ def test_cifar_shaped_plugin_has_cifar10_lt_shapes_and_counts():
     from lt_bench.registry import get_registry, reset_registry
 
     try:
-        get_registry([str(BENCH / "device_check_data.py")])
+        get_registry([str(PACKAGE / "data.py")])
         data = load_data("cifar_shaped_lt", 100, DataConfig(progress=False))
     finally:
         reset_registry()
@@ -209,8 +208,8 @@ def test_cifar_shaped_plugin_has_cifar10_lt_shapes_and_counts():
 
 
 def test_a_crashed_speed_worker_costs_one_variant(tmp_path, monkeypatch):
-    import device_check_speed as speed
-    from device_check_common import child_env
+    from benchmarks.device_check import speed
+    from benchmarks.device_check.common import child_env
 
     short = [{"name": "eager fp32", "precision": "fp32", "channels_last": False},
              {"name": "eager bf16", "precision": "bf16", "channels_last": False},
@@ -230,3 +229,12 @@ def test_a_crashed_speed_worker_costs_one_variant(tmp_path, monkeypatch):
                       "eager fp32 + channels_last": "ok"}
     assert sec["status"] == "partial" and failures[0][0] == "speed/eager bf16"
     assert sec["best_eager"] in ("eager fp32", "eager fp32 + channels_last")
+
+
+def test_the_check_imports_without_mlflow_or_omegaconf():
+    """The device has torch and lt_bench's wheel, but neither mlflow nor omegaconf."""
+    code = ("import sys; sys.modules['mlflow'] = None; sys.modules['omegaconf'] = None; "
+            "import benchmarks.device_check.__main__, benchmarks.device_check.workers")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]

@@ -8,7 +8,8 @@ import torch
 
 import lt_bench.train as harness
 from lt_bench import LtBenchError, build_method
-from lt_bench.config import load_config, run_folder
+from lt_bench.config import load_config
+from lt_bench.run_folder import run_folder
 
 TINY = ["dataset=synthetic_lt", "imbalance=10", "protocol.epochs=1", "precision=fp32",
         "quiet=true", "tracking.tracker=local"]

@@ -10,9 +10,10 @@ import pytest
 
 from lt_bench import build_method
 from lt_bench.config import load_config
-from lt_bench.fork import plan, saving, train_trunk, trunk_folder
+from lt_bench.fork import trunk_folder
 from lt_bench.method import PLAIN_THROUGHOUT
-from lt_bench.train import train
+from lt_bench.sweep.trunks import epochs_with_and_without, plan
+from lt_bench.train import train, train_trunk
 
 TINY = ["dataset=synthetic_lt", "imbalance=20", "protocol.batch_size=64", "protocol.lr=0.05",
         "protocol.warmup_epochs=0", "precision=fp32", "quiet=true", "deterministic=true",
@@ -63,7 +64,7 @@ def test_the_plan_shares_the_least_plain_prefix_of_each_group():
     trunks = plan(jobs)
     assert sorted((t.branches[0].seed, t.epochs, len(t.branches)) for t in trunks) == [
         (0, 2, 3), (1, 2, 2)]  # start_epoch 3: dv's statistics start in epoch 3 (index 2)
-    with_fork, alone = saving(trunks, jobs)
+    with_fork, alone = epochs_with_and_without(trunks, jobs)
     assert alone == 8 * 5 and with_fork == alone - 2 * 2 - 2 * 1
     assert len({t.folder for t in trunks}) == 2
 
@@ -76,7 +77,7 @@ def test_a_method_added_later_branches_from_the_finished_trunk(tmp_path):
     (folder / "trunk.json").write_text('{"epochs": 2}')  # what a finished trunk leaves
     trunks = plan(added)
     assert [(t.folder, t.epochs, len(t.branches)) for t in trunks] == [(folder, 2, 1)]
-    assert saving(trunks, added) == (5 - 2, 5)  # the trunk's epochs are all saved
+    assert epochs_with_and_without(trunks, added) == (5 - 2, 5)  # the trunk's epochs are all saved
     (folder / "trunk.json").write_text('{"epochs": 3}')  # unfinished: it says another length
     assert plan(added) == []
     # a method whose plain prefix is longer than a finished trunk's branches from that trunk
@@ -93,7 +94,7 @@ def test_a_method_added_later_branches_from_the_finished_trunk(tmp_path):
 def test_a_sweep_trains_the_trunk_once_and_matches_the_sweep_without_it(tmp_path, template_db):
     import shutil
 
-    from lt_bench.sweep import run_sweep
+    from lt_bench.sweep.runner import run_sweep
     from lt_bench.tracking.store import client, tracking_uri
 
     args = [*TINY, "methods=[ce,dv,effective_number]", "seeds=1", "jobs=2",

@@ -44,7 +44,7 @@ def test_the_run_of_a_process_killed_with_sigkill_is_taken_over(tmp_path):
 def test_train_refuses_a_run_another_live_process_trains_before_loading_data(tmp_path,
                                                                             monkeypatch):
     import lt_bench.train as harness
-    from lt_bench.config import run_folder
+    from lt_bench.run_folder import run_folder
 
     cfg = load_config([], [*TINY, f"workspace={tmp_path}"])
     real_load = harness.load_data

@@ -98,8 +98,10 @@ def test_a_forked_sweeps_eta_counts_the_epochs_it_trains(tmp_path, monkeypatch):
 def test_plan_work_counts_trunk_branch_and_resumed_epochs(tmp_path):
     from omegaconf import OmegaConf
 
-    from lt_bench.fork import MARK
-    from lt_bench.sweep import Job, Report, plan_work
+    from lt_bench.run_folder import TRUNK_MARK
+    from lt_bench.sweep.jobs import Job
+    from lt_bench.sweep.report import Report
+    from lt_bench.sweep.trunks import plan_work
 
     cfg = OmegaConf.create({"protocol": {"epochs": 34}, "resume": True})
     trunks = [Job([], cfg, "ce", seed, run_dir=tmp_path / f"t{seed}", trunk_epochs=30)
@@ -113,7 +115,7 @@ def test_plan_work_counts_trunk_branch_and_resumed_epochs(tmp_path):
     # a finished trunk trains nothing; a trunk and a run that resume from their own
     # checkpoints train what is left after the epoch their progress reached
     (tmp_path / "t0").mkdir()
-    (tmp_path / "t0" / MARK).write_text(json.dumps({"epochs": 30}))
+    (tmp_path / "t0" / TRUNK_MARK).write_text(json.dumps({"epochs": 30}))
     for folder, epoch, epochs in (("t1", 12, 30), ("a2", 31, 34)):
         write_progress(tmp_path / folder, epoch, epochs, step=3)
         (tmp_path / folder / "checkpoint.pt").write_bytes(b"")

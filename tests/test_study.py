@@ -208,7 +208,8 @@ def test_runs_trained_with_the_data_elsewhere_are_found(tmp_path):
 
     from omegaconf import OmegaConf
 
-    from lt_bench.config import config_hash, run_folder
+    from lt_bench.config import config_hash
+    from lt_bench.run_folder import run_folder
     from lt_bench.study_report import collect
 
     common = ["dataset=synthetic_lt", "method=ce", "seed=1", f"workspace={tmp_path}"]

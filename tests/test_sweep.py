@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from lt_bench.config import run_folder
 from lt_bench.leaderboard import leaderboard
 from lt_bench.results import RunResult, finished_result
-from lt_bench.sweep import expand, run_sweep
+from lt_bench.run_folder import run_folder
+from lt_bench.sweep.grid import expand
+from lt_bench.sweep.runner import run_sweep
 from lt_bench.tracking.store import prepare_store
 
 HERE = Path(__file__).parent
@@ -100,7 +101,7 @@ def test_grid_expansion():
 
 
 def test_parallel_workers_share_the_cores(monkeypatch):
-    from lt_bench.sweep_workers import worker_env
+    from lt_bench.sweep.workers import worker_env
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr("os.cpu_count", lambda: 8)
@@ -303,7 +304,7 @@ def test_a_tracker_that_cannot_be_read_back_is_said_and_the_sweep_still_runs(
 # -- one owner per run ----------------------------------------------------------------------------
 def start_sweep(ws: Path, args: list[str], seconds: float) -> subprocess.Popen:
     """``run_sweep`` in a process of its own (the way two users would start two sweeps)."""
-    code = ("import json, sys; from lt_bench.sweep import run_sweep; "
+    code = ("import json, sys; from lt_bench.sweep.runner import run_sweep; "
             f"s = run_sweep(sys.argv[1:], out=lambda *a: None, train_fn={FAKE!r}); "
             "print(json.dumps(s))")
     env = {**os.environ, "PYTHONPATH": str(HERE), "FAKE_TRAIN_SECONDS": str(seconds)}

@@ -242,7 +242,7 @@ def installed_ui() -> str:
 
 
 def test_the_view_tags_are_ones_the_installed_ui_reads():
-    from lt_bench.tracking.mlflow_artifacts import (
+    from lt_bench.tracking.ui_view import (
         KIND_TAG,
         MODEL_TRAINING,
         VIEW_TAG,
@@ -268,8 +268,8 @@ def test_the_view_tags_are_ones_the_installed_ui_reads():
 
 
 def test_experiments_are_marked_new_and_old_and_a_users_kind_stays(tmp_path, template_db):
-    from lt_bench.tracking.mlflow_artifacts import KIND_TAG, VIEW_TAG, experiment_tags
     from lt_bench.tracking.store import client, ensure_experiment
+    from lt_bench.tracking.ui_view import KIND_TAG, VIEW_TAG, experiment_tags
 
     shutil.copy(template_db, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -308,7 +308,8 @@ def test_a_sweep_ends_with_a_link_per_setting_after_its_leaderboard(tmp_path, te
     sys.path.insert(0, str(HERE))
     from omegaconf import OmegaConf
 
-    from lt_bench.sweep import expand, run_sweep
+    from lt_bench.sweep.grid import expand
+    from lt_bench.sweep.runner import run_sweep
     from lt_bench.tracking.mlflow_artifacts import sweep_links
     from lt_bench.tracking.store import client, tracking_uri
 

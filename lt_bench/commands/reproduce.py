@@ -62,7 +62,7 @@ def run(args) -> int:
         print(f"set-up: {line}")
     summary = {"failed": []}
     if not args.report_only:
-        from lt_bench.sweep import execute
+        from lt_bench.sweep.runner import execute
 
         cells.sweep.plugins = list(getattr(args, "plugin", []) or [])
         summary = execute(cells.sweep, print, closing=False)

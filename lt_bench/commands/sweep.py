@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from lt_bench.sweep import run_sweep
+    from lt_bench.sweep.runner import run_sweep
 
     summary = run_sweep(args.args, plugins=getattr(args, "plugin", []) or [])
     return 1 if summary["failed"] else 0

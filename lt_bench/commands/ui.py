@@ -139,7 +139,7 @@ def serve(command: list[str]) -> int:
     import signal
     import subprocess
 
-    from lt_bench.sweep_workers import die_with
+    from lt_bench.sweep.workers import die_with
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt  # SIGTERM ends the UI as Ctrl-C does

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 # defined with the run record, which the leaderboard reads without loading torch
-from lt_bench.results import FEW, GROUP_NAMES, MANY, group_rule
+from lt_bench.results import FEW, GROUP_NAMES, MANY, group_rule, thresholds_of
 
 __all__ = ["FEW", "GROUP_NAMES", "MANY", "group_rule", "group_sizes", "groups", "thresholds_of"]
 
@@ -31,11 +31,3 @@ def group_sizes(train_counts: Sequence[int], many_above: int = MANY,
     """How many classes fall in each group: ``{"many": …, "medium": …, "few": …}``."""
     labels = groups(train_counts, many_above, few_below)
     return {g: labels.count(g) for g in GROUP_NAMES}
-
-
-def thresholds_of(section) -> dict[str, int]:
-    """``{"many_above": …, "few_below": …}`` from a config's ``eval`` section (a mapping, or
-    None for a config from before the keys existed: the defaults)."""
-    section = section or {}
-    return {"many_above": int(section.get("many_above", MANY)),
-            "few_below": int(section.get("few_below", FEW))}

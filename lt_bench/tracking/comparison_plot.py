@@ -33,6 +33,7 @@ from lt_bench.errors import LtBenchError
 from lt_bench.provenance import fingerprint
 from lt_bench.results import FEW, MANY, SHIFTED, finished_or_skip, group_rule
 from lt_bench.run_files import atomic_writer
+from lt_bench.run_folder import folder_name, results_file, runs_folder, sweeps_folder
 from lt_bench.tracking.records import SETTING, mean, sample_std
 
 GROUPS = ("overall", "many", "medium", "few")
@@ -91,8 +92,8 @@ def class_lines(rows: list, workspace: Path, out=print) -> tuple[dict[str, dict]
     for label, row in zip(labels(rows), rows):
         per_seed = []
         for seed in row.seeds:
-            folder = Path(workspace) / "runs" / f"{row.dataset}-{row.method}-{row.cfg_hash}-seed{seed}"
-            result = finished_or_skip(folder / "results.json", out)
+            folder = runs_folder(workspace) / folder_name(row.dataset, row.method, row.cfg_hash, seed)
+            result = finished_or_skip(results_file(folder), out)
             if result is not None and getattr(row, "data", "") and \
                     fingerprint(result.provenance) != row.data:
                 result = None  # the run of this seed on the other data: not this row's
@@ -130,7 +131,7 @@ def figure(rows: list, workspace: Path, out=print):
     if missing:
         total = sum(len(r.seeds) for r in rows)
         out(f"comparison plot: {len(missing)} of {total} runs have no finished results.json under "
-            f"{Path(workspace) / 'runs'} (a store filled on other machines?), e.g. {missing[0]}; "
+            f"{runs_folder(workspace)} (a store filled on other machines?), e.g. {missing[0]}; "
             + ("the per-class panel is drawn from the others" if lines
                else "the per-class panel is left out"))
     shifted = {label: row.shifted for label, row in zip(labels(rows), rows)
@@ -279,7 +280,7 @@ def sweep_figures(cfgs: list, rows: list, out=print) -> list[Path]:
 
     first = cfgs[0]
     workspace = Path(first.workspace).expanduser()
-    paths = write_figures(rows, workspace, workspace / "sweeps" / "comparison.png", suffix=True,
+    paths = write_figures(rows, workspace, sweeps_folder(workspace) / "comparison.png", suffix=True,
                           out=out, root=workspace)
     for target in paths:
         out(f"sweep: comparison plot {target}")

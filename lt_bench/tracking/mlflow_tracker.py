@@ -28,14 +28,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lt_bench.config import config_hash, flatten
+from lt_bench.config import flatten
 from lt_bench.errors import LtBenchError
 from lt_bench.provenance import tags_of
 from lt_bench.results import RunResult
+from lt_bench.run_folder import CHECKPOINT, RESULTS
 from lt_bench.tracking.base import Tracker
 from lt_bench.tracking.mlflow_read import group_summary, load_runs
-from lt_bench.tracking.outbox import Outbox, describe, reason
-from lt_bench.tracking.records import number, summary_metrics
+from lt_bench.tracking.outbox import Outbox, describe
+from lt_bench.tracking.records import number, setting_tags, summary_metrics
 from lt_bench.tracking.store import (
     TAG,
     artifact_root,
@@ -44,8 +45,8 @@ from lt_bench.tracking.store import (
     ensure_experiment,
     get,
     gone,
-    imbalance_tag,
     prepare_store,
+    reason,
     retry,
     search_all,
     setting_experiment,
@@ -80,17 +81,6 @@ def param_value(value: Any) -> str:
 def config_params(cfg: dict, drop: tuple[str, ...] = ()) -> dict[str, str]:
     """The flattened config as MLflow params (``protocol.lr`` → ``"0.1"``)."""
     return {k[:MAX_KEY]: param_value(v) for k, v in flatten(cfg).items() if k not in drop}
-
-
-def setting_tags(cfg: dict) -> dict[str, str]:
-    return {
-        f"{TAG}method": str(get(cfg, "method.name", "")),
-        f"{TAG}dataset": str(cfg.get("dataset", "")),
-        f"{TAG}imbalance": imbalance_tag(cfg.get("imbalance")),
-        f"{TAG}backbone": str(get(cfg, "backbone.name", "")),
-        f"{TAG}protocol": str(get(cfg, "protocol.name", "")),
-        f"{TAG}cfg_hash": config_hash(cfg),
-    }
 
 
 def quote(value: str) -> str:
@@ -242,7 +232,7 @@ class MlflowTracker(Tracker):
                        status: str) -> None:
         # results.json exists only for a finished run; the checkpoint's history has every
         # epoch's metrics either way
-        name = "results.json" if status == "FINISHED" else "checkpoint.pt (its history)"
+        name = RESULTS if status == "FINISHED" else f"{CHECKPOINT} (its history)"
         where = self.run_dir / name if self.run_dir else f"the run folder's {name}"
         listed = ", ".join(missing[:-1]) + " and " + missing[-1] if len(missing) > 1 else missing[0]
         log.warning("lt-bench: the MLflow server %s is away (%s), so the run %s locally: %s are "

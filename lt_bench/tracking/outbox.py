@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from lt_bench.tracking.store import METRIC_BOUNDS, http_bounds, unreachable
+from lt_bench.tracking.store import METRIC_BOUNDS, http_bounds, reason, unreachable
 
 log = logging.getLogger(__name__)
 
@@ -155,16 +155,3 @@ def spans(numbers: list[int]) -> str:
         if n is not None:
             start = prev = n
     return ", ".join(out)
-
-
-def reason(exc: BaseException) -> str:
-    """A few words on why a server did not answer, for a one-line message."""
-    text = str(exc).lower()
-    for marker, words in (("refused", "connection refused"), ("timed out", "timed out"),
-                          ("timeout", "timed out"), ("reset", "connection reset"),
-                          ("name or service not known", "unknown host"),
-                          ("too many", "it keeps answering with server errors")):
-        if marker in text:
-            return words
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}" if str(exc) else \
-        type(exc).__name__

@@ -27,7 +27,8 @@ import yaml
 
 from lt_bench.provenance import DATA_KEYS, tags_of
 from lt_bench.results import SHIFTED, RunResult, finished_or_skip
-from lt_bench.tracking.store import TAG, imbalance_tag, setting_experiment
+from lt_bench.run_folder import RESULTS, config_file, results_file, runs_folder
+from lt_bench.tracking.store import TAG, get, imbalance_tag, setting_experiment
 
 SETTING = ("dataset", "imbalance", "backbone", "protocol")
 SUMMARY_KEYS = ("acc", "acc_many", "acc_medium", "acc_few", "ece", "ece_many", "ece_medium",
@@ -37,7 +38,6 @@ SHIFTED_KEYS = tuple(f"shifted_{name}" for name in SHIFTED)
 TAG_KEYS = tuple(f"{TAG}{k}" for k in (*SETTING, "method", "cfg_hash", "seed", "role",
                                        *DATA_KEYS))
 METRIC_KEYS = tuple(f"{w}/{k}" for w in ("final", "best") for k in (*SUMMARY_KEYS, *SHIFTED_KEYS))
-RESULTS = "results.json"
 
 
 def number(value: Any) -> float | None:
@@ -100,7 +100,7 @@ def from_results(result: RunResult, folder: Path) -> dict:
     tags.update({k: v for k, v in tags_of(result.provenance).items() if k in TAG_KEYS})
     metrics = {k: v for k, v in summary_metrics(result).items() if k in METRIC_KEYS}
     saved = saved_config(folder)
-    return {"run_id": folder.name, "end_time": int((folder / RESULTS).stat().st_mtime * 1000),
+    return {"run_id": folder.name, "end_time": int(results_file(folder).stat().st_mtime * 1000),
             "experiment_id": folder_experiment(folder, result, saved), "tags": tags,
             "metrics": metrics, "params": {k: param_text(v) for k, v in _flat(saved).items()}}
 
@@ -108,7 +108,7 @@ def from_results(result: RunResult, folder: Path) -> dict:
 def saved_config(folder: Path) -> dict:
     """The folder's config.yaml as a mapping; empty when missing or unreadable."""
     try:
-        saved = yaml.load((folder / "config.yaml").read_text(), Loader=_LOADER)
+        saved = yaml.load(config_file(folder).read_text(), Loader=_LOADER)
     except (OSError, yaml.YAMLError):
         return {}
     return saved if isinstance(saved, dict) else {}
@@ -148,7 +148,7 @@ _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 def read_run_folders(workspace: Path, experiment: str | None = None) -> Iterator[dict]:
     """The records of the FINISHED runs under ``<workspace>/runs``, of one experiment or all."""
-    for path in sorted((Path(workspace) / "runs").glob(f"*/{RESULTS}")):
+    for path in sorted(runs_folder(workspace).glob(f"*/{RESULTS}")):
         result = finished_or_skip(path)  # None: not finished, or corrupt (said, left out)
         if result is None:
             continue
@@ -252,3 +252,17 @@ def default_param(method: str, key: str) -> str | None:
     except Exception:  # a plugin's method that is not loaded here: unknown, not an error
         return None
     return None if value is None else param_text(value)
+
+
+def setting_tags(cfg: dict) -> dict[str, str]:
+    """The tags that place a run in its setting (and its method's configuration) in the store."""
+    from lt_bench.config import config_hash  # here: lt_bench.config loads torch
+
+    return {
+        f"{TAG}method": str(get(cfg, "method.name", "")),
+        f"{TAG}dataset": str(cfg.get("dataset", "")),
+        f"{TAG}imbalance": imbalance_tag(cfg.get("imbalance")),
+        f"{TAG}backbone": str(get(cfg, "backbone.name", "")),
+        f"{TAG}protocol": str(get(cfg, "protocol.name", "")),
+        f"{TAG}cfg_hash": config_hash(cfg),
+    }

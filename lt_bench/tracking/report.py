@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from lt_bench.results import MAX_CONFUSION_CLASSES, RunResult
+from lt_bench.run_folder import config_file, results_file
 
 
 def _groups(result: RunResult) -> list[str]:
@@ -38,7 +39,7 @@ def write_report(result: RunResult, cfg: dict | None, folder: Path) -> list[Path
     (folder / "plots").mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     if cfg is not None:
-        path = folder / "config.yaml"
+        path = config_file(folder)
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         written.append(path)
 
@@ -74,7 +75,7 @@ def write_report(result: RunResult, cfg: dict | None, folder: Path) -> list[Path
                                     "weights": weights}))
         written.append(path)
 
-    path = folder / "results.json"
+    path = results_file(folder)
     result.save(path, root=folder)  # the caller's folder (a fresh temporary one), not a run's
     written.append(path)
     written += write_plots(result, classes, counts, final, weights, folder / "plots")

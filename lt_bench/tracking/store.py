@@ -328,11 +328,22 @@ def client(uri: str, timeout_s: float | None = None):
     return c
 
 
+def reason(exc: BaseException) -> str:
+    """A few words on why a server did not answer, for a one-line message."""
+    text = str(exc).lower()
+    for marker, words in (("refused", "connection refused"), ("timed out", "timed out"),
+                          ("timeout", "timed out"), ("reset", "connection reset"),
+                          ("name or service not known", "unknown host"),
+                          ("too many", "it keeps answering with server errors")):
+        if marker in text:
+            return words
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}" if str(exc) else \
+        type(exc).__name__
+
+
 def why(exc: BaseException) -> str:
     """The cause of a failed store call in a few words: a server that did not answer in time
     names the key that bounds the wait, not MLflow's environment variable."""
-    from lt_bench.tracking.outbox import reason
-
     if unreachable(exc):
         words = reason(exc)
         if words == "timed out":
@@ -357,8 +368,8 @@ def search_all(c, experiment_ids: list[str], filter_string: str, page: int = 100
 def ensure_experiment(c, name: str, artifact_location: str | None, uri: str = "") -> str:
     """The id of experiment ``name``, created (with ``artifact_location``) when missing and
     restored when deleted; either way with the tags that open it on its runs in MLflow's UI
-    (``mlflow_artifacts.experiment_tags``), where it does not have its own already."""
-    from lt_bench.tracking.mlflow_artifacts import experiment_tags
+    (``ui_view.experiment_tags``), where it does not have its own already."""
+    from lt_bench.tracking.ui_view import experiment_tags
 
     wanted = {f"{TAG}kind": "benchmark-setting", **experiment_tags()}
 

@@ -1,5 +1,5 @@
-"""The parts of ``device_check.py`` that run on the device, each in a child process
-(``device_check.py --worker KIND --spec JSON``): class-volume weights on the device against
+"""The parts of the device check that run on the device, each in a child process
+(``python -m benchmarks.device_check --worker KIND --spec JSON``): class-volume weights on the device against
 float64 on the CPU, the training-step and evaluation speed of ResNet-32 in several settings, and
 one process of the concurrency phase. Each result is one JSON line marked with ``MARK``, printed
 as soon as it exists, so the parent keeps what was measured even if the process dies later.
@@ -16,7 +16,7 @@ import traceback
 from contextlib import nullcontext
 from pathlib import Path
 
-from device_check_common import MARK
+from benchmarks.device_check.common import MARK
 
 BATCH = 100  # paper_cifar's batch size
 

@@ -1,4 +1,4 @@
-"""Section 2 of ``device_check.py``, the parent's side: which variants to time, the speed worker
+"""Section 2 of the device check, the parent's side: which variants to time, the speed worker
 (started again for the remaining variants if one crashes it), and the concurrency phase (1, 2, 4,
 8 processes on the one device, as ``lt-bench sweep jobs=N`` runs them).
 """
@@ -9,12 +9,10 @@ import json
 import shutil
 import sys
 import time
-from pathlib import Path
 
-from device_check_common import Child, child_env
-from device_check_machine import GpuSampler
+from benchmarks.device_check.common import Child, child_env
+from benchmarks.device_check.machine import GpuSampler
 
-SCRIPT = Path(__file__).resolve().with_name("device_check.py")
 LEVELS, SMOKE_LEVELS = (1, 2, 4, 8), (1, 2)
 
 
@@ -61,7 +59,7 @@ def counts(cuda: bool, smoke: bool) -> dict:
 
 
 def worker_cmd(kind: str, spec: dict) -> list[str]:
-    return [sys.executable, str(SCRIPT), "--worker", kind, "--spec", json.dumps(spec)]
+    return [sys.executable, "-m", __package__, "--worker", kind, "--spec", json.dumps(spec)]
 
 
 def speed(ctx, sec: dict, deadline: float, save) -> None:

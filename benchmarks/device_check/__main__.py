@@ -1,6 +1,6 @@
 """One command that checks lt_bench on a rented GPU within a time budget, and records everything.
 
-    python benchmarks/device_check.py OUT_DIR [--device cuda|cpu] [--smoke] [--budget SECONDS]
+    python -m benchmarks.device_check OUT_DIR [--device cuda|cpu] [--smoke] [--budget SECONDS]
                                               [--data-root DIR] [--keep-work]
 
 Made to be run once, on a bare machine, with no second chance: every section (and every item in
@@ -36,16 +36,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import device_check_common as common
-import device_check_machine
-import device_check_markdown
-import device_check_projection
-import device_check_runs
-import device_check_speed
-from device_check_common import Child, Clock, CombinedLog, Progress, Report, UserError
+from benchmarks.device_check import common, machine, markdown, runs
+from benchmarks.device_check import projection as projections
+from benchmarks.device_check import speed as speeds
+from benchmarks.device_check.common import Child, Clock, CombinedLog, Progress, Report, UserError
 
 HERE = Path(__file__).resolve().parent
-PLUGIN = HERE / "device_check_data.py"
+PLUGIN = HERE / "data.py"
 
 
 class Ctx:
@@ -108,7 +105,7 @@ def volume_weights(ctx: Ctx, sec: dict, deadline: float) -> None:
         elif rec.get("fatal"):
             vw["error"] = rec
 
-    child = Child("volume weights", device_check_speed.worker_cmd("volume", spec), ctx.log,
+    child = Child("volume weights", speeds.worker_cmd("volume", spec), ctx.log,
                   env=ctx.env, cwd=ctx.work)
     # seconds on a GPU; a hang (a stuck CUDA start) must not eat the training runs' time too
     rc = child.follow(min(deadline, time.monotonic() + 120), on_record)
@@ -136,7 +133,7 @@ def guarded(ctx: Ctx, sec: dict, where: str, fn, *args) -> None:
 def correctness(sec: dict, ctx: Ctx) -> None:
     deadline = ctx.clock.deadlines["correctness"]
     guarded(ctx, sec, "correctness/volume_weights", volume_weights, ctx, sec, deadline)
-    guarded(ctx, sec, "correctness/runs", device_check_runs.correctness_runs, ctx, sec, deadline,
+    guarded(ctx, sec, "correctness/runs", runs.correctness_runs, ctx, sec, deadline,
             ctx.report.save)
     cut = [r for r in (sec.get("runs") or {}).values() if r.get("killed") == "deadline"]
     cut += [c for c in (sec.get("checks") or {}).values() if "deadline" in str(c.get("reason"))]
@@ -145,18 +142,18 @@ def correctness(sec: dict, ctx: Ctx) -> None:
 
 
 def speed(sec: dict, ctx: Ctx) -> None:
-    device_check_speed.speed(ctx, sec, ctx.clock.deadlines["speed"], ctx.report.save)
+    speeds.speed(ctx, sec, ctx.clock.deadlines["speed"], ctx.report.save)
 
 
 def concurrency(sec: dict, ctx: Ctx) -> None:
     s = ctx.report.section("speed")
     best = (s.get("variants") or {}).get(s.get("best_eager") or "")
-    device_check_speed.concurrency(ctx, sec, ctx.clock.deadlines["concurrency"], best,
+    speeds.concurrency(ctx, sec, ctx.clock.deadlines["concurrency"], best,
                                    ctx.report.save)
 
 
 def projection(sec: dict, ctx: Ctx) -> None:
-    sec.update(device_check_projection.projection(
+    sec.update(projections.projection(
         ctx.report.section("speed"), ctx.report.section("concurrency"),
         ctx.report.section("correctness")))
 
@@ -169,8 +166,8 @@ def long_runs(sec: dict, ctx: Ctx) -> None:
     estimate = None
     if row and not ctx.smoke:  # a run among n at a time takes n/speedup(n) times as long
         speedups = {int(k): v for k, v in (conc.get("speedups") or {}).items()}
-        estimate = row["run_s"] * min(n, 8) / device_check_projection.speedup_at(speedups, n)
-    device_check_runs.long_runs(ctx, sec, ctx.clock.deadlines["long_runs"], n, estimate,
+        estimate = row["run_s"] * min(n, 8) / projections.speedup_at(speedups, n)
+    runs.long_runs(ctx, sec, ctx.clock.deadlines["long_runs"], n, estimate,
                                 ctx.report.save, compile_args(ctx.report.section("speed")))
 
 
@@ -225,16 +222,16 @@ def check(args) -> int:
     clock = Clock(budget)
     (out / "device_check.log").unlink(missing_ok=True)
     log = CombinedLog(out / "device_check.log", clock)
-    gpu_name = device_check_machine.nvidia_smi("name") if args.device == "cuda" else None
+    gpu_name = machine.nvidia_smi("name") if args.device == "cuda" else None
     data = {"device": gpu_name[0][0] if gpu_name else (
-                "CUDA device" if args.device == "cuda" else device_check_machine.cpu_model()),
+                "CUDA device" if args.device == "cuda" else machine.cpu_model()),
             "device_type": args.device, "torch": torch.__version__,
             "python": platform.python_version(), "cores": os.cpu_count(),
             "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "budget_s": budget, "smoke": args.smoke, "out_dir": str(out), "notes": [],
             "deadlines_s": {k: round(v - clock.t0, 1) for k, v in clock.deadlines.items()},
             "sections": {name: {} for name, _ in SECTIONS}, "errors": [], "elapsed_s": 0.0}
-    report = Report(out, data, clock, device_check_markdown.render)
+    report = Report(out, data, clock, markdown.render)
     work = Path(tempfile.mkdtemp(prefix="device_check_"))
     data["work_dir"] = str(work)
     ctx = Ctx(args, clock, log, report, work)
@@ -250,8 +247,8 @@ def check(args) -> int:
         report.save()
         if not args.keep_work:
             shutil.rmtree(work, ignore_errors=True)
-    verdicts = device_check_markdown.checks(report.data)
-    ctx.say("Correctness: " + " · ".join(f"{label} {device_check_markdown.verdict(p)}"
+    verdicts = markdown.checks(report.data)
+    ctx.say("Correctness: " + " · ".join(f"{label} {markdown.verdict(p)}"
                                          for label, p in verdicts))
     ctx.say(f"done in {clock.elapsed():.0f} s: {out / 'device_check.md'}")
     return 1 if any(p is False for _, p in verdicts) else 0
@@ -286,7 +283,7 @@ def _terminate(signum, frame):
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.worker:
-        from device_check_workers import run_worker
+        from benchmarks.device_check.workers import run_worker
 
         return run_worker(args.worker, args.spec or "{}")
     signal.signal(signal.SIGTERM, _terminate)

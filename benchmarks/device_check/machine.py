@@ -1,4 +1,4 @@
-"""What machine ``device_check.py`` runs on, and its GPU's utilisation and memory sampled while
+"""What machine the device check runs on, and its GPU's utilisation and memory sampled while
 a phase runs: through NVML (pynvml, no CUDA context in the parent) or nvidia-smi."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import subprocess
 import threading
 import time
 
-from lt_bench.provenance import cpu_model  # noqa: F401  (device_check.py reads it from here)
+from lt_bench.provenance import cpu_model  # noqa: F401  (__main__ reads it from here)
 
 
 def nvidia_smi(query: str) -> list[list[str]] | None:

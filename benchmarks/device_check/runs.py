@@ -1,4 +1,4 @@
-"""Training runs through the real CLI (``python -m lt_bench train``) for ``device_check.py``:
+"""Training runs through the real CLI (``python -m lt_bench train``) for the device check:
 section 1b (uninterrupted, killed and resumed, deterministic twice) and section 4 (as many long
 runs as the budget allows). Each run gets its own workspace under the check's work folder.
 """
@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from device_check_common import Child, child_env
+from benchmarks.device_check.common import Child, child_env
 
 RUN_1B = ["method=dv", "protocol=paper_cifar", "protocol.epochs=3", "protocol.milestones=[2]",
           "protocol.start_epoch=1", "tracking.tracker=local", "deterministic=true", "seed=0"]

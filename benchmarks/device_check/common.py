@@ -1,4 +1,4 @@
-"""Shared machinery of ``device_check.py``: the clock and budget, the report (rewritten atomically
+"""Shared machinery of the device check: the clock and budget, the report (rewritten atomically
 after every step), the combined log and the child processes (each in its own process group, so
 that a kill takes its compile workers and data workers with it).
 
@@ -20,6 +20,8 @@ import time
 import traceback
 from collections import deque
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]  # the repository: benchmarks/ is a package in it
 
 #: a line a worker prints to hand a JSON record to the parent
 MARK = "@@device_check "
@@ -223,6 +225,9 @@ atexit.register(kill_all_children)
 def child_env(extra: dict | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
+    # the check's workers run as ``python -m benchmarks.device_check`` from other folders: the
+    # repository goes last on their path, after an installed lt_bench (the device's wheel)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(REPO)]))
     env.update({k: str(v) for k, v in (extra or {}).items()})
     return env
 

@@ -1,4 +1,4 @@
-"""Section 3 of ``device_check.py``: what the measured speeds mean for real work. Pure arithmetic
+"""Section 3 of the device check: what the measured speeds mean for real work. Pure arithmetic
 (unit-tested by hand-computed cases in tests/test_device_check.py).
 
 One paper_cifar run on CIFAR-10-LT IF 100: 200 epochs of 125 steps (12,406 training images,

@@ -1,6 +1,6 @@
 """``cifar_shaped_lt``: a generated stand-in for CIFAR-10-LT with the same shapes and counts, for
-``device_check.py`` when the real archive is not at hand. A plugin file, loaded with the config
-key ``plugins=[benchmarks/device_check_data.py]``.
+the device check when the real archive is not at hand. A plugin file, loaded with the config
+key ``plugins=[benchmarks/device_check/data.py]``.
 
 10 classes (``data.num_classes``), 32×32×3 uint8 images, the CIFAR-10-LT training counts at the
 given imbalance (head class 5,000: 12,406 images at IF 100) and 1,000 test images per class; each

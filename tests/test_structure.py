@@ -1,0 +1,158 @@
+"""The package's shape: the import graph of ``lt_bench`` has no circle, a single run imports
+nothing of the sweep above it, and every module path spelt as a string imports."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "lt_bench"
+SWEEP = "lt_bench.sweep"
+#: the modules a single run starts from (``lt-bench train``, a sweep's worker for one run)
+RUN_ENTRIES = ("lt_bench.train",)
+
+
+def module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imported(tree: ast.AST, name: str, is_package: bool, known: set[str]) -> set[str]:
+    """The package's modules that ``tree`` (module ``name``) imports, at any depth of the file
+    (function-level imports included): ``from a import b`` counts ``a.b`` when that is a module,
+    else ``a``."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from the module's package
+                package = name.split(".") if is_package else name.split(".")[:-1]
+                package = package[:len(package) - node.level + 1]
+                base = ".".join([*package, *([base] if base else [])])
+            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base
+                       for alias in node.names]
+        else:
+            continue
+        for target in targets:
+            while target and target not in known:  # a name inside a module: the module
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                found.add(target)
+    return found
+
+
+def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
+    """Module → the package's modules it imports."""
+    files = {module_name(p, root): p for p in sorted(root.rglob("*.py"))}
+    known = set(files)
+    return {name: imported(ast.parse(path.read_text()), name, path.name == "__init__.py", known)
+            for name, path in files.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles: strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        node = todo.pop()
+        if node not in seen:
+            seen.add(node)
+            todo.extend(graph.get(node, ()))
+    return seen
+
+
+def test_the_package_has_no_import_circle():
+    assert cycles(import_graph()) == []
+
+
+def test_a_single_run_imports_nothing_of_the_sweep():
+    graph = import_graph()
+    for entry in RUN_ENTRIES:
+        assert entry in graph
+        above = sorted(m for m in reachable(graph, entry)
+                       if m == SWEEP or m.startswith(SWEEP + "."))
+        assert above == [], f"{entry} reaches the sweep through {above}"
+
+
+def test_the_checks_find_what_they_look_for(tmp_path):
+    """The graph sees function-level and relative imports, and a circle is found."""
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "sub" / "__init__.py").write_text("from .b import thing\n")
+    (package / "a.py").write_text("def f():\n    from pkg.sub import b\n")
+    (package / "sub" / "b.py").write_text("from ..a import f\nthing = 1\n")
+    (package / "c.py").write_text("import pkg.a\n")
+    graph = import_graph(package)
+    assert graph["pkg.a"] == {"pkg.sub.b"} and graph["pkg.sub.b"] == {"pkg.a"}
+    assert graph["pkg.sub"] == {"pkg.sub.b"} and graph["pkg.c"] == {"pkg.a"}
+    assert cycles(graph) == [["pkg.a", "pkg.sub.b"]]
+    assert reachable(graph, "pkg.c") == {"pkg.c", "pkg.a", "pkg.sub.b"}
+
+
+MODULE_PATH = re.compile(r"^lt_bench(\.\w+)+(:\w+)?$")
+
+
+def module_paths_in_strings() -> set[str]:
+    """Every string constant in the package that is a dotted ``lt_bench`` path
+    (``lt_bench.x`` or ``lt_bench.x:function``)."""
+    found = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                    and MODULE_PATH.match(node.value):
+                found.add(node.value)
+    return found
+
+
+@pytest.mark.parametrize("target", sorted(module_paths_in_strings()))
+def test_every_module_path_in_a_string_imports(target):
+    module, _, name = target.partition(":")
+    try:
+        imported_module = importlib.import_module(module)
+    except ModuleNotFoundError:  # a dotted name inside a module (``lt_bench.api.build_method``)
+        module, _, name = module.rpartition(".")
+        imported_module = importlib.import_module(module)
+    if name:
+        assert callable(getattr(imported_module, name))
