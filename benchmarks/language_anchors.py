@@ -71,12 +71,13 @@ def train(args, heads: dict[str, list[str]]) -> None:
 
 def results_of(args, overrides: list[str]) -> list[dict]:
     """The finished runs' results.json of one head, seeds 0 .. seeds-1."""
-    from lt_bench.config import load_config, run_folder
+    from lt_bench.config import load_config
+    from lt_bench.run_folder import results_file, run_folder
 
     found = []
     for seed in range(args.seeds):
         cfg = load_config([], [*common(args), *overrides, "method=ce", f"seed={seed}"])
-        file = run_folder(cfg) / "results.json"
+        file = results_file(run_folder(cfg))
         if file.is_file():
             result = json.loads(file.read_text())
             if result.get("status", "finished") == "finished":
