@@ -4,14 +4,11 @@
 from __future__ import annotations
 
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 from test_tracking_server import server  # noqa: F401  (the fixture: a real `mlflow server`)
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
-from store_load import KEYS, load  # noqa: E402
+from benchmarks.store_load import KEYS, load
 
 
 def assert_nothing_lost(report: dict, runs: int, epochs: int) -> None:

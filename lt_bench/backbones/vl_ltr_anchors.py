@@ -27,10 +27,9 @@ def load_anchors(path, num_classes: int | None = None, dim: int | None = None,
     are rows ``0 .. counts[c]-1`` of ``anchors[c]``; later rows are padding and are ignored):
 
     * ``.pt`` / ``.pth``: ``torch.save({"anchors": float tensor [C, M, D],
-      "counts": int tensor [C]}, path)``; ``counts`` may be omitted (see ``.npy``); an optional
-      ``"class_names"`` list must equal ``class_names`` when both are known (a file made for
-      another data set, or another label order, fails), and other keys (``"encoder"``,
-      ``"sentences"``, written by ``lt-bench anchors``) are ignored;
+      "counts": int tensor [C]}, path)``; ``counts`` may be omitted (see ``.npy``); a
+      ``"class_names"`` list must equal ``class_names`` when both are known; other keys are
+      ignored (``lt-bench anchors`` adds ``"encoder"`` and ``"sentences"``);
     * ``.npz``: ``numpy.savez(path, anchors=[C, M, D], counts=[C])``, same meaning;
     * ``.npy``: ``numpy.save(path, anchors)`` of a float array [C, M, D] alone; padding rows must
       be all zeros and come last: ``counts[c]`` is one past the last non-zero row of class c.
