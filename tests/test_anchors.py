@@ -134,6 +134,25 @@ def test_anchors_command_errors_are_one_line(tmp_path, letters, capsys, argv, ma
     assert match in err and err.count("\n") == 1
 
 
+def test_clip_text_tower_encodes_every_sentence_unit_length(monkeypatch):
+    import lt_bench.backbones.vl_ltr_towers as towers
+    from lt_bench.backbones.vl_ltr_text import clip_encoder
+
+    class FakeClip(torch.nn.Module):
+        def encode_text(self, tokens):
+            return tokens * 3.0  # made-up: the "embedding" is the scaled token row
+
+    def tokenizer(texts):
+        return torch.tensor([[len(t), t.count("a"), 1.0] for t in texts])
+
+    monkeypatch.setattr(towers, "build_clip", lambda tower, weights, size: (FakeClip(),
+                                                                              tokenizer))
+    out = clip_encoder("RN50", "w.pt")(["a cat", "a dog in a car"] * 200)  # > one chunk
+    expected = torch.nn.functional.normalize(torch.tensor([[5.0, 2, 1], [14, 3, 1]]), dim=-1)
+    assert out.shape == (400, 3)
+    assert torch.allclose(out[:2], expected) and torch.allclose(out[398:], expected)
+
+
 def test_a_folder_that_is_no_sentence_transformers_model_is_named(tmp_path, capsys):
     assert main(["anchors", str(tmp_path / "a.pt"), "--model", str(tmp_path),
                  "--names", "a"]) == 2
