@@ -72,16 +72,15 @@ def train(args, heads: dict[str, list[str]]) -> None:
 def results_of(args, overrides: list[str]) -> list[dict]:
     """The finished runs' results.json of one head, seeds 0 .. seeds-1."""
     from lt_bench.config import load_config
+    from lt_bench.results import finished_result
     from lt_bench.run_folder import results_file, run_folder
 
     found = []
     for seed in range(args.seeds):
         cfg = load_config([], [*common(args), *overrides, "method=ce", f"seed={seed}"])
         file = results_file(run_folder(cfg))
-        if file.is_file():
-            result = json.loads(file.read_text())
-            if result.get("status", "finished") == "finished":
-                found.append(result)
+        if finished_result(file) is not None:  # the run layer's own test of "finished"
+            found.append(json.loads(file.read_text()))
     return found
 
 
@@ -106,22 +105,34 @@ def against(values: list[float], base: list[float]) -> str:
 
 
 def table(heads: dict[str, list[dict]]) -> str:
-    base = [r["final"]["acc"] for r in heads["linear head"]]
-    lines = ["| head | " + " | ".join(name for _, name in COLUMNS) + " | overall vs linear |",
-             "|---|" + "---:|" * (len(COLUMNS) + 1)]
-    for head, runs in heads.items():
+    """Rows the heads; each head's overall accuracy against the one before it in ``arms``
+    (random anchors against the linear head: the head; language against random: language)."""
+    names = list(heads)
+    lines = ["| head | " + " | ".join(name for _, name in COLUMNS) + " | overall, Δ vs the row "
+             "above [95 %], Welch p |", "|---|" + "---:|" * (len(COLUMNS) + 1)]
+    for i, (head, runs) in enumerate(heads.items()):
         cells = []
         for key, _ in COLUMNS:
             values = [r["final"][key] for r in runs if r["final"].get(key) is not None]
             m, s, n = stats(values)
             cells.append("n/a" if m is None else
                          f"{100 * m:.2f} ± {100 * (s or 0):.2f} ({n})")
-        versus = "" if head == "linear head" else against([r["final"]["acc"] for r in runs], base)
+        versus = "" if i == 0 else against([r["final"]["acc"] for r in runs],
+                                           [r["final"]["acc"] for r in heads[names[i - 1]]])
         lines.append(f"| {head} | " + " | ".join(cells) + f" | {versus} |")
+    language, linear = heads[names[-1]], heads[names[0]]
+    lines.append(f"\nlanguage anchors against the linear head, overall: "
+                 f"{against([r['final']['acc'] for r in language], [r['final']['acc'] for r in linear])}")
+    lines.append("per class (mean over seeds, %): " + "; ".join(
+        f"{head}: " + " ".join(f"{100 * sum(c) / len(c):.1f}" for c in
+                               zip(*[r["final"]["per_class"] for r in runs]))
+        for head, runs in heads.items() if runs))
     return "\n".join(lines)
 
 
 def picture(heads: dict[str, list[dict]], out: Path) -> None:
+    """Left, the groups as bars with the seeds as dots; right, each class's accuracy (mean over
+    seeds) from the largest class to the smallest, where a head's gains and losses lie."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -129,7 +140,7 @@ def picture(heads: dict[str, list[dict]], out: Path) -> None:
 
     keys = [(k, n) for k, n in COLUMNS[:4]
             if any(r["final"].get(k) is not None for runs in heads.values() for r in runs)]
-    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    fig, (ax, right) = plt.subplots(1, 2, figsize=(11, 4), width_ratios=[1, 1.3])
     width = 0.8 / len(heads)
     for i, (head, runs) in enumerate(heads.items()):
         for j, (key, _) in enumerate(keys):
@@ -141,14 +152,24 @@ def picture(heads: dict[str, list[dict]], out: Path) -> None:
             ax.bar(x, m, width, yerr=s or 0, capsize=3, color=f"C{i}",
                    label=f"{head} (n={n})" if j == 0 else None)
             ax.scatter([x] * n, values, s=8, color="black", zorder=3)
+        if runs:
+            per_class = [100 * sum(c) / len(c) for c in zip(*[r["final"]["per_class"]
+                                                              for r in runs])]
+            right.plot(range(len(per_class)), per_class, marker="o", color=f"C{i}")
+    some = next(runs for runs in heads.values() if runs)
+    right.set_xticks(range(len(some[0]["classes"])),
+                     [f"{c}\n{n}" for c, n in zip(some[0]["classes"], some[0]["train_counts"])],
+                     fontsize=7)
+    right.set_ylabel("per-class accuracy, mean over seeds (%)")
+    right.set_title("per class (training images below the name)", fontsize=10)
     ax.set_xticks(range(len(keys)), [name for _, name in keys])
     ax.set_ylabel("final-epoch test accuracy (%)")
-    ax.set_title("ResNet-32 on CIFAR-10-LT: linear head vs VL-LTR-style head (ce)")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=len(heads), fontsize=8,
-              frameon=False)
-    fig.tight_layout()
+    ax.set_title("groups (bars: mean ± std; dots: seeds)", fontsize=10)
+    fig.suptitle("ResNet-32 on CIFAR-10-LT, ce: linear head and VL-LTR-style head")
+    fig.legend(loc="lower center", ncol=len(heads), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    fig.savefig(out, dpi=110)
     print(f"picture: {out}")
 
 

@@ -51,7 +51,8 @@ def read_sentences(path) -> tuple[list[str], list[list[str]]]:
     try:
         data = yaml.safe_load(file.read_text())
     except yaml.YAMLError as exc:
-        raise LtBenchError(f"anchors: {str(file)!r} is not valid YAML ({exc})".replace("\n", " "))
+        why = " ".join(str(exc).split())
+        raise LtBenchError(f"anchors: {str(file)!r} is not valid YAML ({why})") from exc
     if not isinstance(data, dict) or not data:
         raise LtBenchError(f"anchors: {str(file)!r} must be a YAML mapping of class name to a "
                            "list of sentences")
