@@ -82,8 +82,9 @@ def confidence_bin(confidence: torch.Tensor, bins: int = ECE_BINS) -> torch.Tens
 def accuracy_report(correct: torch.Tensor, total: torch.Tensor, group_of_class: list[str],
                     confusion=None) -> dict:
     """Overall and per-group accuracy pool the group's test samples. A group without classes
-    (CIFAR-10-LT at IF 100 has no few-shot class) has accuracy None, not a misleading 0."""
-    per_class = (correct.double() / total.clamp_min(1).double()).tolist()
+    (CIFAR-10-LT at IF 100 has no few-shot class), or a class without test images, has accuracy
+    None, not a misleading 0."""
+    per_class = [c / t if t else None for c, t in zip(correct.tolist(), total.tolist())]
     report = {"acc": correct.sum().item() / max(1, total.sum().item()), "per_class": per_class}
     for name in GROUP_NAMES:
         mask = torch.tensor([g == name for g in group_of_class])

@@ -56,7 +56,7 @@ class Score:
     classes_many: int = 0
     classes_medium: int = 0
     classes_few: int = 0
-    per_class: list[float] = field(default_factory=list)
+    per_class: list[float | None] = field(default_factory=list)  # None: no test image
     ece: float | None = None
     ece_many: float | None = None
     ece_medium: float | None = None

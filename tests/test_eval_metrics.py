@@ -99,6 +99,19 @@ def test_a_group_without_test_samples_has_no_ece():
 
 
 # -- shifted test priors ------------------------------------------------------------------------
+def test_a_class_without_test_images_has_no_accuracy_not_zero(tmp_path):
+    from lt_bench.results import Score
+    from lt_bench.tracking.comparison_plot import by_count
+
+    data = HandData(SAMPLES[:4])  # no test image of class 2
+    report = evaluate(data.model, data, "cpu", batch_size=10)
+    assert report["per_class"] == [0.5, 0.5, None]
+    # it reads back from a results.json, and the comparison picture leaves it out
+    fields = {k: report[k] for k in ("acc", "per_class", "ece")}
+    assert Score.from_dict({"epoch": 0, **fields}).per_class == [0.5, 0.5, None]
+    assert by_count([10, 10, 3], report["per_class"]) == {10: 0.5}
+
+
 def test_shifted_priors_of_hand_made_per_class_accuracies():
     # training counts out of order: class 1 is the head (rank 0), class 2 rank 1, class 0 the tail
     per_class, counts = [0.9, 0.6, 0.3], [5, 300, 50]

@@ -113,10 +113,11 @@ def class_lines(rows: list, workspace: Path, out=print) -> tuple[dict[str, dict]
     return lines, missing
 
 
-def by_count(counts: list[int], accuracy: list[float]) -> dict[int, float]:
+def by_count(counts: list[int], accuracy: list[float | None]) -> dict[int, float]:
     grouped = defaultdict(list)
     for count, acc in zip(counts, accuracy):
-        grouped[int(count)].append(float(acc))
+        if acc is not None:  # a class without test images has no accuracy to show
+            grouped[int(count)].append(float(acc))
     return {c: mean(v) for c, v in grouped.items()}
 
 

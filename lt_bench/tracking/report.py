@@ -111,7 +111,8 @@ def _save(plt, fig, path: Path) -> Path:
 
 def _plot_per_class(plt, title: str, counts, per_class, folder: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    ax.scatter([max(c, 1) for c in counts], per_class, s=14, alpha=0.8)
+    shown = [(max(c, 1), a) for c, a in zip(counts, per_class) if a is not None]  # no test image
+    ax.scatter([c for c, _ in shown], [a for _, a in shown], s=14, alpha=0.8)
     ax.set_xscale("log")
     ax.set_xlabel("training images of the class (log)")
     ax.set_ylabel("top-1 accuracy (final epoch)")
