@@ -92,15 +92,14 @@ def stats(values: list[float]):
 
 def against(values: list[float], base: list[float]) -> str:
     """Δ of means with Welch's 95 % interval and two-sided p, in points."""
-    from scipy import stats as st
-
+    from lt_bench.leaderboard import compare
     from lt_bench.study_report import welch_interval
 
     (m1, s1, n1), (m2, s2, n2) = stats(values), stats(base)
     if n1 < 2 or n2 < 2:
         return "–"
     low, high = welch_interval(m1, s1, n1, m2, s2, n2)
-    p = float(st.ttest_ind(values, base, equal_var=False).pvalue)
+    p = compare(values, base)[0]  # the leaderboard's Welch p
     return f"{100 * (m1 - m2):+.2f} [{100 * low:+.2f}, {100 * high:+.2f}], p {p:.2f}"
 
 

@@ -14,7 +14,6 @@ import os
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from lt_bench.errors import LtBenchError
 
@@ -101,21 +100,13 @@ def sentence_transformers_encoder(folder):
 
 def clip_encoder(tower: str, weights):
     """A function sentences → [N, D] unit embeddings, from open_clip's text tower."""
-    from lt_bench.backbones.vl_ltr_towers import build_clip
+    from lt_bench.backbones.vl_ltr_towers import build_clip, clip_text_encoder
 
     if not weights:
         raise LtBenchError("anchors: --clip needs --weights, a local CLIP checkpoint (the text "
                            "tower must be trained; random weights carry no language)")
     model, tokenizer = build_clip(tower, weights, 224)
-    model.eval()
-
-    @torch.no_grad()
-    def encode(sentences: list[str]) -> torch.Tensor:
-        chunks = [model.encode_text(tokenizer(sentences[i:i + 256])).float()
-                  for i in range(0, len(sentences), 256)]
-        return F.normalize(torch.cat(chunks), dim=-1)
-
-    return encode
+    return clip_text_encoder(model.eval(), tokenizer)
 
 
 def encode_anchors(sentences: list[list[str]], encode) -> tuple[torch.Tensor, torch.Tensor]:

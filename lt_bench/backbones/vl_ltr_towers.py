@@ -175,12 +175,22 @@ def build_clip(tower: str, weights: str | None, image_size: int):
 @torch.no_grad()
 def clip_text_anchors(model, tokenizer, class_names, batch_size: int = 256) -> torch.Tensor:
     """[C, 1, D] L2-normalised CLIP text embeddings of "a photo of a {name}." (on GPU if any)."""
+    encode = clip_text_encoder(model, tokenizer, batch_size)
+    return encode([PROMPT.format(name.replace("_", " ")) for name in class_names])[:, None, :]
+
+
+def clip_text_encoder(model, tokenizer, batch_size: int = 256):
+    """A function sentences → [N, D] L2-normalised embeddings by CLIP's text tower (on GPU if
+    any; the model is back on the CPU after each call)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device)
-    prompts = [PROMPT.format(name.replace("_", " ")) for name in class_names]
-    chunks = []
-    for i in range(0, len(prompts), batch_size):
-        tokens = tokenizer(prompts[i:i + batch_size]).to(device)
-        chunks.append(F.normalize(model.encode_text(tokens).float(), dim=-1).cpu())
-    model.to("cpu")
-    return torch.cat(chunks)[:, None, :]
+
+    @torch.no_grad()
+    def encode(sentences: list[str]) -> torch.Tensor:
+        model.to(device)
+        chunks = [F.normalize(model.encode_text(tokenizer(sentences[i:i + batch_size])
+                                                .to(device)).float(), dim=-1).cpu()
+                  for i in range(0, len(sentences), batch_size)]
+        model.to("cpu")
+        return torch.cat(chunks)
+
+    return encode

@@ -74,10 +74,9 @@ def choose_sentences(args, data_names):
             raise LtBenchError("anchors: no classes: give --sentences FILE.yaml, --names A,B,... "
                                "or a data set (e.g. dataset=cifar10_lt data.root=./data)")
         sentences = sentences_from_names(names, tuple(args.template or TEMPLATES))
-    if data_names is not None and names != data_names:
-        from lt_bench.backbones.vl_ltr_anchors import check_class_names
+    from lt_bench.backbones.vl_ltr_anchors import check_class_names
 
-        check_class_names(names, data_names, args.sentences or "--names")
+    check_class_names(names, data_names, args.sentences or "--names")  # None: nothing to check
     return names, sentences
 
 
