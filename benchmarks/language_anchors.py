@@ -123,10 +123,20 @@ def table(heads: dict[str, list[dict]]) -> str:
     lines.append(f"\nlanguage anchors against the linear head, overall: "
                  f"{against([r['final']['acc'] for r in language], [r['final']['acc'] for r in linear])}")
     lines.append("per class (mean over seeds, %): " + "; ".join(
-        f"{head}: " + " ".join(f"{100 * sum(c) / len(c):.1f}" for c in
-                               zip(*[r["final"]["per_class"] for r in runs]))
+        f"{head}: " + " ".join("n/a" if m is None else f"{100 * m:.1f}"
+                               for m in class_means(runs))
         for head, runs in heads.items() if runs))
     return "\n".join(lines)
+
+
+def class_means(runs: list[dict]) -> list[float | None]:
+    """Each class's final accuracy averaged over the seeds; None for a class without test
+    images (results.json writes null there, and a mean of nothing is no number)."""
+    means = []
+    for values in zip(*[r["final"]["per_class"] for r in runs]):
+        known = [v for v in values if v is not None]
+        means.append(sum(known) / len(known) if known else None)
+    return means
 
 
 def picture(heads: dict[str, list[dict]], out: Path) -> None:
@@ -152,8 +162,7 @@ def picture(heads: dict[str, list[dict]], out: Path) -> None:
                    label=f"{head} (n={n})" if j == 0 else None)
             ax.scatter([x] * n, values, s=8, color="black", zorder=3)
         if runs:
-            per_class = [100 * sum(c) / len(c) for c in zip(*[r["final"]["per_class"]
-                                                              for r in runs])]
+            per_class = [float("nan") if m is None else 100 * m for m in class_means(runs)]
             right.plot(range(len(per_class)), per_class, marker="o", color=f"C{i}")
     some = next(runs for runs in heads.values() if runs)
     right.set_xticks(range(len(some[0]["classes"])),

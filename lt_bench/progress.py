@@ -21,6 +21,9 @@ from lt_bench.run_folder import progress_file
 
 WRITE_EVERY_S = 2.0
 PLAIN_EVERY_S = 30.0
+# The sweep's loop updates its display every fraction of a second; a longer silence means the
+# sweep was stopped (SIGSTOP, a suspended laptop), and that time is no work for the ETA.
+STOPPED_AFTER_S = 30.0
 
 
 class RunProgress:
@@ -123,7 +126,7 @@ class SweepDisplay:
         self.live = self.stream.isatty() if live is None else live
         self.total, self.done = total, 0  # runs
         self.epochs, self.epochs_done = float(epochs), 0.0  # work, by ended jobs
-        self.started = time.monotonic()
+        self.started = self.last_update = time.monotonic()
         self.drawn = 0  # lines of the live block on screen
         self.last_plain: dict[str, float] = {}
         self.next_draw = 0.0
@@ -140,6 +143,9 @@ class SweepDisplay:
 
     def update(self, running: list[tuple]) -> None:
         now = time.monotonic()
+        if now - self.last_update > STOPPED_AFTER_S:
+            self.started += now - self.last_update
+        self.last_update = now
         progress = [(r[0], read_progress(r[1])) for r in running]
         worked = sum(epochs_done(p, *r[2:4]) for r, (_, p) in zip(running, progress))
         if self.live:

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from lt_bench.progress import RunProgress, SweepDisplay, fraction, read_progress
+from lt_bench.progress import (STOPPED_AFTER_S, RunProgress, SweepDisplay, fraction,
+                               read_progress)
 
 SWEEP = ["-m", "lt_bench", "sweep", "dataset=synthetic_lt", "imbalance=10", "'methods=[ce,dv]'",
          "protocol.epochs=6", "precision=fp32", "tracking.tracker=local", "jobs=2"]
@@ -68,7 +69,13 @@ def test_a_forked_sweeps_eta_counts_the_epochs_it_trains(tmp_path, monkeypatch):
     clock = [1000.0]
     monkeypatch.setattr(time, "monotonic", lambda: clock[0])
     d = SweepDisplay(total=15, epochs=150, stream=io.StringIO(), live=True)
-    clock[0] += 9 * 60
+
+    def work(seconds):  # the sweep's loop updates the display every fraction of a second
+        for _ in range(int(seconds)):
+            clock[0] += 1
+            d.update([])
+
+    work(9 * 60)
     trunks = [("trunk seed=0, epochs 1-30", write_progress(tmp_path / "t0", 8, 30, step=4), 0,
                30),
               ("trunk seed=1, epochs 1-30", write_progress(tmp_path / "t1", 8, 30, step=4), 0,
@@ -82,7 +89,7 @@ def test_a_forked_sweeps_eta_counts_the_epochs_it_trains(tmp_path, monkeypatch):
     # started at epoch 30 of 34 has trained nothing yet; its line says where it is
     d.finished(30, run=False)
     d.finished(30, run=False)
-    clock[0] += 36 * 60  # 45 min in all
+    work(36 * 60)  # 45 min in all
     branch = ("ce seed=0", write_progress(tmp_path / "b0", 30, 34), 30, 4)
     trunk = ("trunk seed=2, epochs 1-30", write_progress(tmp_path / "t2", 15, 30), 0, 30)
     lines = total_line(d, [branch, trunk])
@@ -174,3 +181,16 @@ def test_sweep_into_a_log_writes_plain_lines_and_epoch_lines_per_run(tmp_path):
         assert "\r" not in log.read_text()
         lines = [ln for ln in log.read_text().splitlines() if ln.startswith("epoch ")]
         assert [ln.split()[1] for ln in lines] == [f"{k}/6" for k in range(1, 7)]
+
+
+def test_eta_leaves_out_the_time_the_sweep_was_stopped():
+    d = SweepDisplay(total=4, epochs=40, live=False, stream=io.StringIO())
+    d.started -= 1100  # started 1100 s ago, of which the last 1000 s stopped (kill -STOP)
+    d.last_update -= 1000
+    d.finished(10)
+    d.update([])
+    assert d.eta(0.0) == "ETA 5 min 00 s"  # a quarter in 100 s of work: 300 s to go
+    d.started -= STOPPED_AFTER_S / 2  # 15 s more, with a silence too short to be a stop
+    d.last_update -= STOPPED_AFTER_S / 2
+    d.update([])
+    assert d.eta(0.0) == "ETA 5 min 45 s"  # 115 s of work for a quarter
