@@ -12,8 +12,7 @@ import time
 
 import pytest
 
-from lt_bench.progress import (STOPPED_AFTER_S, RunProgress, SweepDisplay, fraction,
-                               read_progress)
+from lt_bench.progress import STOPPED_AFTER_S, RunProgress, SweepDisplay, fraction, read_progress
 
 SWEEP = ["-m", "lt_bench", "sweep", "dataset=synthetic_lt", "imbalance=10", "'methods=[ce,dv]'",
          "protocol.epochs=6", "precision=fp32", "tracking.tracker=local", "jobs=2"]
