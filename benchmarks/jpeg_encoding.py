@@ -36,9 +36,12 @@ def ijg_table(quality: int) -> list[int]:
     return [min(255, max(1, (q * scale + 50) // 100)) for q in IJG_LUMINANCE]
 
 
+IJG_TABLES = {q: ijg_table(q) for q in range(1, 101)}  # once, not once an image
+
+
 def quality_of(luminance: list[int]) -> str:
     """The IJG quality whose table this is, or the nearest with a '~' when none is exact."""
-    tables = {q: ijg_table(q) for q in range(1, 101)}
+    tables = IJG_TABLES
     for q, table in tables.items():
         if table == list(luminance):
             return str(q)
