@@ -13,79 +13,15 @@ differ from the paper's".
 from __future__ import annotations
 
 import argparse
-import collections
-import io
 import sys
 import tarfile
 from pathlib import Path
 
-# The IJG (libjpeg) luminance table at quality 50, in natural (row-major) order; PIL returns the
-# tables in the same order.
-IJG_LUMINANCE = (
-    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
-    14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
-    18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
-    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
-)
-SAMPLING = {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}
-
-
-def ijg_table(quality: int) -> list[int]:
-    """The luminance table libjpeg writes at ``quality`` (its scaling rule)."""
-    scale = 5000 // quality if quality < 50 else 200 - 2 * quality
-    return [min(255, max(1, (q * scale + 50) // 100)) for q in IJG_LUMINANCE]
-
-
-IJG_TABLES = {q: ijg_table(q) for q in range(1, 101)}  # once, not once an image
-
-
-def quality_of(luminance: list[int]) -> str:
-    """The IJG quality whose table this is, or the nearest with a '~' when none is exact."""
-    tables = IJG_TABLES
-    for q, table in tables.items():
-        if table == list(luminance):
-            return str(q)
-    nearest = min(tables, key=lambda q: sum(abs(a - b) for a, b in zip(tables[q], luminance)))
-    return f"~{nearest}"
-
-
-def encoding_of(data: bytes) -> tuple[str, str]:
-    """(format and quality, chroma subsampling) of one image file's bytes."""
-    from PIL import Image, JpegImagePlugin
-
-    image = Image.open(io.BytesIO(data))
-    if image.format != "JPEG":
-        return image.format or "unknown", "lossless" if image.format == "PNG" else "-"
-    tables = getattr(image, "quantization", None) or {}
-    quality = quality_of(list(tables[0])) if 0 in tables else "unknown"
-    sampling = SAMPLING.get(JpegImagePlugin.get_sampling(image), "grey or other")
-    return f"JPEG quality {quality}", sampling
-
-
-def image_bytes(path: Path, sample: int):
-    """Up to ``sample`` image files' bytes: every one of a folder's or an archive's, in order."""
-    suffixes = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in suffixes)
-        for p in files[:sample]:
-            yield p.read_bytes()
-        return
-    with tarfile.open(path, "r|*") as tar:
-        n = 0
-        for member in tar:
-            if member.isfile() and member.name.lower().endswith(suffixes):
-                yield tar.extractfile(member).read()
-                n += 1
-                if n >= sample:
-                    return
+from lt_bench.data.encoding import encoding_of, ijg_table, image_bytes, tally  # noqa: F401
 
 
 def report(path: Path, sample: int) -> str:
-    kinds: collections.Counter = collections.Counter()
-    sizes = []
-    for data in image_bytes(path, sample):
-        kinds[encoding_of(data)] += 1
-        sizes.append(len(data))
+    kinds, sizes = tally(image_bytes(path, sample))
     if not sizes:
         return f"{path}: no image files found"
     lines = [f"{path}: {len(sizes)} images read, {sum(sizes) / len(sizes):.0f} bytes each on "

@@ -66,6 +66,9 @@ class RunState:
     elapsed: float = 0.0
     trunk: str | None = None  # the trunk this run branched from (lt_bench.fork), if any
     variant: dict | None = None  # how the backbone runs (lt_bench.cpu_variant.Choice.to_dict)
+    #: the data fingerprint of the images it trained on (lt_bench.provenance): a checkpoint or
+    #: trunk is never continued on other data; None in checkpoints from before it was kept
+    data_fingerprint: str | None = None
 
     def save(self, path: Path) -> None:
         cuda = self.device.type == "cuda"
@@ -76,7 +79,7 @@ class RunState:
             "cuda_rng": torch.cuda.get_rng_state(self.device) if cuda else None,
             "epoch": self.next_epoch - 1, "history": self.history,
             "tracker_run_id": self.tracker_run_id, "elapsed": self.elapsed, "trunk": self.trunk,
-            "variant": self.variant,
+            "variant": self.variant, "data_fingerprint": self.data_fingerprint,
         })
 
     def restore(self, path: Path, criterion: bool = True) -> None:
@@ -104,3 +107,4 @@ class RunState:
         self.elapsed = state.get("elapsed", 0.0)
         self.trunk = state.get("trunk")
         self.variant = state.get("variant")
+        self.data_fingerprint = state.get("data_fingerprint")

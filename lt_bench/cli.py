@@ -14,7 +14,8 @@ import sys
 from lt_bench import __version__
 from lt_bench.errors import LtBenchError
 
-COMMANDS = ["methods", "data", "train", "sweep", "reproduce", "leaderboard", "ui", "anchors"]
+COMMANDS = ["methods", "data", "train", "sweep", "reproduce", "leaderboard", "ui", "anchors",
+            "workspace"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,6 +25,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from lt_bench.config_checks import check_config, check_interpolations
 from lt_bench.config_method import MethodArgs
 from lt_bench.data import DataConfig
+from lt_bench.data.copies import CIFAR_DATASETS, resolve_copy
 from lt_bench.data.groups import FEW, MANY
 from lt_bench.errors import LtBenchError, closest
 
@@ -98,14 +99,19 @@ class Config:
 
 #: keys that do not change what a run computes, left out of its identity hash
 NOT_HASHED = ("seed", "workspace", "tracking", "resume", "quiet", "log_every", "device", "plugins",
-              "compile_mode", "eval_batch_size", "precision_used", "variant_used", "fork")
+              "compile_mode", "eval_batch_size", "precision_used", "variant_used", "fork",
+              "channels_last", "compile")
+#: the variant keys compute the same function (lt_bench.cpu_variant) and are recorded with the
+#: run (``variant``); lt_bench before data.copy hashed them (``config_hash(legacy=True)``)
+LEGACY_HASHED = ("channels_last", "compile")
 #: keys added after runs were recorded, hashed only away from their default, so that a recorded
 #: run keeps its hash (and is still skipped by a sweep and grouped by the leaderboard)
 #: (a section left empty is dropped: ``eval`` at its defaults hashes as a config without it).
 #: The group thresholds train nothing differently, yet they are hashed when moved: the run's
 #: many/medium/few numbers (results.json, MLflow, a trunk's replayed history) follow them, and
 #: the leaderboard pools the seeds of one hash, so runs under other thresholds must not share it.
-HASHED_WHEN_SET = {"data": {"pad_mode": "zero", "normalize": "dataset", "meta_per_class": 0},
+HASHED_WHEN_SET = {"data": {"pad_mode": "zero", "normalize": "dataset", "meta_per_class": 0,
+                            "copy": "auto"},
                    "eval": {"many_above": MANY, "few_below": FEW}}
 
 
@@ -257,11 +263,25 @@ def load_config(paths: list[str] = (), overrides: list[str] = (),
                 cfg = _merge(cfg, mapping, typed_source)
     cfg = _method_section(cfg, method, notes)
     check_config(cfg)
+    _resolve_data_copy(cfg)
     factory = _method_factory(cfg) if resolve_method else None
     if factory is not None:
         _drop_typed_defaults(cfg)
         _data_the_method_needs(cfg, factory)
     return cfg
+
+
+def _resolve_data_copy(cfg: DictConfig) -> None:
+    """``data.copy=auto`` becomes the copy found under ``data.root`` (``lt_bench.data.copies``):
+    in the config, so that the run's hash, folder, trunk and record all name the pixels."""
+    variant = CIFAR_DATASETS.get(cfg.dataset)
+    if variant is None:
+        if cfg.data["copy"] != "auto":
+            raise LtBenchError(f"data.copy={cfg.data['copy']} applies to the CIFAR data sets "
+                               f"({', '.join(CIFAR_DATASETS)}), not to {cfg.dataset}: remove it")
+        return
+    # item access: a DictConfig attribute named copy is its copy() method
+    cfg.data["copy"] = resolve_copy(Path(cfg.data.root), variant, cfg.data["copy"])
 
 
 def _method_section(cfg: DictConfig, method: MethodArgs, notes: list[str] | None
@@ -349,15 +369,20 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_hash(cfg: DictConfig | dict) -> str:
+def config_hash(cfg: DictConfig | dict, legacy: bool = False) -> str:
     """A short hash of what the run computes: the resolved config without the seed and the
-    bookkeeping keys, so the seeds of one setting share it."""
+    bookkeeping keys, so the seeds of one setting share it. For CIFAR, ``data.copy`` names the
+    pixels and ``data.root`` is left out (moving the data keeps the hash). ``legacy``: the hash
+    of lt_bench before ``data.copy`` (root in, no copy), which ``lt-bench workspace upgrade``
+    reads old folder names by."""
     d = to_dict(cfg) if isinstance(cfg, (DictConfig, ListConfig)) else dict(cfg)
     for key in NOT_HASHED:
-        d.pop(key, None)
+        if not (legacy and key in LEGACY_HASHED):
+            d.pop(key, None)
     if isinstance(d.get("data"), dict):  # how the images arrive, not which: a copy, not the
-        d["data"] = {k: v for k, v in d["data"].items()  # caller's dict
-                     if k not in ("download", "progress", "cache_dir")}
+        skip = {"download", "progress", "cache_dir"}  # caller's dict
+        skip.add("copy" if legacy else "root" if d.get("dataset") in CIFAR_DATASETS else "")
+        d["data"] = {k: v for k, v in d["data"].items() if k not in skip}
     for section, defaults in HASHED_WHEN_SET.items():
         if isinstance(d.get(section), dict):
             d[section] = {k: v for k, v in d[section].items()

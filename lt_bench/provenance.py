@@ -17,6 +17,10 @@ the config hash) holds:
     k-th image from the first, decoded from its file (``DIGEST_DECODED`` at most);
     ``data_pixels_digested`` says which. The validation, meta and test sets are not part of it.
 
+  Beside it, not part of it: ``data_copy`` (which copy of CIFAR: ``pickle``, ``webp``,
+  ``jpeg``; ``lt_bench.data.copies``) and ``data_encoding`` (``lossless`` or ``jpeg q75
+  4:2:0``; ``lt_bench.data.encoding``), None where the loader does not say.
+
 * ``torch_version``, ``torchvision_version``, ``lt_bench_version``, ``lt_bench_commit`` (the
   commit of the git checkout the package was imported from, ``-dirty`` when the package's files
   differ from it; None outside a checkout), ``python_version``;
@@ -50,9 +54,10 @@ PARTS = {"data_indices_sha": "indices", "data_counts_sha": "counts",
 DATA_KEYS = ("data_fingerprint", *PARTS)
 #: the keys of ``provenance`` that ``tags_of`` writes as ``lt.<key>`` (``selection`` as
 #: ``lt.selection.final`` and ``lt.selection.best``)
-SCALAR_KEYS = (*DATA_KEYS, "data_pixels_digested", "torch_version", "torchvision_version",
-               "lt_bench_version", "lt_bench_commit", "python_version", "device", "device_name",
-               "world_size", "batch_size", "effective_batch_size")
+SCALAR_KEYS = (*DATA_KEYS, "data_pixels_digested", "data_copy", "data_encoding",
+               "torch_version", "torchvision_version", "lt_bench_version", "lt_bench_commit",
+               "python_version", "device", "device_name", "world_size", "batch_size",
+               "effective_batch_size")
 
 
 def short_sha(*parts: bytes | str) -> str:
@@ -81,7 +86,9 @@ def data_fingerprint(data: Any) -> dict[str, str]:
         "data_pixels_sha": pixels[:SHORT] if pixels else UNKNOWN,
     }
     return {"data_fingerprint": short_sha(*(parts[k] for k in PARTS)), **parts,
-            "data_pixels_digested": digested}
+            "data_pixels_digested": digested,
+            "data_copy": getattr(data, "copy", None),
+            "data_encoding": getattr(data, "encoding", None)}
 
 
 def _pixels(data: Any) -> tuple[str | None, str]:

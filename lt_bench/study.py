@@ -300,6 +300,10 @@ def setup_diff(study: Study, cfg: Any, seeds: int) -> tuple[list[str], int]:
         paper = item.get("paper") if isinstance(item, dict) else item
         if key == "seeds":
             ours = seeds
+        elif key == "pixels":
+            from lt_bench.data.encoding import pixels_of
+
+            ours = pixels_of(cfg)
         else:
             ours = OmegaConf.select(cfg, key, default="(not set)")
             ours = OmegaConf.to_container(ours) if OmegaConf.is_config(ours) else ours
@@ -307,8 +311,9 @@ def setup_diff(study: Study, cfg: Any, seeds: int) -> tuple[list[str], int]:
             same += 1
             continue
         said = item.get("quote") if isinstance(item, dict) else None
+        note = item.get("note") if isinstance(item, dict) else None
         why = (f'paper: "{said}"' if said else
-               f"the authors' code: {item.get('note', '')}".rstrip(": ")
-               if isinstance(item, dict) and item.get("source") == "code" else "paper")
+               f"the authors' code: {note or ''}".rstrip(": ")
+               if isinstance(item, dict) and item.get("source") == "code" else note or "paper")
         lines.append(f"{key} {_format(ours)} ≠ {_format(paper)} ({why})")
     return lines, same

@@ -30,6 +30,7 @@ from lt_bench.cpu_variant import Choice
 from lt_bench.data import DataConfig, groups, load_data
 from lt_bench.data.groups import thresholds_of
 from lt_bench.device_defaults import resolve_precision
+from lt_bench.errors import LtBenchError
 from lt_bench.interrupts import held, terminate_as_interrupt
 from lt_bench.lookahead import meta_batches
 from lt_bench.ownership import claim_run
@@ -140,6 +141,8 @@ def build_run(cfg: DictConfig, method: RunMethod, out_dir: Path, rank: int, worl
         else None  # fails now if it cannot start
 
     data = load_data(cfg.dataset, cfg.imbalance, DataConfig(**to_dict(cfg.data)))
+    if data.source_line:
+        say(data.source_line)
     parts.check_needs(cfg, method, data, world_size)
     model = parts.build_model(cfg, method, data, device)
     p = cfg.protocol
@@ -149,7 +152,8 @@ def build_run(cfg: DictConfig, method: RunMethod, out_dir: Path, rank: int, worl
     optimizer = parts.build_optimizer(model, p, device)
     state = RunState(model, optimizer, parts.build_schedule(optimizer, steps, p),
                      parts.build_criterion(method, data, device), device)
-    branched = resume_or_start(state, cfg, out_dir, is_main, say, trunk)
+    branched = resume_or_start(state, cfg, out_dir, is_main, say, trunk,
+                               provenance.data_fingerprint(data)["data_fingerprint"])
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"
                 else nullcontext())
     choice = variant_of(state, cfg, data, device, precision, world_size, autocast)
@@ -256,23 +260,39 @@ def step_bar(cfg: DictConfig, steps_per_epoch: int, first_epoch: int, is_main: b
 
 
 def resume_or_start(state: RunState, cfg: DictConfig, out_dir: Path, is_main: bool, say,
-                    trunk: str | None = None) -> bool:
-    """Continue the run's own checkpoint, else branch from ``trunk`` when given (True)."""
+                    trunk: str | None = None, fingerprint: str | None = None) -> bool:
+    """Continue the run's own checkpoint, else branch from ``trunk`` when given (True); either
+    only when it trained on the data of ``fingerprint`` (the run's)."""
     checkpoint = checkpoint_file(out_dir)
     branched = False
     if cfg.resume and checkpoint.is_file():
         state.restore(checkpoint)
+        same_data(state.data_fingerprint, fingerprint, checkpoint)
         say(f"resuming {out_dir.name} after epoch {state.next_epoch}")
     else:
         if is_main and checkpoint.exists():
             checkpoint.unlink()
         if trunk is not None:
             fork.branch(state, Path(trunk))
+            same_data(state.data_fingerprint, fingerprint, checkpoint_file(Path(trunk)))
             say(f"branching from the trunk {Path(trunk).name} after epoch {state.next_epoch}")
             branched = True
+    state.data_fingerprint = fingerprint
     if is_main:
         remove_stale_temporaries(out_dir)
     return branched
+
+
+def same_data(trained_on: str | None, now: str | None, checkpoint: Path) -> None:
+    """Refuse to continue a checkpoint trained on other images (another copy of CIFAR, other
+    files under the same folder): the run would mix two data sets. A checkpoint from before
+    lt_bench kept the fingerprint is trusted, as it was."""
+    if trained_on is None or now is None or trained_on == now:
+        return
+    raise LtBenchError(
+        f"{str(checkpoint)!r} was trained on other data (fingerprint {trained_on}; this run's "
+        f"data: {now}): it is never continued on these images; use another workspace, or delete "
+        f"{checkpoint.parent.name} to train it again on these")
 
 
 def run_epoch(run: Run, state: RunState, epoch: int) -> None:

@@ -126,8 +126,32 @@ def test_a_yaml_file_wins_over_a_group_chosen_after_it(tmp_path):
     (["protocol=ldam_cifar", "method=dv", "dataset=cifar10_lt", "imbalance=100"], "8cbcc93be1"),
     (["protocol=quick", "method=ce", "data.root=../shared/data"], "c403bb84e1"),
 ])
-def test_config_hash_of_recorded_runs_does_not_move(overrides, recorded):
-    """Hashes recorded before data.pad_mode and data.normalize existed: a new key at its default
-    must not change them, or a sweep retrains finished runs and the leaderboard splits them."""
-    assert config_hash(load_config([], overrides)) == recorded
-    assert config_hash(load_config([], [*overrides, "data.pad_mode=reflect"])) != recorded
+def test_legacy_hash_of_recorded_runs_does_not_move(overrides, recorded):
+    """Hashes recorded before data.pad_mode, data.normalize and data.copy existed: the legacy
+    rule (data.root in, no copy) that ``lt-bench workspace upgrade`` reads old folders by still
+    gives them, and a new key moved from its default changes it."""
+    assert config_hash(load_config([], overrides), legacy=True) == recorded
+    moved = load_config([], [*overrides, "data.pad_mode=reflect"])
+    assert config_hash(moved, legacy=True) != recorded
+
+
+def test_a_cifar_hash_names_the_copy_not_the_folder(tmp_path):
+    """Moving CIFAR to another folder keeps a run's hash (nothing retrains); another copy of it
+    (JPEG instead of lossless pixels) changes the hash, so the two never share a folder."""
+    for where in ("a", "b"):
+        (tmp_path / where / "cifar-10-batches-py").mkdir(parents=True)
+        (tmp_path / where / "cifar10-jpeg.tar.gz").write_bytes(b"")
+    a = load_config([], [f"data.root={tmp_path / 'a'}"])
+    b = load_config([], [f"data.root={tmp_path / 'b'}"])
+    assert a.data["copy"] == b.data["copy"] == "pickle"  # auto: lossless first
+    assert config_hash(a) == config_hash(b)
+    jpeg = load_config([], [f"data.root={tmp_path / 'a'}", "data.copy=jpeg"])
+    assert config_hash(jpeg) != config_hash(a)
+    # outside CIFAR the folder is the data set's only name: it stays in the hash
+    one = load_config([], ["dataset=image_folder_lt", f"data.root={tmp_path / 'a'}"])
+    two = load_config([], ["dataset=image_folder_lt", f"data.root={tmp_path / 'b'}"])
+    assert config_hash(one) != config_hash(two)
+    with pytest.raises(LtBenchError, match="data.copy=webp applies to the CIFAR data sets"):
+        load_config([], ["dataset=image_folder_lt", "data.copy=webp"])
+    with pytest.raises(LtBenchError, match="data.copy='png' is not valid"):
+        load_config([], ["data.copy=png"])

@@ -85,6 +85,8 @@ def run(args) -> int:
           f"{t['many_above']}, medium {t['few_below']}–{t['many_above']}, few < {t['few_below']} "
           "training images; eval.many_above, eval.few_below)")
     print(histogram(info["counts"], info["classes"]))
+    if data.source_line:
+        print(data.source_line)
     held = [f"{info[k]:,} {what} images ({info[k] // info['num_classes']} per class, "
             f"data.{key})" for k, what, key in (("val_total", "validation", "val_per_class"),
                                                  ("meta_total", "meta-set", "meta_per_class"))

@@ -38,6 +38,12 @@ class LongTailedData:
         #: the balanced meta set held out of training (``data.meta_per_class``), as a data set
         #: of its own whose training batches are the meta batches; None without one
         self.meta: LongTailedData | None = None
+        #: which copy of the source the pixels come from (``lt_bench.data.copies``: pickle,
+        #: webp, jpeg) and how its files are encoded (``lossless``, ``jpeg q75 4:2:0``), where
+        #: the loader knows; ``source_line`` is what a run says about them
+        self.copy: str | None = None
+        self.encoding: str | None = None
+        self.source_line: str | None = None
         c = len(self.classes)
         self.train_counts: list[int] = torch.bincount(self.train_labels, minlength=c).tolist()
         self.test_counts: list[int] = torch.bincount(self.test_labels, minlength=c).tolist()
@@ -120,6 +126,8 @@ class LongTailedData:
             "val_total": self.num_val,
             "meta_total": self.meta.num_train if self.meta is not None else 0,
             "sampler": self.sampler,
+            "copy": self.copy,
+            "encoding": self.encoding,
         }
 
     def __repr__(self) -> str:

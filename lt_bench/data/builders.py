@@ -9,9 +9,11 @@ from pathlib import Path
 
 import torch
 
+from lt_bench.data import copies
 from lt_bench.data.base import LongTailedData
 from lt_bench.data.cache import cached, stat_key
 from lt_bench.data.config import DataConfig, as_data_config, cache_dir
+from lt_bench.data.encoding import source_encoding
 from lt_bench.data.longtail import (
     check_imbalance,
     check_not_empty,
@@ -111,22 +113,16 @@ def _loader_data(name: str, classes, train_paths, train_labels, test_paths, test
 
 
 # -- CIFAR-10/100-LT --------------------------------------------------------------------------
-def _locate_cifar(root: Path, variant: str, download: str) -> tuple[str, Path]:
+def _locate_cifar(root: Path, variant: str, cfg: DataConfig) -> tuple[str, str, Path]:
+    """(copy, kind, path) of the copy ``data.copy`` names (``lt_bench.data.copies``); with
+    ``auto`` and none under ``root``, torchvision's pickles, downloaded when allowed."""
+    found = copies.locate(root, variant, cfg.copy)
+    if found is not None:
+        return found
     pickled = CIFAR[variant]["folder"]
-    jpeg = f"{variant}-jpeg"
-    if root.name == pickled and root.is_dir():
-        return "pickle", root
-    if (root / pickled).is_dir():
-        return "pickle", root / pickled
-    for folder in (root / jpeg, root):
-        if folder.name == jpeg and (folder / "train").is_dir():
-            return "folder", folder
-    for archive in (root / f"{jpeg}.tar.gz", root):
-        if archive.name == f"{jpeg}.tar.gz" and archive.is_file():
-            return "tar", archive
-    where = (f"put {jpeg}.tar.gz or torchvision's {pickled} folder in {str(root)!r}, "
-             "or point data.root at a folder holding one")
-    if download == "false":
+    where = (f"put {variant}-webp.tar.gz (lossless), {variant}-jpeg.tar.gz or torchvision's "
+             f"{pickled} folder in {str(root)!r}, or point data.root at a folder holding one")
+    if cfg.download == "false":
         raise LtBenchError(f"{variant} not found under data.root={str(root)!r} and "
                            f"data.download=false: {where}, or set data.download=auto")
     try:
@@ -135,7 +131,7 @@ def _locate_cifar(root: Path, variant: str, download: str) -> tuple[str, Path]:
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         raise LtBenchError(f"{variant} not found under data.root={str(root)!r} and downloading "
                            f"it failed ({reason}): {where}") from None
-    return "pickle", root / pickled
+    return "pickle", "pickle", root / pickled
 
 
 def fetch_cifar(variant: str, root: Path) -> None:
@@ -153,7 +149,7 @@ def cifar_lt(cfg, *, imbalance: float | None, variant: str = "cifar10") -> Tenso
     cfg = as_data_config(cfg)
     check_imbalance(imbalance)
     root = Path(cfg.root).expanduser()
-    kind, src = _locate_cifar(root, variant, cfg.download)
+    copy, kind, src = _locate_cifar(root, variant, cfg)
     if kind == "pickle":
         spec = CIFAR[variant]
         files = [src / f for f in spec["train"] + spec["test"] + [spec["meta"][0]]]
@@ -183,7 +179,11 @@ def cifar_lt(cfg, *, imbalance: float | None, variant: str = "cifar10") -> Tenso
             return _with_stats(decode_image_folder_tar(src, cfg.progress))
     data = cached(cache_dir(cfg) / f"{variant}-{kind}-{key}.pt", build)
     check_test_split(data["test_labels"], data["classes"], test_source)
-    return _tensor_data(f"{variant}_lt", data, cfg, imbalance, str(src))
+    out = _tensor_data(f"{variant}_lt", data, cfg, imbalance, str(src))
+    others = {c: p for c, (_, p) in copies.find_copies(root, variant).items() if c != copy}
+    out.copy, out.encoding = copy, source_encoding(kind, src)
+    out.source_line = copies.describe_copy(copy, src, out.encoding, others)
+    return out
 
 
 def _decode_folder(train_dir: Path, test_dir: Path, progress: bool,

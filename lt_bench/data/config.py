@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from lt_bench.data.copies import check_copy
 from lt_bench.errors import LtBenchError, closest
 
 PROFILES = ("exp", "step")
@@ -33,6 +34,10 @@ class DataConfig:
     # CIFAR-10/100 missing under root: auto fetches it with torchvision's download and, offline,
     # says which archive to put where; true fetches (or fails); false only says where
     download: str = "auto"  # auto | true | false
+    # which copy of CIFAR to read when data.root holds several (lt_bench.data.copies): auto
+    # takes the lossless one first and is resolved when the config loads, so that the copy is
+    # part of the run's identity; pickle | webp | jpeg name one
+    copy: str = "auto"
     train_list: str | None = None  # file list / json, relative to root; default per data set
     test_list: str | None = None
     # -- additions -------------------------------------------------------------------------
@@ -86,6 +91,7 @@ def as_data_config(cfg) -> DataConfig:
                 f"data.{key}={value!r} is not valid{closest(value, allowed)}; "
                 f"choose one of: {', '.join(allowed)}"
             )
+    check_copy(cfg.copy)
     download = str(cfg.download).lower()  # YAML gives true/false as booleans
     if download not in DOWNLOADS:
         raise LtBenchError(f"data.download={cfg.download!r} is not valid; choose one of: "
