@@ -36,6 +36,11 @@ def add_parser(sub) -> None:
                         help="also train the cells the paper leaves empty ('-')")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: report the runs already finished")
+    parser.add_argument("--against", action="append", default=[], metavar="KEY=VALUE",
+                        help="also report the runs finished under this change (repeatable; "
+                             "never trained by this command) beside this setting's, paired by "
+                             "seed, e.g. --against data.copy=jpeg: the JPEG export against "
+                             "lossless pixels")
     parser.add_argument("--out", metavar="DIR",
                         help="where STUDY.md and STUDY.png go (default: WORKSPACE/studies/STUDY)")
     parser.set_defaults(func=run)
@@ -66,7 +71,48 @@ def run(args) -> int:
 
         cells.sweep.plugins = list(getattr(args, "plugin", []) or [])
         summary = execute(cells.sweep, print, closing=False)
-    return _report(study, cells, lines, first, args.out) or (1 if summary["failed"] else 0)
+    code = _report(study, cells, lines, first, args.out)
+    if args.against:
+        _against(study, cells, args, first)
+    return code or (1 if summary["failed"] else 0)
+
+
+def _against(study, cells, args, cfg) -> None:
+    """This setting's cells beside those of the same runs under ``--against`` (paired by
+    seed), printed and written to STUDY-against.md beside the study's report."""
+    from omegaconf import OmegaConf
+
+    from lt_bench.errors import LtBenchError
+    from lt_bench.run_files import write_file
+    from lt_bench.study import grid
+    from lt_bench.study_pair import format_pairs, pair_cells
+    from lt_bench.study_report import collect
+
+    bad = [a for a in args.against if "=" not in a]
+    if bad:
+        raise LtBenchError(f"--against {bad[0]!r}: give KEY=VALUE, e.g. --against data.copy=jpeg")
+    other = grid(study, [*args.args, *args.against], out=lambda line: None,
+                 all_cells=args.all_cells)
+    ocfg = other.sweep.jobs[0].cfg
+    keys = [a.partition("=")[0] for a in args.against]
+
+    def label(c) -> str:
+        return ", ".join(f"{k}={OmegaConf.select(c, k, default='?')}" for k in keys)
+
+    def warn(line: str) -> None:
+        print(f"reproduce: {line}", file=sys.stderr)
+
+    paired = pair_cells(study, collect(study, cells.cells, warn), collect(study, other.cells,
+                                                                            warn))
+    mine, theirs = label(cfg), label(ocfg)
+    print()
+    print(format_pairs(study, paired, mine, theirs))
+    workspace = Path(cfg.workspace).expanduser()
+    folder = Path(args.out).expanduser() if args.out else workspace / "studies" / study.name
+    path = folder / f"{study.name}-against.md"
+    write_file(path, format_pairs(study, paired, mine, theirs, markdown=True) + "\n",
+               root=folder)
+    print(f"\nreproduce: wrote {path}")
 
 
 def _report(study, cells, lines, cfg, out_dir) -> int:
