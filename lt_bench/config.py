@@ -13,12 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
@@ -28,6 +28,7 @@ from lt_bench.data import DataConfig
 from lt_bench.data.copies import CIFAR_DATASETS, resolve_copy
 from lt_bench.data.groups import FEW, MANY
 from lt_bench.errors import LtBenchError, closest
+from lt_bench.safe_yaml import load_yaml, read_yaml_file
 
 GROUPS = ("dataset", "backbone", "method", "protocol")
 log = logging.getLogger(__name__)
@@ -152,16 +153,32 @@ def _merge(cfg: DictConfig, update: dict, source: str) -> DictConfig:
         raise _explain(exc, cfg, source) from exc
 
 
+#: a group's name: one component of a file name under configs/<group>/ (or a plugin's name);
+#: never a path, so a study or a config can reach no file but the shipped ones
+GROUP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+\-]*")
+
+
 def _select_group(cfg: DictConfig, group: str, name: str, source: str) -> DictConfig:
     if not isinstance(name, str) or not name:
         raise LtBenchError(f"{source}: {group} must be a name, got {name!r}")
+    if not GROUP_NAME.fullmatch(name) or ".." in name:
+        choices = group_choices(group)
+        raise LtBenchError(f"{source}: {group}={name!r} is not a name: a group names a shipped "
+                           f"file of configs/{group}/ or a plugin's {group}, never a path"
+                           f"{' (shipped: ' + ', '.join(choices) + ')' if choices else ''}; "
+                           f"give your own {group} as {group}.* keys in a YAML file you pass")
     if group == "dataset":
         cfg.dataset = name
     elif group in ("backbone", "method"):
         cfg[group] = {"name": name}
     path = config_dir() / group / f"{name}.yaml"
     if path.is_file():
-        cfg = _apply_mapping(cfg, _read_yaml(path), str(path))
+        mapping = _read_yaml(path)
+        if "plugins" in mapping:  # only the user loads code: the command line, the
+            raise LtBenchError(  # environment, or their own config file
+                f"{path}: a {group} file may not load plugins (plugins: is honoured only from "
+                "-p, LT_BENCH_PLUGINS or a config file you pass); remove the key")
+        cfg = _apply_mapping(cfg, mapping, str(path))
     elif group == "protocol":
         choices = group_choices("protocol")
         raise LtBenchError(
@@ -181,12 +198,7 @@ def _apply_mapping(cfg: DictConfig, mapping: dict, source: str) -> DictConfig:
 
 
 def _read_yaml(path: Path) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise LtBenchError(f"config file {str(path)!r} not found") from None
-    except yaml.YAMLError as exc:
-        raise LtBenchError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+    data = read_yaml_file(Path(path)) or {}
     if not isinstance(data, dict):
         raise LtBenchError(f"config file {str(path)!r} must hold a mapping of keys to values")
     check_interpolations(data, str(path))
@@ -201,9 +213,14 @@ def parse_override(item: str) -> tuple[str, Any]:
         raise LtBenchError(
             f"argument {item!r} is neither a YAML file nor key=value (e.g. protocol.epochs=10)"
         )
+    if re.search(r"\s#", raw):  # YAML would drop it as a comment, silently
+        raise LtBenchError(f"argument {item!r}: the value holds ' #', which YAML reads as the "
+                           f"start of a comment; quote it: {key}='\"{raw}\"'")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+        value = load_yaml(raw, f"the value of {key}") if raw.strip() else ""
+    except LtBenchError as exc:
+        if "valid YAML" not in str(exc):
+            raise
         value = raw
     return key, value
 
@@ -262,6 +279,10 @@ def load_config(paths: list[str] = (), overrides: list[str] = (),
                     mapping = {k: v for k, v in mapping.items() if k != key}
                 cfg = _merge(cfg, mapping, typed_source)
     cfg = _method_section(cfg, method, notes)
+    try:  # every reference resolves now, or one line names the key
+        OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as exc:
+        raise _explain(exc, cfg, "the config") from None
     check_config(cfg)
     _resolve_data_copy(cfg)
     factory = _method_factory(cfg) if resolve_method else None

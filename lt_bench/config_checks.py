@@ -17,9 +17,10 @@ from lt_bench.errors import LtBenchError
 
 PRECISIONS = ("auto", "fp32", "bf16")  # resolved per device by lt_bench.device_defaults
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-#: ``${name:…}``, an OmegaConf resolver (``oc.env``, ``oc.decode``, a plugin's); ``\${`` is a
-#: literal, not an interpolation
-RESOLVER = re.compile(r"(?<!\\)\$\{\s*[A-Za-z_][\w.\-]*\s*:")
+#: ``${a.b}``: a reference to another key of the config, the one interpolation a config may
+#: hold; ``\${`` is a literal, not an interpolation
+REFERENCE = re.compile(r"(?<!\\)\$\{\s*[A-Za-z_][\w\-]*(?:\.[A-Za-z_][\w\-]*)*\s*\}")
+INTERPOLATION = re.compile(r"(?<!\\)\$\{")
 
 
 def _strings(value, key: str) -> Iterator[tuple[str, str]]:
@@ -39,11 +40,14 @@ def check_interpolations(mapping, source: str, prefix: str = "") -> None:
     it reads the environment or runs code, so the same config would describe another run on
     another machine. Interpolating another key of the config (``${protocol.epochs}``) is kept."""
     for key, text in _strings(mapping, prefix):
-        if RESOLVER.search(text):
+        # What is left once the plain references are taken out must hold no interpolation:
+        # a resolver (${oc.env:HOME}) and a built name (${oc.${data.root}:HOME}, ${${a}}) both
+        # leave one, however they are spelt.
+        if INTERPOLATION.search(REFERENCE.sub("", text)):
             raise LtBenchError(
-                f"config key {key!r} in {source}: {text!r} calls a resolver; a config may refer "
-                "to its own keys (${protocol.epochs}) but not read the environment or run code "
-                "(${oc.env:…}, ${oc.decode:…}): write the value itself")
+                f"config key {key!r} in {source}: {text!r} calls a resolver or builds a key's name; "
+                "a config may refer to its own keys (${protocol.epochs}) but not read the "
+                "environment or run code (${oc.env:…}, ${oc.decode:…}): write the value itself")
 
 
 def check_config(cfg: DictConfig) -> None:

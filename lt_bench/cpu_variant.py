@@ -126,8 +126,8 @@ def choose(cfg, model: torch.nn.Module, workload: Workload, autocast, *, world_s
         default.why = f"a run of {workload.steps} steps is too short to repay a probe"
         return default
     key = cache_key(cfg, workload)
-    if cache is not None and (hit := read_cache(cache).get(key)):
-        return Choice.from_dict(hit, "cached")
+    if cache is not None and (hit := cached_choice(read_cache(cache).get(key), cache)):
+        return hit
     layouts = [bool(pinned_cl)] if pinned_cl is not None else [False, True]
     chosen = measure(model, workload, autocast, layouts, compile_too=pinned_compile is None
                      and not cfg.deterministic, pinned_compile=bool(pinned_compile))
@@ -242,6 +242,27 @@ def read_cache(path: Path) -> dict:
     except (OSError, ValueError):
         return {}  # a missing or damaged cache costs one probe, never a run
     return data if isinstance(data, dict) else {}
+
+
+def cached_choice(entry, path: Path) -> Choice | None:
+    """The cache's entry as a choice; None (the run probes again) for one that is not what
+    ``write_cache`` writes: any process of the user can write the file."""
+    if entry is None:
+        return None
+    figures = entry.get("figures", {}) if isinstance(entry, dict) else None
+    if (not isinstance(entry, dict)
+            or not all(isinstance(entry.get(k), bool) for k in ("channels_last", "compile"))
+            or not isinstance(entry.get("why", ""), str) or not isinstance(figures, dict)
+            or not all(isinstance(f, dict) and "train_img_s" in f and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) or k == "dropped"
+                for k, v in f.items()) for f in figures.values())):
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "the CPU variant cache %s holds an entry lt-bench did not write (%s): measuring "
+            "again; delete the file if this repeats", path, str(entry)[:80])
+        return None
+    return Choice.from_dict(entry, "cached")
 
 
 def write_cache(path: Path, key: str, choice: Choice) -> None:

@@ -54,6 +54,22 @@ def as_class_counts(class_counts) -> torch.Tensor:
     return counts
 
 
+def as_weights(raw, num_classes: int, owner: str) -> torch.Tensor:
+    """``raw_weights()``'s answer as float64 on the CPU: a tensor, or an array-like (a numpy
+    array, a list) of one number per class; anything else is refused in one line."""
+    try:
+        raw = raw.detach() if isinstance(raw, torch.Tensor) else torch.as_tensor(raw)
+        raw = raw.to(torch.float64).cpu()
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise LtBenchError(f"method {owner}: raw_weights() gave a {type(raw).__name__}, not one "
+                           f"number per class ({exc}); return a tensor of {num_classes} "
+                           "weights") from None
+    if raw.shape != (num_classes,):
+        raise LtBenchError(f"method {owner}: raw_weights() gave shape {tuple(raw.shape)}, not "
+                           f"({num_classes},): return one weight per class")
+    return raw
+
+
 def normalize(raw: torch.Tensor, counts: torch.Tensor, how: str,
               owner: str = "the method") -> torch.Tensor:
     """Scale raw float64 weights: 'expected' Σ n_i α_i = Σ n_i; 'mean' mean α = 1; 'none'.
@@ -291,8 +307,9 @@ class Method(nn.Module, metaclass=_WeighsAfterInit):
             return
         raw = self.raw_weights()
         if raw is not None:
-            weights = normalize(raw.detach().to(torch.float64).cpu(), self.class_counts.cpu(),
-                                self.normalization, f"method {type(self).__name__}")
+            weights = normalize(as_weights(raw, self.num_classes, type(self).__name__),
+                                self.class_counts.cpu(), self.normalization,
+                                f"method {type(self).__name__}")
             self.class_weights.copy_(weights.to(self.class_weights.device))
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):

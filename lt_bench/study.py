@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from lt_bench.errors import LtBenchError, closest
+from lt_bench.safe_yaml import read_yaml_file
 
 STATISTICS = ("best", "final")
 REPORTS = ("error", "accuracy")
@@ -120,27 +119,61 @@ def hint(word: str, choices: list[str]) -> str:
     return closest(word, choices) or f" (choose from: {', '.join(map(str, choices))})"
 
 
+_KIND = {dict: "mapping", list: "list", str: "text", int: "whole number", object: "value"}
+#: a study's name names its report's folder and files: one plain path component
+STUDY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+
+
+def _entries(raw: dict, key: str, where: str) -> list[dict]:
+    """A list of mappings (columns, rows): each entry checked."""
+    entries = _need(raw, key, list, where)
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise LtBenchError(f"{where}: each of {key!r} must be a mapping (label: …), got "
+                               f"{entry!r}")
+    return entries
+
+
+def _optional(d: dict, key: str, kind: type, where: str) -> Any:
+    value = d.get(key)
+    if value is not None and not isinstance(value, kind):
+        raise LtBenchError(f"{where}: {key!r} must be a {_KIND.get(kind, kind.__name__)}, got "
+                           f"{value!r}")
+    return value
+
+
 def _need(d: dict, key: str, kind: type, where: str) -> Any:
+    if not isinstance(d, dict):
+        raise LtBenchError(f"{where}: expected a mapping holding {key!r}, got {d!r}")
     if key not in d:
         raise LtBenchError(f"{where}: the key {key!r} is missing")
-    if not isinstance(d[key], kind):
-        raise LtBenchError(f"{where}: {key!r} must be a {kind.__name__}, got {d[key]!r}")
-    return d[key]
+    value = d[key]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not object):
+        what = "number" if isinstance(kind, tuple) else _KIND.get(kind, kind.__name__)
+        raise LtBenchError(f"{where}: {key!r} must be a {what}, got {value!r}")
+    return value
 
 
 def load_study(name: str) -> Study:
     """The study ``name`` (a shipped study's name or a path), checked: every mistake is one line
     naming the file and the key."""
     path = find_study(name)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise LtBenchError(f"study {path}: cannot be read as YAML ({exc})") from None
+    raw = read_yaml_file(path, "study")
     if not isinstance(raw, dict):
         raise LtBenchError(f"study {path}: expected a mapping of keys, got {type(raw).__name__}")
     where = f"study {path}"
     for key in REQUIRED:
         _need(raw, key, object, where)
+    if not isinstance(raw["name"], str) or not STUDY_NAME.fullmatch(raw["name"]):
+        raise LtBenchError(f"{where}: name={raw['name']!r} must be one plain name (letters, "
+                           "digits, '_', '-', '.'): it names the report's folder and files "
+                           "under the workspace, never a path")
+    for key, kind in (("setup", dict), ("claims", list)):
+        if key in raw and raw[key] is not None and not isinstance(raw[key], kind):
+            raise LtBenchError(f"{where}: {key!r} must be a {_KIND[kind]}, got {raw[key]!r}")
+    for key in ("protocol", "title", "source"):
+        if key in raw and not isinstance(raw[key], str):
+            raise LtBenchError(f"{where}: {key!r} must be text, got {raw[key]!r}")
     statistic = str(raw["statistic"])
     if statistic not in STATISTICS:
         raise LtBenchError(f"{where}: statistic={statistic!r}: choose best or final")
@@ -150,18 +183,23 @@ def load_study(name: str) -> Study:
     columns = [Column(str(_need(c, "label", str, f"{where}: columns")),
                       str(_need(c, "dataset", str, f"{where}: columns")),
                       float(_need(c, "imbalance", (int, float), f"{where}: columns")))
-               for c in _need(raw, "columns", list, where)]
+               for c in _entries(raw, "columns", where)]
     rows = [Row(str(_need(r, "label", str, f"{where}: rows")),
-                str(_need(r, "method", str, f"{where}: rows")), dict(r.get("options") or {}))
-            for r in _need(raw, "rows", list, where)]
+                str(_need(r, "method", str, f"{where}: rows")),
+                dict(_optional(r, "options", dict, f"{where}: rows") or {}))
+            for r in _entries(raw, "rows", where)]
     for kind, labels in (("column", [c.label for c in columns]), ("row", [r.label for r in rows])):
         if len(set(labels)) != len(labels):
             raise LtBenchError(f"{where}: two {kind}s share a label: {labels}")
     cells = _cells(raw, rows, columns, where)
     claims = [_claim(c, rows, columns, where) for c in raw.get("claims") or []]
     seeds = raw.get("seeds", 3)
-    if not isinstance(seeds, int) or seeds < 1:
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
         raise LtBenchError(f"{where}: seeds={seeds!r}: give a count >= 1")
+    for item, spec in (raw.get("setup") or {}).items():
+        if not isinstance(item, str) or not isinstance(spec, dict) or "paper" not in spec:
+            raise LtBenchError(f"{where}: setup {item!r} must be a mapping with the paper's "
+                               f"value (paper: …, quote: …), got {spec!r}")
     return Study(str(raw["name"]), path, str(raw.get("title", raw["name"])),
                  str(raw.get("source", "")), str(raw["protocol"]), seeds, statistic, reports,
                  dict(raw.get("setup") or {}), columns, rows, cells, claims)
@@ -169,8 +207,9 @@ def load_study(name: str) -> Study:
 
 def _cells(raw: dict, rows: list[Row], columns: list[Column], where: str) -> dict:
     printed = _need(raw, "cells", dict, where)
-    n = raw.get("paper_seeds")
-    row_seeds = {r["label"]: r.get("paper_seeds", n) for r in raw["rows"]}
+    n = _paper_seeds(raw, where)
+    row_seeds = {r["label"]: _paper_seeds(r, f"{where}: row {r['label']!r}", n)
+                 for r in raw["rows"]}
     out = {}
     for label, values in printed.items():
         if label not in row_seeds:
@@ -187,17 +226,35 @@ def _cells(raw: dict, rows: list[Row], columns: list[Column], where: str) -> dic
     return out
 
 
+def _paper_seeds(d: dict, where: str, default: int | None = None) -> int | None:
+    """How many runs the paper's mean ± std pools: a count of at least 2 (a std needs two)."""
+    n = d.get("paper_seeds", default)
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 2):
+        raise LtBenchError(f"{where}: paper_seeds={n!r}: give the paper's number of runs, a "
+                           "count >= 2 (a std needs two), or leave it out")
+    return n
+
+
 def _claim(c: dict, rows: list[Row], columns: list[Column], where: str) -> Claim:
+    if not isinstance(c, dict):
+        raise LtBenchError(f"{where}: each claim must be a mapping (text, better, than, "
+                           f"columns), got {c!r}")
     labels = [r.label for r in rows]
     better = str(_need(c, "better", str, f"{where}: claims"))
     than = c.get("than") or []
-    than = [than] if isinstance(than, str) else list(than)
+    than = [than] if isinstance(than, str) else than
+    if not isinstance(than, list) or not all(isinstance(t, str) for t in than):
+        raise LtBenchError(f"{where}: a claim's than must be a row label or a list of them, "
+                           f"got {than!r}")
     for name in (better, *than):
         if name not in labels:
             raise LtBenchError(f"{where}: a claim names {name!r}, which is not a row"
                                f"{hint(str(name), labels)}")
     wanted = c.get("columns", "all")
     every = [col.label for col in columns]
+    if wanted != "all" and not isinstance(wanted, list):
+        raise LtBenchError(f"{where}: a claim's columns must be 'all' or a list of column "
+                           f"labels, got {wanted!r}")
     chosen = every if wanted == "all" else [str(w) for w in wanted]
     for label in chosen:
         if label not in every:

@@ -126,9 +126,12 @@ def format_markdown(report: Report, picture: str | None = None) -> str:
     return "\n".join(out) + "\n"
 
 
-def draw(report: Report, path: Path) -> Path:
-    """One panel per column: per row the paper's mean ± std and ours, side by side."""
+def draw(report: Report, path: Path, root: Path | None = None) -> Path:
+    """One panel per column: per row the paper's mean ± std and ours, side by side; written as
+    every workspace file is (``lt_bench.run_files``: never through a link below ``root``)."""
     import matplotlib
+
+    from lt_bench.run_files import atomic_writer
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -161,7 +164,9 @@ def draw(report: Report, path: Path) -> Path:
     fig.legend(handles, names, loc="lower center", ncol=2, frameon=False)
     fig.suptitle(s.title, fontsize=11)
     fig.tight_layout(rect=(0, 0.07, 1, 0.95))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        with atomic_writer(path, root) as f:
+            fig.savefig(f, format="png", dpi=110)
+    finally:
+        plt.close(fig)
     return path

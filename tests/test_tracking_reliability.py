@@ -14,8 +14,9 @@ from test_tracking import DATA_INFO, fake_results, log_run, make_cfg, workspace 
 
 from lt_bench.errors import LtBenchError
 from lt_bench.tracking import store
+from lt_bench.tracking.http_budget import HTTP_KEYS, http_budget
 from lt_bench.tracking.mlflow_tracker import MlflowTracker
-from lt_bench.tracking.store import HTTP_KEYS, client, http_budget, timeout_of
+from lt_bench.tracking.store import client, timeout_of
 
 
 class Scripted:

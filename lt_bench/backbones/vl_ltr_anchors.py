@@ -71,17 +71,28 @@ def load_anchors(path, num_classes: int | None = None, dim: int | None = None,
     except LtBenchError:
         raise
     except Exception as exc:
+        # torch's message for a pickle it refused is a paragraph ending in advice to load it
+        # with weights_only=False, which would run the file's code: only its first line is kept
+        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        if "weights_only" in str(exc) or "Unpickler" in str(exc):
+            first = "it holds objects other than tensors, lists and numbers, which are never loaded"
         raise LtBenchError(
-            f"vl_ltr: anchors file {str(file)!r} could not be read ({type(exc).__name__}: {exc});"
-            " expected .pt {'anchors': [C, M, D], 'counts': [C]}, .npz with those arrays, or "
-            ".npy [C, M, D] with zero padding rows"
-        ) from exc
+            f"vl_ltr: anchors file {str(file)!r} could not be read ({type(exc).__name__}: "
+            f"{first}); expected .pt {{'anchors': [C, M, D], 'counts': [C]}}, .npz with those "
+            "arrays, or .npy [C, M, D] with zero padding rows") from None
+    if stored_names is not None and (
+            not isinstance(stored_names, (list, tuple))
+            or not all(isinstance(n, str) for n in stored_names)):
+        raise LtBenchError(f"vl_ltr: anchors file {str(file)!r}: class_names must be a list of "
+                           f"names, got {type(stored_names).__name__}; write it again with "
+                           "`lt-bench anchors`")
     check_class_names(stored_names, class_names, file)
     return check_anchors(anchors, counts, num_classes, dim, max_sentences, source=str(file))
 
 
-def check_class_names(stored, expected, file) -> None:
-    """An anchors file written for other classes, or in another label order, is refused."""
+def check_class_names(stored, expected, file, what: str | None = None) -> None:
+    """An anchors file written for other classes, or in another label order, is refused
+    (``what``: how the message names the source, by default the anchors file)."""
     if stored is None or expected is None or list(stored) == list(expected):
         return
     if len(stored) == len(expected):
@@ -89,6 +100,9 @@ def check_class_names(stored, expected, file) -> None:
         why = f"class {i} is {stored[i]!r} in the file and {expected[i]!r} in the data set"
     else:
         why = f"the file names {len(stored)} classes, the data set has {len(expected)}"
+    if what is not None:
+        raise LtBenchError(f"anchors: {what} name other classes than the data set's: "
+                           f"{why.replace('the file', what)}")
     raise LtBenchError(f"vl_ltr: anchors file {str(file)!r} was written for other classes: {why};"
                        " write it again with `lt-bench anchors` for this data set")
 
@@ -98,12 +112,14 @@ def save_anchors(path, anchors: torch.Tensor, counts: torch.Tensor, class_names:
     """Write an anchors file :func:`load_anchors` reads, with the class names and ``extra``."""
     anchors, counts = check_anchors(anchors, counts, len(class_names), None, 10**9,
                                     source=str(path))
+    from lt_bench.run_files import atomic_writer
+
     file = Path(str(path)).expanduser()
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(file.name + ".tmp")
-    torch.save({"anchors": anchors, "counts": counts, "class_names": list(class_names),
-                **extra}, tmp)
-    tmp.replace(file)  # a file that exists is whole
+    # a fresh temporary beside it, renamed over it: a planted link is neither followed nor
+    # replaced (the folder is the user's, as typed)
+    with atomic_writer(file, root=file.parent) as f:
+        torch.save({"anchors": anchors, "counts": counts, "class_names": list(class_names),
+                    **extra}, f)
     return file
 
 

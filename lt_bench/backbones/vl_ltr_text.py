@@ -35,9 +35,8 @@ def read_sentences(path) -> tuple[list[str], list[list[str]]]:
 
     ``path`` is a file, or the name of one shipped in ``configs/anchors/`` (e.g. ``cifar10``).
     """
-    import yaml
-
     from lt_bench.config import config_dir, group_choices
+    from lt_bench.safe_yaml import read_yaml_file
 
     file = Path(str(path)).expanduser()
     if not file.is_file() and str(path) in group_choices("anchors"):
@@ -47,11 +46,7 @@ def read_sentences(path) -> tuple[list[str], list[list[str]]]:
         raise LtBenchError(f"anchors: sentences file {str(path)!r} not found: give a YAML "
                            "mapping of class name to a list of sentences, in label order, or "
                            f"a shipped one ({shipped})")
-    try:
-        data = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as exc:
-        why = " ".join(str(exc).split())
-        raise LtBenchError(f"anchors: {str(file)!r} is not valid YAML ({why})") from exc
+    data = read_yaml_file(file, "anchors: sentences file")
     if not isinstance(data, dict) or not data:
         raise LtBenchError(f"anchors: {str(file)!r} must be a YAML mapping of class name to a "
                            "list of sentences")

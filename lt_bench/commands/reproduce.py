@@ -54,6 +54,7 @@ def run(args) -> int:
         print("run one: lt-bench reproduce NAME [KEY=VALUE ...]")
         return 0
     study = select(load_study(args.study), args.column, args.row)
+    check_names(study, getattr(args, "plugin", []) or [])
     cells = grid(study, args.args, out=print, all_cells=args.all_cells)
     jobs = cells.sweep.jobs
     seeds = len({j.seed for j in jobs})
@@ -75,6 +76,17 @@ def run(args) -> int:
     if args.against:
         _against(study, cells, args, first)
     return code or (1 if summary["failed"] else 0)
+
+
+def _output_folder(cfg, study, out_dir) -> tuple[Path, Path]:
+    """(the report's folder, the folder above which links are the user's): the workspace's
+    studies/NAME, whose every part below the workspace must be a real folder, or --out as
+    typed."""
+    if out_dir:
+        folder = Path(out_dir).expanduser()
+        return folder, folder
+    workspace = Path(cfg.workspace).expanduser()
+    return workspace / "studies" / study.name, workspace
 
 
 def _against(study, cells, args, cfg) -> None:
@@ -107,12 +119,27 @@ def _against(study, cells, args, cfg) -> None:
     mine, theirs = label(cfg), label(ocfg)
     print()
     print(format_pairs(study, paired, mine, theirs))
-    workspace = Path(cfg.workspace).expanduser()
-    folder = Path(args.out).expanduser() if args.out else workspace / "studies" / study.name
+    folder, root = _output_folder(cfg, study, args.out)
     path = folder / f"{study.name}-against.md"
     write_file(path, format_pairs(study, paired, mine, theirs, markdown=True) + "\n",
-               root=folder)
+               root=root)
     print(f"\nreproduce: wrote {path}")
+
+
+def check_names(study, plugins) -> None:
+    """Every row's method and column's data set is registered, or one line says which is not,
+    in which study, before anything trains or reports "not run"."""
+    from lt_bench.errors import LtBenchError
+    from lt_bench.registry import get_registry
+
+    registry = get_registry(plugins)
+    for kind, name, where in [*(("methods", r.method, f"row {r.label!r}") for r in study.rows),
+                              *(("datasets", c.dataset, f"column {c.label!r}")
+                                for c in study.columns)]:
+        try:
+            registry.get(kind, name)
+        except LtBenchError as exc:
+            raise LtBenchError(f"study {study.path}, {where}: {exc}") from None
 
 
 def _report(study, cells, lines, cfg, out_dir) -> int:
@@ -126,12 +153,10 @@ def _report(study, cells, lines, cfg, out_dir) -> int:
     report = build_report(study, collect(study, cells.cells, warn), lines)
     print()
     print(format_text(report))
-    workspace = Path(cfg.workspace).expanduser()
-    folder = Path(out_dir).expanduser() if out_dir else workspace / "studies" / study.name
-    folder.mkdir(parents=True, exist_ok=True)
-    picture = draw(report, folder / f"{study.name}.png")
+    folder, root = _output_folder(cfg, study, out_dir)
+    picture = draw(report, folder / f"{study.name}.png", root)
     markdown = folder / f"{study.name}.md"
-    write_file(markdown, format_markdown(report, picture.name), root=folder)
+    write_file(markdown, format_markdown(report, picture.name), root=root)
     print(f"\nreproduce: wrote {markdown} and {picture}")
     from lt_bench.tracking import tracker_name
 

@@ -49,6 +49,9 @@ def load_data(name: str, imbalance: float | None, cfg=None) -> LongTailedData:
             f"{type(data).__name__}, "
             "not an lt_bench.data.LongTailedData"
         )
+    from lt_bench.data.longtail import check_splits
+
+    check_splits(data, name)
     return data
 
 

@@ -44,6 +44,8 @@ class LongTailedData:
         self.copy: str | None = None
         self.encoding: str | None = None
         self.source_line: str | None = None
+        #: where the test split was read, for the messages of ``longtail.check_splits``
+        self.test_source: str | None = None
         c = len(self.classes)
         self.train_counts: list[int] = torch.bincount(self.train_labels, minlength=c).tolist()
         self.test_counts: list[int] = torch.bincount(self.test_labels, minlength=c).tolist()

@@ -17,9 +17,9 @@ from lt_bench.data.encoding import source_encoding
 from lt_bench.data.longtail import (
     check_imbalance,
     check_not_empty,
-    check_test_split,
     hold_out_validation,
     make_long_tailed,
+    refuse_empty_test,
 )
 from lt_bench.data.pipeline import (
     CIFAR_FIXED_MEAN,
@@ -178,8 +178,8 @@ def cifar_lt(cfg, *, imbalance: float | None, variant: str = "cifar10") -> Tenso
         def build():
             return _with_stats(decode_image_folder_tar(src, cfg.progress))
     data = cached(cache_dir(cfg) / f"{variant}-{kind}-{key}.pt", build)
-    check_test_split(data["test_labels"], data["classes"], test_source)
     out = _tensor_data(f"{variant}_lt", data, cfg, imbalance, str(src))
+    out.test_source = test_source
     others = {c: p for c, (_, p) in copies.find_copies(root, variant).items() if c != copy}
     out.copy, out.encoding = copy, source_encoding(kind, src)
     out.source_line = copies.describe_copy(copy, src, out.encoding, others)
@@ -239,16 +239,19 @@ def image_folder_lt(cfg, *, imbalance: float | None = None) -> LongTailedData:
     check_not_empty(torch.bincount(train_labels, minlength=len(classes)).tolist(), classes,
                     str(train_dir))
     test_paths, test_labels, _ = list_image_folder(test_dir, classes)
-    check_test_split(test_labels, classes, str(test_dir))
+    refuse_empty_test(test_labels, str(test_dir))  # before any decoding
     tensor = cfg.pipeline == "tensor" or (cfg.pipeline == "auto" and _is_small(train_paths))
     if tensor:
         dirs = [train_dir, test_dir, *sorted(p for d in (train_dir, test_dir) for p in d.iterdir())]
         key = stat_key(dirs, len(train_paths), len(test_paths))
         data = cached(cache_dir(cfg) / f"folder-{root.name}-{key}.pt",
                       lambda: _with_stats(_decode_folder(train_dir, test_dir, cfg.progress)))
-        return _tensor_data("image_folder_lt", data, cfg, imbalance, str(train_dir))
-    return _loader_data("image_folder_lt", classes, train_paths, train_labels, test_paths,
-                        test_labels, cfg, imbalance, str(train_dir))
+        out = _tensor_data("image_folder_lt", data, cfg, imbalance, str(train_dir))
+    else:
+        out = _loader_data("image_folder_lt", classes, train_paths, train_labels, test_paths,
+                           test_labels, cfg, imbalance, str(train_dir))
+    out.test_source = str(test_dir)
+    return out
 
 
 # -- naturally long-tailed sets: file lists and iNaturalist json ---------------------------------
@@ -271,10 +274,12 @@ def _paths_data(name: str, classes, train_paths, train_labels, test_paths, test_
                 cfg: DataConfig, key_files: Sequence[Path]) -> LongTailedData:
     check_not_empty(torch.bincount(train_labels, minlength=len(classes)).tolist(), classes,
                     str(key_files[0]))
-    check_test_split(test_labels, classes, str(key_files[1]))
+    refuse_empty_test(test_labels, str(key_files[1]))  # before any decoding
     if cfg.pipeline != "tensor":
-        return _loader_data(name, classes, train_paths, train_labels, test_paths, test_labels,
-                            cfg, None, str(key_files[0]))
+        out = _loader_data(name, classes, train_paths, train_labels, test_paths, test_labels,
+                           cfg, None, str(key_files[0]))
+        out.test_source = str(key_files[1])
+        return out
     digest = hashlib.sha1("\n".join(train_paths + test_paths).encode()).hexdigest()[:8]
     key = stat_key(key_files, digest)
 
@@ -287,7 +292,9 @@ def _paths_data(name: str, classes, train_paths, train_labels, test_paths, test_
                             "test_labels": test_labels})
 
     data = cached(cache_dir(cfg) / f"{name}-{key}.pt", build)
-    return _tensor_data(name, data, cfg, None, str(key_files[0]))
+    out = _tensor_data(name, data, cfg, None, str(key_files[0]))
+    out.test_source = str(key_files[1])
+    return out
 
 
 LISTS = {

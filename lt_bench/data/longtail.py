@@ -103,22 +103,37 @@ def check_not_empty(counts: Sequence[int], classes: Sequence[str], source: str) 
             )
 
 
-def check_test_split(labels, classes: Sequence[str], source: str) -> None:
-    """Refuse a test split without images (every run would score 0 and look finished); warn,
-    naming them, about classes without test images: their per-class accuracy reads 0 in
-    results.json, while the overall and many / medium / few accuracies pool test images and
-    leave them out."""
-    counts = torch.bincount(torch.as_tensor(labels, dtype=torch.long),
-                            minlength=len(classes)).tolist()
-    if not sum(counts):
+def refuse_empty_test(labels, source: str) -> None:
+    """Refuse a test split without images: every run would score 0 and look finished. The
+    loaders of image folders call it before decoding; ``check_splits`` for every data set."""
+    if not len(labels):
         raise LtBenchError(f"the test split {source} holds no images: put each class's test "
                            "images in it (test/<class>/<image> for an image folder)")
+
+
+def check_splits(data, name: str) -> None:
+    """What every data set must hold, checked in ``load_data`` whoever made it (a plugin's
+    too): training images in every class and a test split, with a warning for classes
+    without test images."""
+    source = getattr(data, "test_source", None) or f"of data set {name!r}"
+    check_not_empty(data.train_counts, data.classes, getattr(data, "train_source", None)
+                    or f"the training split of data set {name!r}")
+    check_test_split(data.test_labels, data.classes, source)
+
+
+def check_test_split(labels, classes: Sequence[str], source: str) -> None:
+    """``refuse_empty_test``; then warn, naming them, about classes without test images: their
+    per-class accuracy is None in results.json, and the overall and many / medium / few
+    accuracies pool the test images there are."""
+    counts = torch.bincount(torch.as_tensor(labels, dtype=torch.long),
+                            minlength=len(classes)).tolist()
+    refuse_empty_test(labels, source)
     empty = [str(classes[c]) for c, n in enumerate(counts) if n == 0]
     if empty:
         shown = ", ".join(empty[:10]) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
         logging.getLogger(__name__).warning(
-            "%d class(es) have no test images in %s: %s; their per-class accuracy reads 0 and "
-            "counts in no other accuracy", len(empty), source, shown)
+            "%d class(es) have no test images in %s: %s; they have no per-class accuracy and "
+            "count in no other accuracy", len(empty), source, shown)
 
 
 def hold_out_validation(labels, keep: torch.Tensor, per_class: int, subset_seed: int,

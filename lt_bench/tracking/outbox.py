@@ -18,7 +18,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from lt_bench.tracking.store import METRIC_BOUNDS, http_bounds, reason, unreachable
+from lt_bench.tracking.http_budget import METRIC_BOUNDS, http_bounds
+from lt_bench.tracking.store import reason, unreachable
 
 log = logging.getLogger(__name__)
 

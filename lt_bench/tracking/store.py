@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from lt_bench.errors import LtBenchError
+from lt_bench.tracking import http_budget
+from lt_bench.tracking.http_budget import _user_http, bound_http
 
 log = logging.getLogger(__name__)
 
@@ -68,15 +70,43 @@ def tracking_uri(cfg: Any) -> str:
                 f"sqlite:///{Path(uri).expanduser().resolve()}/mlflow.db or http://host:5000"
             )
         return uri
-    return f"sqlite:///{workspace(cfg) / DB_NAME}"
+    return sqlite_uri(workspace(cfg) / DB_NAME)
+
+
+def sqlite_uri(db: Path) -> str:
+    """The URI of a database file, percent-escaped: SQLAlchemy decodes ``%20`` in a path and
+    cuts it at ``?``, so a workspace named so would open another file."""
+    from urllib.parse import quote
+
+    return f"sqlite:///{quote(str(db), safe='/')}"
 
 
 def sqlite_path(uri: str) -> Path | None:
     """The database file of a ``sqlite:///`` URI, else None."""
+    from urllib.parse import unquote
+
     if not uri.startswith("sqlite:///"):
         return None
-    path = uri[len("sqlite:///"):].split("?", 1)[0]
+    path = unquote(uri[len("sqlite:///"):].split("?", 1)[0])
     return Path(path) if path and path != ":memory:" else None
+
+
+def check_sqlite(uri: str) -> None:
+    """Open a local database file once, directly: a path SQLite cannot open (a name too long,
+    a folder that cannot be made) fails here in one line, not after MLflow's minutes of
+    retrying its engine."""
+    import sqlite3
+
+    db = sqlite_path(uri)
+    if db is None:
+        return
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        sqlite3.connect(db, timeout=5).close()
+    except (OSError, sqlite3.Error) as exc:
+        what = getattr(exc, "strerror", None) or str(exc)
+        raise LtBenchError(f"cannot open the MLflow store {str(db)!r}: {what}; choose a "
+                           "shorter or writable workspace, or set tracking.uri") from None
 
 
 def is_remote(uri: str) -> bool:
@@ -172,34 +202,6 @@ def store_lock(uri: str) -> Iterator[None]:
 _ready: set[str] = set()
 
 
-#: MLflow's own HTTP retries default to 7 with back-off factor 2 and a 120 s timeout: many minutes
-#: of silence before a server that accepts but never answers is reported. ``http_budget`` fits
-#: one call's attempts, each waiting its timeout, and the pauses between them in
-#: ``tracking.timeout_s`` (default 30 s).
-HTTP_KEYS = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
-             "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "MLFLOW_HTTP_REQUEST_TIMEOUT")
-#: most tries of one call (MLflow's retries + 1): a second and third for a stale pooled
-#: connection or a server that restarts
-HTTP_ATTEMPTS = 3
-
-
-def http_budget(timeout_s: float) -> dict[str, int | float]:
-    """MLflow's HTTP settings for which one call, on a server that never answers, gives up within
-    ``timeout_s``: attempts × timeout + back-off pauses ≤ ``timeout_s`` (for ``timeout_s`` ≥ 1).
-
-    urllib3 pauses ``factor × 2^(k-1)`` plus up to ``jitter`` after the k-th failure, k ≥ 2, and
-    MLflow reads the factor and the timeout as whole numbers, hence the factor 0 or 1 and the
-    jitter (a float) as the short pause below 30 s."""
-    total = max(1.0, float(timeout_s))
-    factor, jitter = (1, 1.0) if total >= 30 else (0, total / 30)
-    for retries in range(HTTP_ATTEMPTS - 1, -1, -1):
-        pauses = factor * (2 ** retries - 2) + (retries - 1) * jitter if retries > 1 else 0.0
-        per_try = int((total - pauses) // (retries + 1))
-        if per_try >= 1 or retries == 0:
-            break
-    return dict(zip(HTTP_KEYS, (retries, factor, jitter, max(1, per_try))))
-
-
 def timeout_of(cfg: Any) -> float:
     """``tracking.timeout_s``, the schema's default for a config without it; one line if it is
     not a positive number of seconds."""
@@ -216,63 +218,12 @@ def timeout_of(cfg: Any) -> float:
     return seconds
 
 
-#: the environment as the user set it, before this process lowered MLflow's HTTP settings
-_user_http: dict[str, str | None] = {}
-_bound_s = 30.0  # the timeout_s of the last ``bound_http``
-
-
-def bound_http(timeout_s: float) -> None:
-    """Put ``http_budget(timeout_s)`` in the environment for every later call of this process
-    (MLflow reads it at each request and takes no per-call argument); a lower setting of the
-    user's own wins."""
-    global _bound_s
-    _bound_s = timeout_s
-    for key in HTTP_KEYS:
-        _user_http.setdefault(key, os.environ.get(key))
-    os.environ.update(lowered(http_budget(timeout_s), _user_http))
-
-
-def lowered(bounds: dict, current: dict[str, str | None]) -> dict[str, str]:
-    """``bounds`` as environment values, each the lower of it and ``current``'s value."""
-    out = {}
-    for key, value in bounds.items():
-        try:
-            value = min(value, type(value)(current[key])) if current.get(key) else value
-        except ValueError:
-            pass  # MLflow itself will say what is wrong with the user's value
-        out[key] = str(value)
-    return out
-
-
 def attempts_for(uri: str) -> int:
     """Our tries of one store call: a server's calls already carry MLflow's bounded HTTP retries
     (``bound_http``), and ours on top would multiply the wait past ``tracking.timeout_s``. A call
     that races other processes (``ensure_experiment``) keeps the default, as the server's answer
     "already exists" is worth another try."""
     return 1 if uri.startswith(("http://", "https://")) else 10
-
-
-#: One metric batch to a server that may be away: one retry (for a stale pooled connection) and
-#: 5 s to connect and to answer. A batch that fails is kept and sent later (``outbox``), so
-#: waiting longer would only stall the training loop.
-METRIC_BOUNDS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": 1, "MLFLOW_HTTP_REQUEST_TIMEOUT": 5}
-
-
-@contextlib.contextmanager
-def http_bounds(bounds: dict[str, int]) -> Iterator[None]:
-    """MLflow's HTTP retries and timeout lowered to ``bounds`` inside the block (a lower setting of
-    the user's wins). MLflow reads these from the environment at every request and takes no
-    per-call argument for them, hence the environment."""
-    saved = {key: os.environ.get(key) for key in bounds}
-    os.environ.update(lowered(bounds, saved))
-    try:
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
 
 
 def unreachable(exc: BaseException) -> bool:
@@ -317,6 +268,7 @@ def client(uri: str, timeout_s: float | None = None):
 
     if uri in _ready:
         return MlflowClient(tracking_uri=uri)
+    check_sqlite(uri)
     try:
         with store_lock(uri):  # MlflowClient() itself may create (migrate) the store
             c = retry(MlflowClient, tracking_uri=uri, attempts=attempts_for(uri))
@@ -347,7 +299,8 @@ def why(exc: BaseException) -> str:
     if unreachable(exc):
         words = reason(exc)
         if words == "timed out":
-            return (f"it did not answer within tracking.timeout_s={_bound_s:g} s: check the "
+            return (f"it did not answer within tracking.timeout_s={http_budget._bound_s:g} s: "
+                    "check the "
                     "server, or raise the key for a slow one")
         return words
     return f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
