@@ -9,7 +9,8 @@ stderr (or the check's verdict) and the wall time to that exit, Python start and
 included (``lt-bench --version`` is timed first as the floor). The concurrency cases (two
 sweeps on one workspace, ``kill -9`` of a sweep) and a server lost mid-run need processes
 that live a while: tests/test_sweep.py and tests/test_tracking_server.py run them. The cases of
-reliability round 2 (issue 27) are in ``faults_round2.py``.
+reliability round 2 (issue 27) are in ``faults_round2.py``, those of round 3 (issue 35:
+studies, anchors, configs, paths) in ``faults_round3.py``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 
 import faults_round2
+import faults_round3
 
 TINY = "dataset=synthetic_lt tracking.tracker=local quiet=true protocol.epochs=1"
 API = "import torch, lt_bench; "
@@ -108,7 +110,7 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="faults-") as top:
         floor = run("lt-bench --version", Path(top), Path(top))[2]
-        for i, (case, command, *more) in enumerate(CASES + faults_round2.CASES):
+        for i, (case, command, *more) in enumerate(CASES + faults_round2.CASES + faults_round3.CASES):
             if len(sys.argv) > 2 and sys.argv[2] not in case:
                 continue
             check = more[0] if more else ""

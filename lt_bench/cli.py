@@ -75,6 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lt-bench: interrupted", file=sys.stderr)
         return 130
+    except RuntimeError as exc:
+        # SIGTERM (raised as KeyboardInterrupt) landing while a library defines a class comes
+        # back wrapped: "Error calling __set_name__ on 'cached_property'"
+        if isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
+            print("lt-bench: interrupted", file=sys.stderr)
+            return 130
+        raise
     except ModuleNotFoundError as exc:
         if not exc.name or exc.name.split(".")[0] in ("lt_bench", "lt_bench_plugins"):
             raise  # our own module missing is a bug or a broken install: show it whole

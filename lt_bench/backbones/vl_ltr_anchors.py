@@ -92,17 +92,17 @@ def load_anchors(path, num_classes: int | None = None, dim: int | None = None,
 
 def check_class_names(stored, expected, file, what: str | None = None) -> None:
     """An anchors file written for other classes, or in another label order, is refused
-    (``what``: how the message names the source, by default the anchors file)."""
+    (``what``: the source when it is not an anchors file, e.g. ``--names``)."""
     if stored is None or expected is None or list(stored) == list(expected):
         return
+    where = what or "the file"
     if len(stored) == len(expected):
         i = next(i for i, (a, b) in enumerate(zip(stored, expected)) if a != b)
-        why = f"class {i} is {stored[i]!r} in the file and {expected[i]!r} in the data set"
+        why = f"class {i} is {stored[i]!r} in {where} and {expected[i]!r} in the data set"
     else:
-        why = f"the file names {len(stored)} classes, the data set has {len(expected)}"
+        why = f"{where} names {len(stored)} classes, the data set has {len(expected)}"
     if what is not None:
-        raise LtBenchError(f"anchors: {what} name other classes than the data set's: "
-                           f"{why.replace('the file', what)}")
+        raise LtBenchError(f"anchors: {what} does not name the data set's classes: {why}")
     raise LtBenchError(f"vl_ltr: anchors file {str(file)!r} was written for other classes: {why};"
                        " write it again with `lt-bench anchors` for this data set")
 

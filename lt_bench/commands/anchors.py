@@ -77,8 +77,8 @@ def choose_sentences(args, data_names):
     from lt_bench.backbones.vl_ltr_anchors import check_class_names
 
     check_class_names(names, data_names, args.sentences or "--names",  # None: nothing to check
-                      what=f"the classes of {args.sentences!r}" if args.sentences
-                      else "the classes given with --names" if args.names else None)
+                      what=f"the sentences file {args.sentences!r}" if args.sentences
+                      else "--names" if args.names else None)
     return names, sentences
 
 
