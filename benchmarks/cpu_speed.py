@@ -1,6 +1,6 @@
 """The CPU path against its floor: every variant of ResNet-32 alone, then lt-bench's default epoch.
 
-    python benchmarks/cpu_speed.py [--root ../shared/data] [--epochs 5] [--compile] [--pair]
+    python benchmarks/cpu_speed.py [--root ../shared/data] [--epochs 5] [--compile] [--pair] [--busy]
 
 Floor: ResNet-32 on ready-made random tensors (no data pipeline), timed by the same function the
 run's own probe uses (``lt_bench.cpu_variant.time_variant``): batch 128 with SGD for training,
@@ -13,7 +13,8 @@ epochs, in a fresh process, as a user runs it (its variant probe and cache inclu
 epoch (training plus scoring) after the first. Beside it the same run pinned to what a CPU run
 did before it measured its variant (contiguous, eager). ``--pair`` adds ``lt-bench sweep jobs=2`` with two
 seeds side by side and compares the images both push through with those of the one run.
-Run it on an idle machine; it prints the CPU it measured.
+``--busy`` runs the default one again beside a busy-loop process. Run it on an idle machine; it
+prints the CPU it measured.
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ def main() -> None:
     parser.add_argument("--all-precisions", action="store_true",
                         help="time bf16 even where the CPU only emulates it")
     parser.add_argument("--pair", action="store_true", help="also two runs side by side")
+    parser.add_argument("--busy", action="store_true",
+                        help="also the default run beside one busy-loop process (a core taken)")
     args = parser.parse_args()
 
     from lt_bench.device_defaults import native_bf16
@@ -114,6 +117,16 @@ def main() -> None:
         print(f"harness: {harness:.1f} s an epoch, variant {one['variant'].get('label')} "
               f"({one['variant'].get('how')}: {one['variant'].get('why')}), wall {one_wall:.0f} s",
               flush=True)
+        busy = None
+        if args.busy:
+            loop = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            try:
+                beside = lt_bench(["train", *common], Path(tmp) / "busy")[0]
+            finally:
+                loop.kill()
+            busy = median_epoch(beside)
+            print(f"beside a busy loop: {busy:.1f} s an epoch ({harness / busy:.2f} of its idle "
+                  f"speed), variant {beside['variant'].get('label')}", flush=True)
         pair = None
         if args.pair:
             runs = lt_bench(["sweep", *common, "seeds=2", "jobs=2", "fork=false"],
@@ -134,6 +147,9 @@ def main() -> None:
           f"{one['precision']}): {best['epoch_s'] / harness:.2f} of the floor's speed")
     print(f"the same harness as before issue 23 (contiguous, eager): {before:.1f} s "
           f"({before / harness:.2f}× the default's time)")
+    if busy:
+        print(f"beside one busy-loop process: {busy:.1f} s an epoch, {harness / busy:.2f} of the "
+              "idle run's speed (a fair share of the cores left is 0.5 on 2 cores)")
     if pair:
         images = TRAIN_IMAGES + TEST_IMAGES
         both, alone = sum(images / s for s in pair), images / harness

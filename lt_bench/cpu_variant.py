@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import platform
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,11 +33,15 @@ import torch.nn.functional as F
 
 from lt_bench.provenance import cpu_model
 
-#: steps of each candidate: the first warms up (and compiles), the others are timed
-WARMUP_STEPS, TIMED_STEPS = 1, 3
-#: a run of fewer training steps keeps the defaults (contiguous, eager): probing two memory
-#: formats costs about 2 × (WARMUP_STEPS + TIMED_STEPS) steps, at most 2 % of such a run
-MIN_RUN_STEPS = 50 * 2 * (WARMUP_STEPS + TIMED_STEPS)
+#: Warm-up: oneDNN creates its primitives and AMX sets up its tiles over the first steps, and
+#: one memory format takes more steps than another to get there (on an Intel Xeon with AMX a
+#: probe of 1 + 3 steps timed channels_last at half its speed). So each candidate runs until a
+#: step is within SETTLE of the median of the three before it (at least WARMUP_MIN steps, at
+#: most WARMUP_MAX), and only then are TIMED_STEPS timed, their median kept.
+WARMUP_MIN, WARMUP_MAX, SETTLE, TIMED_STEPS = 4, 24, 0.10, 6
+#: a run of fewer training steps keeps the defaults (contiguous, eager) unless this machine's
+#: cache already knows its answer: probing two memory formats costs about 2 × 20 steps
+MIN_RUN_STEPS = 400
 #: torch.compile is tried only when the run's eager estimate is at least this long: compiling a
 #: ResNet for the CPU takes about a minute, which a shorter run would not win back
 COMPILE_MIN_RUN_S = 1800.0
@@ -44,6 +49,8 @@ COMPILE_MIN_RUN_S = 1800.0
 #: (bf16 channels_last took 8× longer per step on the AMD EPYC: timing it fully wastes seconds)
 DROP_SLOWER = 2.0
 CACHE_NAME = "cpu_variants.json"
+#: part of the cache key: choices of an older probe (timed within its warm-up) are not served
+PROBE_VERSION = "settled-2"
 
 
 @dataclass
@@ -122,12 +129,15 @@ def choose(cfg, model: torch.nn.Module, workload: Workload, autocast, *, world_s
     if world_size > 1:
         default.why = "under torchrun each rank would time its neighbours' load"
         return default
-    if workload.steps < MIN_RUN_STEPS:
-        default.why = f"a run of {workload.steps} steps is too short to repay a probe"
-        return default
     key = cache_key(cfg, workload)
     if cache is not None and (hit := cached_choice(read_cache(cache).get(key), cache)):
-        return hit
+        if ((pinned_cl is None or hit.channels_last == bool(pinned_cl))
+                and (pinned_compile is None or hit.compile == bool(pinned_compile))):
+            return hit
+    if workload.steps < MIN_RUN_STEPS:
+        default.why = (f"a run of {workload.steps} steps is too short to repay a probe, and "
+                       "this machine has not measured it yet")
+        return default
     layouts = [bool(pinned_cl)] if pinned_cl is not None else [False, True]
     chosen = measure(model, workload, autocast, layouts, compile_too=pinned_compile is None
                      and not cfg.deterministic, pinned_compile=bool(pinned_compile))
@@ -166,9 +176,30 @@ def measure(model, workload: Workload, autocast, layouts: list[bool], *, compile
                   f"{time.perf_counter() - started:.1f} s", figures)
 
 
+def settle(step, clock=time.perf_counter) -> tuple[list[float], float]:
+    """Run ``step`` until its time settles (module constants), then time ``TIMED_STEPS`` more:
+    (the warm-up steps' times, the median of the timed ones). ``clock``: for tests."""
+    warm: list[float] = []
+    while len(warm) < WARMUP_MAX:
+        started = clock()
+        step()
+        warm.append(clock() - started)
+        if len(warm) >= WARMUP_MIN:
+            before = statistics.median(warm[-4:-1])
+            if abs(warm[-1] - before) <= SETTLE * before:
+                break
+    timed = []
+    for _ in range(TIMED_STEPS):
+        started = clock()
+        step()
+        timed.append(clock() - started)
+    return warm, statistics.median(timed)
+
+
 def time_variant(model, workload: Workload, autocast, channels_last: bool, compiled: bool,
                  drop_above: float | None) -> dict:
-    """Train and evaluation images/s of one candidate, on a copy of ``model``."""
+    """Train and evaluation images/s of one candidate, on a copy of ``model``, after its warm-up
+    (``settle``); dropped after its first steps when they take ``drop_above`` or longer each."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     with torch.random.fork_rng(devices=[]):
         probe = copy.deepcopy(model).cpu().to(memory_format=fmt)
@@ -179,21 +210,26 @@ def time_variant(model, workload: Workload, autocast, channels_last: bool, compi
         step_model = torch.compile(probe, dynamic=False) if compiled else probe
         optimizer = torch.optim.SGD(probe.parameters(), lr=0.0, momentum=0.9)
         probe.train()
-        started = time.perf_counter()
-        try:
+
+        def step() -> None:
             train_step(step_model, optimizer, x, y, autocast)
+
+        try:
+            started = time.perf_counter()
+            step()  # the first: primitives created, a compilation done
+            first = time.perf_counter() - started
+            started = time.perf_counter()
+            step()
+            second = time.perf_counter() - started
         except Exception as exc:  # noqa: BLE001 - a compiler missing here only drops a candidate
             return {"dropped": True, "train_img_s": 0.0, "error": str(exc).splitlines()[0][:200]}
-        first = time.perf_counter() - started
-        if drop_above is not None and first > drop_above:
-            return {"dropped": True, "train_img_s": workload.batch / first, "step_s": first}
-        started = time.perf_counter()
-        for _ in range(TIMED_STEPS):
-            train_step(step_model, optimizer, x, y, autocast)
-        step_s = (time.perf_counter() - started) / TIMED_STEPS
+        if drop_above is not None and second > drop_above:  # 8x slower on the AMD EPYC
+            return {"dropped": True, "train_img_s": workload.batch / second, "step_s": second}
+        warm, step_s = settle(step)
         eval_img_s = time_eval(probe, workload, autocast, fmt, gen)
     f = {"train_img_s": workload.batch / step_s, "eval_img_s": eval_img_s, "step_s": step_s,
-         "epoch_s": workload.epoch_s(workload.batch / step_s, eval_img_s)}
+         "epoch_s": workload.epoch_s(workload.batch / step_s, eval_img_s),
+         "warmup_steps": 2 + len(warm)}
     if compiled:
         f["compile_s"] = max(0.0, first - step_s)
     return f
@@ -211,26 +247,28 @@ def train_step(model, optimizer, x, y, autocast) -> None:
 
 @torch.no_grad()
 def time_eval(probe, workload: Workload, autocast, fmt, gen) -> float | None:
-    """Images/s of scoring, eager as the run scores (``lt_bench.evaluate``)."""
+    """Images/s of scoring, eager as the run scores (``lt_bench.evaluate``): the median of three
+    batches after two of warm-up."""
     if not workload.eval_images:
         return None
     probe.eval()
     x = torch.randn((workload.eval_batch, *workload.sample_shape), generator=gen)
     x = x.contiguous(memory_format=fmt)
+    times = []
     with autocast:
-        probe(x)  # warm-up
-        batches = max(1, TIMED_STEPS // 3)  # one in a run's probe, more in the benchmark
-        started = time.perf_counter()
-        for _ in range(batches):
+        for i in range(5):
+            started = time.perf_counter()
             probe(x)
-    return batches * workload.eval_batch / (time.perf_counter() - started)
+            if i >= 2:
+                times.append(time.perf_counter() - started)
+    return workload.eval_batch / statistics.median(times)
 
 
 # -- the cache ----------------------------------------------------------------------------------
 def cache_key(cfg, workload: Workload) -> str:
     """Machine, CPU, torch, backbone and what shapes the timing (precision, batch, threads)."""
     backbone = json.dumps(dict(cfg.backbone), sort_keys=True, default=str)
-    parts = [platform.node(), cpu_model(), torch.__version__, backbone,
+    parts = [PROBE_VERSION, platform.node(), cpu_model(), torch.__version__, backbone,
              str(workload.sample_shape), str(workload.num_classes), workload.precision,
              str(workload.batch), str(workload.eval_batch), str(torch.get_num_threads())]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]

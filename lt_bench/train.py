@@ -26,6 +26,7 @@ from lt_bench.bf16_fence import Bf16Fence
 from lt_bench.checkpoint import RunState, remove_stale_temporaries
 from lt_bench.config import config_hash, to_dict
 from lt_bench.config_checks import schedule_warnings
+from lt_bench.cpu_threads import EVERY_STEPS, FairThreads
 from lt_bench.cpu_variant import Choice
 from lt_bench.data import DataConfig, groups, load_data
 from lt_bench.data.groups import thresholds_of
@@ -63,6 +64,7 @@ class Run:
     is_trunk: bool  # a trunk (lt_bench.fork): no record of its own, a mark when done
     memory_format: torch.memory_format = torch.contiguous_format
     fence: Bf16Fence | None = None  # on a single-process CPU run in bf16
+    threads: FairThreads | None = None  # a single-process CPU run's threads, kept fair
 
 
 def train(cfg: DictConfig, trunk: str | None = None) -> RunResult:
@@ -156,8 +158,11 @@ def build_run(cfg: DictConfig, method: RunMethod, out_dir: Path, rank: int, worl
                                provenance.data_fingerprint(data)["data_fingerprint"])
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"
                 else nullcontext())
+    threads = FairThreads(torch.get_num_threads()) if device.type == "cpu" and \
+        world_size == 1 else None
+    threads_line = f"; {threads.start()}" if threads else ""  # before the probe: it times them
     choice = variant_of(state, cfg, data, device, precision, world_size, autocast)
-    say(f"variant: {choice.describe()}")
+    say(f"variant: {choice.describe()}{threads_line}")
     model.to(memory_format=choice.memory_format)
     until = stop_after or p.epochs
     run = Run(cfg, data, parts.wrap_for_training(model, cfg, device, world_size, say, choice),
@@ -165,7 +170,7 @@ def build_run(cfg: DictConfig, method: RunMethod, out_dir: Path, rank: int, worl
               RunProgress(out_dir, until, steps, enabled=is_main), until, bool(stop_after),
               choice.memory_format,
               Bf16Fence(model) if precision == "bf16" and device.type == "cpu"
-              and world_size == 1 else None)
+              and world_size == 1 else None, threads)
     return run, state, precision, branched
 
 
@@ -301,6 +306,12 @@ def run_epoch(run: Run, state: RunState, epoch: int) -> None:
     p = cfg.protocol
 
     def on_step(step: int, mean_loss: float | None) -> None:
+        if run.threads is not None and (step + 1) % EVERY_STEPS == 0 and run.threads.look():
+            line = f"threads now {run.threads.describe()}"
+            if cfg.quiet:  # a sweep worker's log
+                print(line, flush=True)
+            else:
+                run.bar.write(f"lt-bench: {line}")
         run.bar.update(1)
         run.progress.step(epoch, step + 1)
         if mean_loss is not None:

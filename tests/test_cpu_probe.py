@@ -1,0 +1,86 @@
+"""The CPU probe's timing and the fair thread count, against a fake clock and made-up loads."""
+
+from __future__ import annotations
+
+import pytest
+
+from lt_bench import cpu_threads, cpu_variant
+
+
+class FakeClock:
+    """A clock that each step advances by the next of ``durations``."""
+
+    def __init__(self, durations):
+        self.now, self.durations = 0.0, list(durations)
+
+    def __call__(self) -> float:
+        return self.now
+
+    def step(self) -> None:
+        self.now += self.durations.pop(0)
+
+
+def test_warm_up_steps_are_left_out_of_the_timing():
+    # oneDNN and AMX warming up: 5, 3, 1.2 s, then 1.0 s a step; a spike among the timed ones
+    clock = FakeClock([5.0, 3.0, 1.2, 1.0, 1.0, 1.0] + [1.0, 1.0, 9.0, 1.0, 1.0, 1.0])
+    warm, step_s = cpu_variant.settle(clock.step, clock)
+    # the 6th step is the first within 10 % of the median of the three before it (1.2, 1, 1)
+    assert warm == pytest.approx([5.0, 3.0, 1.2, 1.0, 1.0, 1.0])
+    assert step_s == pytest.approx(1.0)  # the median: neither the warm-up nor the spike
+    assert not clock.durations
+
+
+def test_a_step_that_never_settles_is_timed_after_the_longest_warm_up():
+    durations = [float(i % 2 + 1) for i in range(cpu_variant.WARMUP_MAX)] + [2.0] * 6
+    clock = FakeClock(durations)
+    warm, step_s = cpu_variant.settle(clock.step, clock)
+    assert len(warm) == cpu_variant.WARMUP_MAX and step_s == pytest.approx(2.0)
+
+
+def test_a_short_run_uses_the_cached_choice(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    cfg = SimpleNamespace(channels_last=None, compile=None, deterministic=False,
+                          backbone={"name": "resnet32"})
+    workload = cpu_variant.Workload((3, 32, 32), 10, "bf16", 100, 1000, 500, 1000, 1)
+    assert workload.steps < cpu_variant.MIN_RUN_STEPS
+    cache = tmp_path / "cache.json"
+    short = cpu_variant.choose(cfg, None, workload, None, world_size=1, cache=cache)
+    assert short.how == "default" and "has not measured it yet" in short.why
+    known = cpu_variant.Choice(True, False, "measured", "w", {"channels_last": {
+        "train_img_s": 770.0, "eval_img_s": 3813.0}})
+    cpu_variant.write_cache(cache, cpu_variant.cache_key(cfg, workload), known)
+    hit = cpu_variant.choose(cfg, None, workload, None, world_size=1, cache=cache)
+    assert (hit.how, hit.channels_last) == ("cached", True)
+    cfg.channels_last = False  # pinned against the cache: the pin wins, not the cache
+    assert cpu_variant.choose(cfg, None, workload, None, world_size=1,
+                              cache=cache).channels_last is False
+
+
+@pytest.mark.parametrize("others, threads", [(0.0, 2), (0.3, 2), (0.7, 1), (1.0, 1), (1.2, 1)])
+def test_threads_are_the_cores_others_leave_free(monkeypatch, others, threads):
+    """Two cores; in a 100-tick window per core this process used 80 ticks and other
+    processes ``others`` cores' worth."""
+    seen = iter([((0, 0), 0), ((80 + round(others * 100), 200), 80)])
+    monkeypatch.setattr(cpu_threads, "busy_ticks", lambda cores: state[0])
+    monkeypatch.setattr(cpu_threads, "own_ticks", lambda: state[1])
+    set_to = []
+    monkeypatch.setattr("torch.set_num_threads", set_to.append)
+    fair = cpu_threads.FairThreads(most=2, cores=[0, 1])
+    state = next(seen)
+    fair.look()
+    state = next(seen)
+    fair.look()
+    assert fair.threads == threads and set_to == [threads]
+    assert fair.others == pytest.approx(others)
+
+
+def test_never_more_threads_than_the_run_started_with(monkeypatch):
+    ticks = iter([(0, 0), (0, 200)])
+    monkeypatch.setattr(cpu_threads, "busy_ticks", lambda cores: next(ticks))
+    monkeypatch.setattr(cpu_threads, "own_ticks", lambda: 0)
+    monkeypatch.setattr("torch.set_num_threads", lambda n: None)
+    fair = cpu_threads.FairThreads(most=1, cores=[0, 1])  # a sweep worker's one thread
+    fair.look()
+    fair.look()
+    assert fair.threads == 1 and "1 thread of 2 cores" in fair.describe()
