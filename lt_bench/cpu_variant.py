@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import platform
 import statistics
 import time
@@ -304,13 +303,15 @@ def cached_choice(entry, path: Path) -> Choice | None:
 
 
 def write_cache(path: Path, key: str, choice: Choice) -> None:
+    """Add the choice to the cache, written as run files are (a fresh temporary renamed over it,
+    never through a link below the cache folder)."""
+    from lt_bench.errors import LtBenchError
+    from lt_bench.run_files import write_file
+
     entries = read_cache(path)
     entries[key] = {**choice.to_dict(), "cpu": cpu_model(), "torch": torch.__version__,
                     "measured_at": time.strftime("%Y-%m-%d %H:%M:%S")}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(entries, indent=1))
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)  # an unwritable cache only means the next run probes again
+        write_file(path, json.dumps(entries, indent=1), root=path.parent)
+    except (OSError, LtBenchError):
+        pass  # an unwritable cache only means the next run probes again

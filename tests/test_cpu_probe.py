@@ -84,3 +84,17 @@ def test_never_more_threads_than_the_run_started_with(monkeypatch):
     fair.look()
     fair.look()
     assert fair.threads == 1 and "1 thread of 2 cores" in fair.describe()
+
+
+def test_the_cache_is_never_written_through_a_planted_link(tmp_path):
+    outside = tmp_path / "outside.json"
+    outside.write_text("keep")
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    cache = folder / "cpu_variants.json"
+    cache.symlink_to(outside)
+    cpu_variant.write_cache(cache, "k", cpu_variant.Choice(True, False, "measured"))
+    assert outside.read_text() == "keep" and cache.is_symlink()
+    cache.unlink()
+    cpu_variant.write_cache(cache, "k", cpu_variant.Choice(True, False, "measured"))
+    assert cpu_variant.read_cache(cache)["k"]["channels_last"] is True
