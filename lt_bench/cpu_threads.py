@@ -8,7 +8,8 @@ the idle speed. So a run counts, from ``/proc/stat``, how busy its allowed cores
 work since it last looked (its own time, from ``/proc/self/stat``, taken out), and uses one
 thread per core left free: at the start, and every ``EVERY_STEPS`` steps, so that a job started
 beside it costs it its fair share, not twentyfold. It never goes above the thread count it
-started with (the user's ``OMP_NUM_THREADS``, a sweep worker's one thread).
+started with (the user's ``OMP_NUM_THREADS``, a sweep worker's one thread), and a
+``deterministic=true`` run keeps its threads (another count sums in another order).
 """
 
 from __future__ import annotations

@@ -132,6 +132,7 @@ def draw(report: Report, path: Path, root: Path | None = None) -> Path:
     import matplotlib
 
     from lt_bench.run_files import atomic_writer
+    from lt_bench.tracking.comparison_plot import clipped
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -154,7 +155,8 @@ def draw(report: Report, path: Path, root: Path | None = None) -> Path:
             xs = [i + offset for i, (m, _) in zip(x, points) if m is not None]
             ms = [m for m, _ in points if m is not None]
             es = [sd or 0.0 for m, sd in points if m is not None]
-            ax.errorbar(xs, ms, yerr=es, fmt="o", color=colour, capsize=3, label=label)
+            ax.errorbar(xs, ms, yerr=clipped(ms, es), fmt="o", color=colour, capsize=3,
+                        label=label)
         ax.set_xticks(list(x), [r.label for r in s.rows], rotation=30, ha="right")
         ax.set_xlim(-0.6, len(s.rows) - 0.4)
         ax.set_title(column.label, fontsize=10)

@@ -158,8 +158,10 @@ def build_run(cfg: DictConfig, method: RunMethod, out_dir: Path, rank: int, worl
                                provenance.data_fingerprint(data)["data_fingerprint"])
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"
                 else nullcontext())
+    # deterministic=true promises the same bits from run to run: another thread count would
+    # sum in another order, so such a run keeps its threads
     threads = FairThreads(torch.get_num_threads()) if device.type == "cpu" and \
-        world_size == 1 else None
+        world_size == 1 and not cfg.deterministic else None
     threads_line = f"; {threads.start()}" if threads else ""  # before the probe: it times them
     choice = variant_of(state, cfg, data, device, precision, world_size, autocast)
     say(f"variant: {choice.describe()}{threads_line}")
@@ -259,8 +261,11 @@ def record_failure(tracker, status: str) -> None:
 def step_bar(cfg: DictConfig, steps_per_epoch: int, first_epoch: int, is_main: bool,
              epochs: int):
     """One bar over the whole run (its ETA is the run's), resumed where the run stands."""
+    # disable=None: off a terminal (a log file) tqdm draws nothing, and the epoch lines that
+    # bar.write prints are plain lines, not carriage-return frames
     return tqdm(total=epochs * steps_per_epoch, initial=first_epoch * steps_per_epoch,
-                unit="step", disable=cfg.quiet or not is_main, dynamic_ncols=True,
+                unit="step", disable=True if cfg.quiet or not is_main else None,
+                dynamic_ncols=True,
                 mininterval=1.0, desc=f"{cfg.method.name} seed {cfg.seed}")
 
 

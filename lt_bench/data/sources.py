@@ -45,7 +45,8 @@ def _progress(iterable, enabled: bool, **kw):
         return iterable
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, leave=False, dynamic_ncols=True, **kw)
+    return tqdm(iterable, leave=False, dynamic_ncols=True, disable=None, **kw)  # None: no
+    # carriage-return frames off a terminal
 
 
 # -- pickled CIFAR ---------------------------------------------------------------------------

@@ -179,6 +179,14 @@ def _legend(fig, rows: list, lines: dict, colours: dict) -> None:
                frameon=False)
 
 
+def clipped(means, spreads, low: float = 0.0, high: float = 100.0) -> list[list[float]]:
+    """Error bars of ± ``spreads`` cut at the ends of the scale (a percentage cannot pass 0 or
+    100): matplotlib's asymmetric ``yerr``, [below, above]."""
+    below = [min(s, max(0.0, m - low)) for m, s in zip(means, spreads)]
+    above = [min(s, max(0.0, high - m)) for m, s in zip(means, spreads)]
+    return [below, above]
+
+
 def _bars(ax, data: dict, colours: dict) -> None:
     names = list(colours)
     width = 0.8 / max(1, len(names))
@@ -192,8 +200,8 @@ def _bars(ax, data: dict, colours: dict) -> None:
                   if std is not None]  # one seed has no spread: no bar, not a zero-length one
         if spread:
             x, h, err = zip(*spread)
-            ax.errorbar(x, h, yerr=err, fmt="none", ecolor="black", elinewidth=1, capsize=3,
-                        label=f"_std {label}")
+            ax.errorbar(x, h, yerr=clipped(h, err), fmt="none", ecolor="black", elinewidth=1,
+                        capsize=3, label=f"_std {label}")
     ax.set_xticks(range(len(data)), list(data))
     ax.set_ylabel("top-1 accuracy % (mean over seeds)")
     ax.set_ylim(0, 100)

@@ -269,6 +269,8 @@ def client(uri: str, timeout_s: float | None = None):
     if uri in _ready:
         return MlflowClient(tracking_uri=uri)
     check_sqlite(uri)
+    for name in ("mlflow.store.db.utils", "alembic"):  # "Creating initial MLflow database
+        logging.getLogger(name).setLevel(logging.WARNING)  # tables": not the user's business
     try:
         with store_lock(uri):  # MlflowClient() itself may create (migrate) the store
             c = retry(MlflowClient, tracking_uri=uri, attempts=attempts_for(uri))
