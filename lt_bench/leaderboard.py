@@ -5,8 +5,8 @@ hash) is one row: normally one per method; a method run with two configurations 
 named by the options that differ (``dv (convention=authors)``, ``records.labels``). A row holds,
 over its seeds, the mean ± std (sample std, ddof=1) of top-1 **accuracy** (higher is better;
 ``metric=final`` by default, the last epoch, or ``metric=best``, the best epoch on the test set
-as much of the literature reports), the mean of the other one, the number of seeds, the many / medium / few-shot means
-(their thresholds, ``eval.many_above`` / ``eval.few_below``, in the header), the mean expected
+as much of the literature reports), the mean of the other one, the number of seeds, the many /
+medium / few-shot means (thresholds ``eval.many_above`` / ``few_below``), the mean expected
 calibration error and the accuracies under shifted test priors (``lt_bench.evaluate``), and its
 difference from the baseline method of the same setting (``baseline=ce``) with the
 p-values of Welch's t-test (``scipy.stats.ttest_ind(equal_var=False)``) and the two-sided
@@ -276,10 +276,12 @@ def _p(v: float | None) -> str:
     return "" if v is None else (f"{v:.3g}" if v >= 1e-3 else f"{v:.1e}")
 
 
-def _cells(row: Row, with_data: bool = False, columns: tuple[str, ...] = ()) -> list[str]:
+def _cells(row: Row, with_data: bool = False, columns: tuple[str, ...] = (),
+           with_cfg: bool = True) -> list[str]:
     std = "" if row.std is None else f" ± {100 * row.std:.2f}"
     diff = "" if row.diff is None else f"{100 * row.diff:+.2f}"
-    return [row.label or row.method, row.cfg_hash, *([row.data] if with_data else []),
+    return [row.label or row.method, *([row.cfg_hash] if with_cfg else []),
+            *([row.data] if with_data else []),
             f"{_pct(row.mean)}{std}", str(row.n), _pct(row.best_mean),
             _pct(row.acc_many), _pct(row.acc_medium), _pct(row.acc_few), _pct(row.ece),
             *([_pct(getattr(row, f"ece_{g}")) for g in GROUP_NAMES] if "ece" in columns else []),
@@ -288,13 +290,13 @@ def _cells(row: Row, with_data: bool = False, columns: tuple[str, ...] = ()) -> 
             ("" if row.test_note in ("baseline",) else row.test_note)]
 
 
-def _header(members: list[Row], with_data: bool = False,
-            columns: tuple[str, ...] = ()) -> list[str]:
+def _header(members: list[Row], with_data: bool = False, columns: tuple[str, ...] = (),
+            with_cfg: bool = True) -> list[str]:
     metric = members[0].metric
     other = "best" if metric == "final" else "final"
     rules = {g: " | ".join(dict.fromkeys(group_rule(g, r.many_above, r.few_below)
                                          for r in members)) for g in GROUP_NAMES}
-    return ["method", "cfg", *(["data"] if with_data else []),
+    return ["method", *(["cfg"] if with_cfg else []), *(["data"] if with_data else []),
             f"{metric} acc % (mean ± std)", "seeds", f"{other} acc %",
             *(f"{g} ({rules[g]}) %" for g in GROUP_NAMES), "ECE %",
             *([f"ECE {g} %" for g in GROUP_NAMES] if "ece" in columns else []),
@@ -332,14 +334,20 @@ def _mixed(members: list[Row]) -> bool:
     return len({r.data for r in members}) > 1
 
 
+def _two_settings(members: list[Row]) -> bool:
+    """A method with two configurations: only then is the hash shown (labels name the rest)."""
+    return len({(r.method, r.cfg_hash) for r in members}) > len({r.method for r in members})
+
+
 def format_text(rows: list[Row], columns: tuple[str, ...] = ()) -> str:
     """The tables, one per setting; ``columns``: the optional sets of ``COLUMNS`` to add."""
     if not rows:
         return "no finished runs match (lt-bench leaderboard lists seed runs with status FINISHED)"
     blocks = []
     for members in _by_setting(rows):
-        mixed = _mixed(members)
-        table = [_header(members, mixed, columns), *(_cells(r, mixed, columns) for r in members)]
+        mixed, cfg = _mixed(members), _two_settings(members)
+        table = [_header(members, mixed, columns, cfg),
+                 *(_cells(r, mixed, columns, cfg) for r in members)]
         widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in table]
         lines.insert(1, "  ".join("-" * w for w in widths))
@@ -351,11 +359,11 @@ def format_text(rows: list[Row], columns: tuple[str, ...] = ()) -> str:
 def format_markdown(rows: list[Row], columns: tuple[str, ...] = ()) -> str:
     blocks = []
     for members in _by_setting(rows):
-        mixed = _mixed(members)
-        header = _header(members, mixed, columns)
+        mixed, cfg = _mixed(members), _two_settings(members)
+        header = _header(members, mixed, columns, cfg)
         lines = [f"**{_title(members[0])}**", "", "| " + " | ".join(header) + " |",
                  "|" + "|".join("---" for _ in header) + "|"]
-        lines += ["| " + " | ".join(_cells(r, mixed, columns)) + " |" for r in members]
+        lines += ["| " + " | ".join(_cells(r, mixed, columns, cfg)) + " |" for r in members]
         if note := _threshold_note(members):
             lines += ["", note]
         blocks.append("\n".join(lines))
