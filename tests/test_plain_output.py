@@ -32,3 +32,15 @@ def test_a_new_store_is_made_without_mlflow_chatter(tmp_path, capfd, caplog):
     out, err = capfd.readouterr()
     assert (tmp_path / "mlflow.db").is_file()
     assert "Creating initial MLflow database tables" not in out + err + caplog.text
+
+
+def test_lt_bench_ui_makes_the_store_but_no_experiment(tmp_path):
+    """An empty experiment of the default setting would be listed above the user's own."""
+    from lt_bench.commands.ui import server_command
+    from lt_bench.tracking.store import client, tracking_uri
+
+    cfg = load_config([], [f"workspace={tmp_path}"])
+    command, uri = server_command(cfg, "127.0.0.1", 5999)
+    assert uri == tracking_uri(cfg) and "--backend-store-uri" in command
+    names = {e.name for e in client(uri).search_experiments()}
+    assert names <= {"Default"}  # MLflow's own, made with the tables

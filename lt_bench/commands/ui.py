@@ -28,8 +28,9 @@ def server_command(cfg, host: str, port: int) -> tuple[list[str], str]:
     from lt_bench.errors import LtBenchError
     from lt_bench.tracking.store import (
         ARTIFACTS_DIR,
+        client,
         is_remote,
-        prepare_store,
+        timeout_of,
         tracking_uri,
         workspace,
     )
@@ -38,7 +39,9 @@ def server_command(cfg, host: str, port: int) -> tuple[list[str], str]:
     if is_remote(uri):
         raise LtBenchError(f"tracking.uri={uri} is already a tracking server: open it in a "
                            "browser instead of starting `lt-bench ui`")
-    prepare_store(cfg)  # an empty store, so that the UI starts on a migrated database
+    # a migrated store, so that the UI starts on it, but no experiment: an empty one of the
+    # default setting would be listed above the user's real ones
+    client(uri, timeout_of(cfg))
     artifacts = workspace(cfg) / ARTIFACTS_DIR
     artifacts.mkdir(parents=True, exist_ok=True)
     return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
