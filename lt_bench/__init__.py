@@ -4,8 +4,14 @@ The exports below load on first use, so that commands which need no torch (the l
 the UI) start quickly.
 """
 
+import time
+
 from lt_bench.errors import LtBenchError
 from lt_bench.hookspec import hookimpl
+
+#: when this process imported lt_bench: a store that does not answer at start-up is reported
+#: within tracking.timeout_s of the command's start, imports included (tracking.http_budget)
+STARTED = time.monotonic()
 
 __version__ = "0.1.0"
 

@@ -325,3 +325,15 @@ def test_an_interrupt_wrapped_by_class_creation_is_an_interrupt(monkeypatch, cap
     monkeypatch.setattr("lt_bench.commands.methods.run", define_a_class)
     assert main(["methods"]) == 130
     assert one_line(capsys) == "lt-bench: interrupted"
+
+
+def test_a_silent_store_at_start_up_is_given_up_within_the_timeout_of_the_command():
+    """Imports take seconds before the first store call: that call gets what is left of
+    tracking.timeout_s (at least 1 s), so the command fails within it; later calls get all."""
+    import lt_bench
+    from lt_bench.tracking.http_budget import left_of
+
+    start = lt_bench.STARTED
+    assert left_of(30.0, now=start + 6.0) == pytest.approx(24.0)
+    assert left_of(30.0, now=start + 29.5) == 1.0
+    assert left_of(30.0, now=start + 600.0) == 30.0  # a call late in a run

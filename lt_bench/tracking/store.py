@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from lt_bench.errors import LtBenchError
 from lt_bench.tracking import http_budget
-from lt_bench.tracking.http_budget import _user_http, bound_http
+from lt_bench.tracking.http_budget import _user_http, bound_http, left_of
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +261,8 @@ def client(uri: str, timeout_s: float | None = None):
     calls each give up within ``timeout_s`` (``tracking.timeout_s``; None: as set before, else
     the default)."""
     if timeout_s is not None or not _user_http:
-        bound_http(30.0 if timeout_s is None else timeout_s)
+        seconds = 30.0 if timeout_s is None else timeout_s
+        bound_http(left_of(seconds), said=seconds)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from mlflow import MlflowClient
