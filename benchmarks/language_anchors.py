@@ -37,8 +37,8 @@ def arms(anchors: str) -> dict[str, list[str]]:
 
 def common(args) -> list[str]:
     return [f"dataset={args.dataset}", f"imbalance={args.imbalance}", f"data.root={args.data_root}",
-            f"protocol={args.protocol}", f"workspace={args.workspace}",
-            f"tracking.tracker={args.tracker}"]
+            f"data.copy={args.data_copy}", f"protocol={args.protocol}",
+            f"workspace={args.workspace}", f"tracking.tracker={args.tracker}"]
 
 
 def sweep_command(args, overrides: list[str]) -> list[str]:
@@ -185,6 +185,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--anchors", required=True, help="the language anchors file")
     parser.add_argument("--data-root", default="../shared/data")
+    parser.add_argument("--data-copy", default="auto",
+                        help="which copy of CIFAR (auto: the lossless one; the committed runs "
+                             "were on jpeg)")
     parser.add_argument("--workspace", default="workspace/language_anchors")
     parser.add_argument("--dataset", default="cifar10_lt")
     parser.add_argument("--imbalance", default="100")
