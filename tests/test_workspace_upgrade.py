@@ -26,6 +26,9 @@ def test_upgrade_gives_back_the_committed_evidence(tmp_path, capsys):
     ws = tmp_path / "ws"
     for part in ("runs", "trunks"):
         shutil.copytree(EVIDENCE / part, ws / part)
+    for folder in folders(ws):  # the lossless column beside it was never named the old way
+        if OmegaConf.load(folder / "config.yaml").data["copy"] != "jpeg":
+            shutil.rmtree(folder)
     committed = [f.name for f in folders(ws)]
     assert len(committed) == 12
     for folder in folders(ws):  # back to the old names, as an older lt_bench left them
