@@ -70,7 +70,11 @@ def short_sha(*parts: bytes | str) -> str:
 
 # -- the data fingerprint ---------------------------------------------------------------------
 def data_fingerprint(data: Any) -> dict[str, str]:
-    """The fingerprint of a ``LongTailedData``'s training set and its parts (module docstring)."""
+    """The fingerprint of a ``LongTailedData``'s training set and its parts (module docstring),
+    computed once a data object: a run asks at its start (the checkpoint guard) and its end."""
+    known = getattr(data, "_lt_fingerprint", None)
+    if known is not None:
+        return dict(known)
     import torch
 
     labels = torch.as_tensor(data.train_labels, dtype=torch.long).contiguous()
@@ -85,10 +89,15 @@ def data_fingerprint(data: Any) -> dict[str, str]:
                                                  [int(n) for n in data.train_counts]])),
         "data_pixels_sha": pixels[:SHORT] if pixels else UNKNOWN,
     }
-    return {"data_fingerprint": short_sha(*(parts[k] for k in PARTS)), **parts,
-            "data_pixels_digested": digested,
-            "data_copy": getattr(data, "copy", None),
-            "data_encoding": getattr(data, "encoding", None)}
+    out = {"data_fingerprint": short_sha(*(parts[k] for k in PARTS)), **parts,
+           "data_pixels_digested": digested,
+           "data_copy": getattr(data, "copy", None),
+           "data_encoding": getattr(data, "encoding", None)}
+    try:
+        data._lt_fingerprint = dict(out)
+    except AttributeError:  # an object that takes no attributes: computed each time
+        pass
+    return out
 
 
 def _pixels(data: Any) -> tuple[str | None, str]:
