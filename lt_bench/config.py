@@ -10,8 +10,6 @@ backbone drops the previous one's options; a method's follow ``lt_bench.config_m
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -23,6 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from lt_bench.config_checks import check_config, check_interpolations
+from lt_bench.config_identity import HASHED_WHEN_SET, NOT_HASHED, config_hash  # noqa: F401  (their old home)
 from lt_bench.config_method import MethodArgs
 from lt_bench.data import DataConfig
 from lt_bench.data.copies import CIFAR_DATASETS, resolve_copy
@@ -96,24 +95,6 @@ class Config:
     channels_last: bool | None = None  # None: on CUDA; on a CPU the faster, measured
     quiet: bool = False
     log_every: int = 50
-
-
-#: keys that do not change what a run computes, left out of its identity hash
-NOT_HASHED = ("seed", "workspace", "tracking", "resume", "quiet", "log_every", "device", "plugins",
-              "compile_mode", "eval_batch_size", "precision_used", "variant_used", "fork",
-              "channels_last", "compile")
-#: the variant keys compute the same function (lt_bench.cpu_variant) and are recorded with the
-#: run (``variant``); lt_bench before data.copy hashed them (``config_hash(legacy=True)``)
-LEGACY_HASHED = ("channels_last", "compile")
-#: keys added after runs were recorded, hashed only away from their default, so that a recorded
-#: run keeps its hash (and is still skipped by a sweep and grouped by the leaderboard)
-#: (a section left empty is dropped: ``eval`` at its defaults hashes as a config without it).
-#: The group thresholds train nothing differently, yet they are hashed when moved: the run's
-#: many/medium/few numbers (results.json, MLflow, a trunk's replayed history) follow them, and
-#: the leaderboard pools the seeds of one hash, so runs under other thresholds must not share it.
-HASHED_WHEN_SET = {"data": {"pad_mode": "zero", "normalize": "dataset", "meta_per_class": 0,
-                            "copy": "auto"},
-                   "eval": {"many_above": MANY, "few_below": FEW}}
 
 
 def config_dir() -> Path:
@@ -388,27 +369,3 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
-
-
-def config_hash(cfg: DictConfig | dict, legacy: bool = False) -> str:
-    """A short hash of what the run computes: the resolved config without the seed and the
-    bookkeeping keys, so the seeds of one setting share it. For CIFAR, ``data.copy`` names the
-    pixels and ``data.root`` is left out (moving the data keeps the hash). ``legacy``: the hash
-    of lt_bench before ``data.copy`` (root in, no copy), which ``lt-bench workspace upgrade``
-    reads old folder names by."""
-    d = to_dict(cfg) if isinstance(cfg, (DictConfig, ListConfig)) else dict(cfg)
-    for key in NOT_HASHED:
-        if not (legacy and key in LEGACY_HASHED):
-            d.pop(key, None)
-    if isinstance(d.get("data"), dict):  # how the images arrive, not which: a copy, not the
-        skip = {"download", "progress", "cache_dir"}  # caller's dict
-        skip.add("copy" if legacy else "root" if d.get("dataset") in CIFAR_DATASETS else "")
-        d["data"] = {k: v for k, v in d["data"].items() if k not in skip}
-    for section, defaults in HASHED_WHEN_SET.items():
-        if isinstance(d.get(section), dict):
-            d[section] = {k: v for k, v in d[section].items()
-                          if k not in defaults or v != defaults[k]}
-            if not d[section]:
-                del d[section]
-    blob = json.dumps(d, sort_keys=True, default=str)
-    return hashlib.sha1(blob.encode()).hexdigest()[:10]

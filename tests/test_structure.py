@@ -167,3 +167,22 @@ def test_every_sub_package_ships_in_the_wheel():
                  ["tool"]["setuptools"]["packages"])
     found = {module_name(p.parent / "__init__.py", PACKAGE) for p in PACKAGE.rglob("__init__.py")}
     assert found <= listed, f"add to pyproject's packages: {sorted(found - listed)}"
+
+
+#: the guide's bound on a module: one that grows past it is doing two jobs
+MAX_LINES = 400
+
+
+def too_long(root: Path, limit: int = MAX_LINES) -> list[str]:
+    return [f"{p.relative_to(root)}: {n} lines" for p in sorted(root.rglob("*.py"))
+            if (n := len(p.read_text().splitlines())) > limit]
+
+
+def test_no_module_is_over_400_lines(tmp_path):
+    (tmp_path / "long.py").write_text("x = 1\n" * (MAX_LINES + 1))
+    (tmp_path / "short.py").write_text("x = 1\n" * MAX_LINES)
+    assert too_long(tmp_path) == [f"long.py: {MAX_LINES + 1} lines"]  # the check itself
+    root = PACKAGE.parent
+    found = [line for folder in ("lt_bench", "plugins", "benchmarks")
+             for line in too_long(root / folder)]
+    assert not found, "split these modules: " + "; ".join(found)

@@ -228,7 +228,7 @@ def hashed_params(params: Mapping[str, str]) -> dict[str, str | None]:
 
 @functools.cache
 def _bookkeeping() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    from lt_bench.config import NOT_HASHED  # here: lt_bench.config loads torch
+    from lt_bench.config_identity import NOT_HASHED
 
     return NOT_HASHED, ("data.download", "data.progress", "data.cache_dir")
 
@@ -238,7 +238,7 @@ def default_param(method: str, key: str) -> str | None:
     """The value a key left out of a config stands for, as a param: a method option's default
     (a method's config keeps only the options typed away from it), a key hashed only when set
     at its default; None when not known."""
-    from lt_bench.config import HASHED_WHEN_SET
+    from lt_bench.config_identity import HASHED_WHEN_SET
 
     section, _, leaf = key.partition(".")
     if leaf in HASHED_WHEN_SET.get(section, {}):
