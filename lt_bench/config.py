@@ -107,6 +107,20 @@ def group_choices(group: str) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
 
 
+def protocol_label(cfg: DictConfig) -> str:
+    """The protocol's name with the values this config moved away from its shipped file, as a
+    title should say it: ``quick (epochs 2)``, not ``quick`` for a two-epoch run."""
+    name = str(cfg.protocol.name)
+    path = config_dir() / "protocol" / f"{name}.yaml"
+    if not GROUP_NAME.fullmatch(name) or not path.is_file():
+        return name
+    shipped = flatten(_read_yaml(path).get("protocol") or {})
+    ours = flatten(to_dict(cfg.protocol))
+    moved = [f"{key} {ours[key]}" for key, value in shipped.items()
+             if key != "name" and key in ours and ours[key] != value]
+    return f"{name} ({', '.join(moved)})" if moved else name
+
+
 def _schema() -> DictConfig:
     return OmegaConf.structured(Config)
 

@@ -127,48 +127,61 @@ def format_markdown(report: Report, picture: str | None = None) -> str:
 
 
 def draw(report: Report, path: Path, root: Path | None = None) -> Path:
-    """One panel per column: per row the paper's mean ± std and ours, side by side; written as
-    every workspace file is (``lt_bench.run_files``: never through a link below ``root``)."""
-    import matplotlib
+    """``study_figure`` as a PNG, written as every workspace file is (``lt_bench.run_files``:
+    never through a link below ``root``)."""
+    import matplotlib.pyplot as plt
 
     from lt_bench.run_files import atomic_writer
-    from lt_bench.tracking.comparison_plot import clipped
+    from lt_bench.tracking.comparison_plot import DPI
+
+    fig = study_figure(report)
+    try:
+        with atomic_writer(path, root) as f:
+            fig.savefig(f, format="png", dpi=DPI)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def study_figure(report: Report):
+    """One panel per column, a line per row (labels read level, however many rows): the paper's
+    mean ± std and ours, one above the other; 960 px wide, the width MLflow's artifact viewer
+    and a README give a picture."""
+    import textwrap
+
+    import matplotlib
+
+    from lt_bench.tracking.comparison_plot import WIDTH_IN, clipped
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     s = report.study
     n = len(s.columns)
-    per_line = min(n, 5)
+    per_line = min(n, 3)
     lines = (n + per_line - 1) // per_line
-    fig, axes = plt.subplots(lines, per_line, figsize=(2.2 + 1.0 * len(s.rows) * per_line,
-                                                       3.4 * lines), squeeze=False)
+    fig, axes = plt.subplots(lines, per_line, sharey=True, squeeze=False, layout="constrained",
+                             figsize=(WIDTH_IN, 1.4 + (0.75 + 0.32 * len(s.rows)) * lines))
     for ax in axes.flat[n:]:
         ax.axis("off")
-    x = range(len(s.rows))
+    y = range(len(s.rows))
     for ax, column in zip(axes.flat, s.columns):
         cells = [report.cells[r.label, column.label] for r in s.rows]
         for offset, colour, label, points in (
-                (-0.15, "0.55", "paper", [(c.paper.mean, c.paper.std) for c in cells]),
-                (0.15, "tab:blue", f"ours ({s.statistic} epoch)", [(c.mean, c.std)
+                (-0.17, "0.55", "paper", [(c.paper.mean, c.paper.std) for c in cells]),
+                (0.17, "tab:blue", f"ours ({s.statistic} epoch)", [(c.mean, c.std)
                                                                   for c in cells])):
-            xs = [i + offset for i, (m, _) in zip(x, points) if m is not None]
+            ys = [i + offset for i, (m, _) in zip(y, points) if m is not None]
             ms = [m for m, _ in points if m is not None]
             es = [sd or 0.0 for m, sd in points if m is not None]
-            ax.errorbar(xs, ms, yerr=clipped(ms, es), fmt="o", color=colour, capsize=3,
+            ax.errorbar(ms, ys, xerr=clipped(ms, es), fmt="o", color=colour, capsize=3,
                         label=label)
-        ax.set_xticks(list(x), [r.label for r in s.rows], rotation=30, ha="right")
-        ax.set_xlim(-0.6, len(s.rows) - 0.4)
+        ax.set_yticks(list(y), [r.label for r in s.rows])
+        ax.set_ylim(len(s.rows) - 0.5, -0.5)  # the study's first row on top, as in its table
         ax.set_title(column.label, fontsize=10)
-        ax.grid(axis="y", alpha=0.3)
-    axes.flat[0].set_ylabel(f"top-1 {s.reports} %")
+        ax.set_xlabel(f"top-1 {s.reports} %")
+        ax.grid(axis="x", alpha=0.3)
     handles, names = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=2, frameon=False)
-    fig.suptitle(s.title, fontsize=11)
-    fig.tight_layout(rect=(0, 0.07, 1, 0.95))
-    try:
-        with atomic_writer(path, root) as f:
-            fig.savefig(f, format="png", dpi=110)
-    finally:
-        plt.close(fig)
-    return path
+    fig.legend(handles, names, loc="outside lower center", ncol=2, frameon=False)
+    fig.suptitle("\n".join(textwrap.wrap(s.title, 90)), fontsize=11)
+    return fig

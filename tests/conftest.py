@@ -24,3 +24,15 @@ def no_downloads(monkeypatch):
         raise OSError("downloads are off in tests")
 
     monkeypatch.setattr("lt_bench.data.builders.fetch_cifar", offline)
+
+
+@pytest.fixture
+def overflows():
+    """Whether anything a figure draws (title, labels, legend) reaches past its canvas: the
+    drawn extent of every artist, in inches, against the figure's size."""
+    def check(fig) -> bool:
+        fig.canvas.draw()
+        drawn = fig.get_tightbbox(fig.canvas.get_renderer())
+        return (drawn.x0 < -0.01 or drawn.y0 < -0.01 or drawn.x1 > fig.get_figwidth() + 0.01
+                or drawn.y1 > fig.get_figheight() + 0.01)
+    return check

@@ -169,3 +169,23 @@ def test_the_sweep_draws_it_and_logs_a_sweep_level_run(tmp_path, template_db, mo
     assert any(runs[0].info.run_id in line for line in lines)
     # the leaderboard still counts the seed runs only
     assert {r.method: r.n for r in leaderboard({"workspace": str(ws)})} == {"ce": 1, "dv": 1}
+
+
+def test_the_picture_reads_at_the_artifact_viewers_width(ws, overflows):
+    fig = figure(rows_of(ws), ws)
+    width_px = fig.get_figwidth() * fig.dpi
+    assert 800 <= width_px <= 1000  # MLflow's artifact viewer shows about 1000 px
+    sizes = [t.get_fontsize() for t in fig.findobj(lambda a: hasattr(a, "get_fontsize"))
+             if getattr(t, "get_text", lambda: "")().strip()]
+    assert min(sizes) >= 8  # at native size: 8 pt at 120 dpi is 13 px
+    assert not overflows(fig)
+
+
+def test_the_title_names_the_protocols_overridden_values():
+    from lt_bench.config import load_config, protocol_label
+
+    assert protocol_label(load_config([], ["protocol=quick"])) == "quick"
+    assert protocol_label(load_config([], ["protocol=quick", "protocol.epochs=2"])) == \
+        "quick (epochs 2)"
+    two = load_config([], ["protocol=quick", "protocol.epochs=2", "protocol.lr=0.05"])
+    assert protocol_label(two) == "quick (epochs 2, lr 0.05)"

@@ -228,3 +228,24 @@ def test_runs_trained_with_the_data_elsewhere_are_found(tmp_path):
     other = load_config([], [*common, "data.root=/far/away", "protocol.lr=0.5"])
     job.cfg, job.run_dir = other, run_folder(other)  # another config: not this run
     assert collect(study, {("CE", "x"): [job]})[("CE", "x")].n == 0
+
+
+def test_the_study_picture_fits_its_width_with_level_labels_and_a_whole_title(tmp_path,
+                                                                               overflows):
+    from lt_bench.study_output import study_figure
+
+    rows = [{"label": f"method number {i}", "method": "ce"} for i in range(12)]
+    columns = [{"label": f"synthetic IF {f}", "dataset": "synthetic_lt", "imbalance": f}
+               for f in (10, 20, 50, 100)]
+    title = "A study whose title is longer than any picture is wide: " + "words " * 30
+    study = load_study(str(write(tmp_path, study_dict(
+        title=title, rows=rows, columns=columns, claims=[],
+        cells={r["label"]: ["40.0 ± 1.0"] * 4 for r in rows}))))
+    ours = {(r["label"], c["label"]): Ours([30.0 + i, 31.0 + i])
+            for i, r in enumerate(rows) for c in columns}
+    fig = study_figure(build_report(study, ours))
+    assert fig.get_figwidth() * 120 <= 1000 and not overflows(fig)
+    labels = fig.axes[0].get_yticklabels()
+    assert [t.get_text() for t in labels] == [r["label"] for r in rows]
+    assert all(t.get_rotation() == 0 for t in labels)
+    assert fig._suptitle.get_text().replace("\n", " ") == title.strip()

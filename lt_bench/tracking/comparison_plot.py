@@ -29,6 +29,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from lt_bench.config import protocol_label
 from lt_bench.errors import LtBenchError
 from lt_bench.provenance import fingerprint
 from lt_bench.results import FEW, MANY, SHIFTED, finished_or_skip, group_rule
@@ -38,6 +39,9 @@ from lt_bench.tracking.records import SETTING, mean, sample_std
 
 GROUPS = ("overall", "many", "medium", "few")
 BAND = "band: lowest to highest seed"
+#: 8 in × 120 dpi: the picture's native width (960 px) is the width MLflow's artifact viewer
+#: gives it (about 1000 px), so its 10-11 pt text reads there unscaled
+WIDTH_IN, DPI = 8.0, 120
 
 
 def setting_of(row) -> tuple:
@@ -121,8 +125,9 @@ def by_count(counts: list[int], accuracy: list[float | None]) -> dict[int, float
     return {c: mean(v) for c, v in grouped.items()}
 
 
-def figure(rows: list, workspace: Path, out=print):
-    """The figure of one setting's rows (matplotlib, Agg)."""
+def figure(rows: list, workspace: Path, out=print, protocol: str = ""):
+    """The figure of one setting's rows (matplotlib, Agg); ``protocol`` names it in the title
+    with its overridden values (``protocol_label``), else the rows' protocol tag does."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -138,9 +143,11 @@ def figure(rows: list, workspace: Path, out=print):
     shifted = {label: row.shifted for label, row in zip(labels(rows), rows)
                if getattr(row, "shifted", None)}
     panels = 1 + bool(lines) + bool(shifted)
-    # constrained layout keeps the legend, placed "outside", off every panel
-    fig, axes = plt.subplots(1, panels, figsize=(1 + 6 * panels, 5.6), dpi=110, squeeze=False,
-                             layout="constrained")
+    # panels stacked, WIDTH_IN × DPI = 960 px wide: MLflow's artifact viewer shows a picture at
+    # about 1000 px, where panels side by side (1,400 px) shrank their text below reading size.
+    # Constrained layout keeps the legend, placed "outside", off every panel.
+    fig, axes = plt.subplots(panels, 1, figsize=(WIDTH_IN, 0.9 + 4.2 * panels), dpi=DPI,
+                             squeeze=False, layout="constrained")
     # by name, not by rank: a method keeps its colour from one setting's figure to the next
     colours = {label: plt.get_cmap("tab10")(sorted(labels(rows)).index(label) % 10)
                for label in labels(rows)}
@@ -151,13 +158,13 @@ def figure(rows: list, workspace: Path, out=print):
                                            for r in rows)) for g in ("many", "medium", "few")),
         fontsize=8)
     if lines:
-        _lines(axes[0][1], lines, colours)
+        _lines(axes[1][0], lines, colours)
     if shifted:
-        _shifted(axes[0][-1], shifted, colours)
+        _shifted(axes[-1][0], shifted, colours)
     _legend(fig, rows, lines, colours)
     first = rows[0]
     fig.suptitle(f"{first.dataset}, imbalance {first.imbalance}, {first.backbone}, protocol "
-                 f"{first.protocol}: top-1 accuracy over seeds, {first.metric} epoch",
+                 f"{protocol or first.protocol}\ntop-1 accuracy over seeds, {first.metric} epoch",
                  fontsize=11)
     return fig
 
@@ -255,11 +262,12 @@ def image_format(path: Path) -> str:
 
 
 def write_figures(rows: list, workspace: Path, path: Path, suffix: bool = False,
-                  out=print, root: Path | None = None) -> list[Path]:
+                  out=print, root: Path | None = None, cfgs: list = ()) -> list[Path]:
     """One picture per setting of ``rows``: ``path`` itself for a single setting unless
     ``suffix``, else ``<stem>-<setting>.<ext>`` beside it (ext: png without one). Each is written
     to a temporary beside it and renamed (matplotlib would follow a planted link), never through a
-    link below ``root`` (default: the picture's own folder)."""
+    link below ``root`` (default: the picture's own folder). ``cfgs``, the sweep's configs,
+    let each title name the protocol's overridden values."""
     import matplotlib.pyplot as plt
 
     path = Path(path)
@@ -272,7 +280,8 @@ def write_figures(rows: list, workspace: Path, path: Path, suffix: bool = False,
     for setting, members in settings.items():
         target = (path.with_name(f"{path.stem}-{setting_slug(setting)}{path.suffix}")
                   if suffix or len(settings) > 1 else path)
-        fig = figure(members, workspace, out)
+        fig = figure(members, workspace, out,
+                     protocol_label(_cfg_of(cfgs, members[0])) if cfgs else "")
         try:
             with atomic_writer(target, target.parent if root is None else root) as f:
                 fig.savefig(f, format=image_format(target))
@@ -290,7 +299,7 @@ def sweep_figures(cfgs: list, rows: list, out=print) -> list[Path]:
     first = cfgs[0]
     workspace = Path(first.workspace).expanduser()
     paths = write_figures(rows, workspace, sweeps_folder(workspace) / "comparison.png", suffix=True,
-                          out=out, root=workspace)
+                          out=out, root=workspace, cfgs=cfgs)
     for target in paths:
         out(f"sweep: comparison plot {target}")
     if tracker_name(first) == "mlflow":
