@@ -127,6 +127,8 @@ def test_layout_tags_metrics_artifacts(workspace):
         seed = int(tags["lt.seed"])
         assert run.data.metrics["final/acc"] == pytest.approx(accs[seed])
         assert run.data.metrics["best/acc"] == pytest.approx(accs[seed] + 0.01)
+        # the UI's column: percent, rounded as the leaderboard prints it
+        assert run.data.metrics["percent/acc"] == round(100 * accs[seed], 2)
         assert "final/acc_few" not in run.data.metrics  # a group with no class is left out
         assert run.data.params["protocol.lr"] == "0.1"
         assert run.data.params["protocol.milestones"] == "[1, 2]"
@@ -142,6 +144,11 @@ def test_layout_tags_metrics_artifacts(workspace):
     assert gm["seeds"] == 3
     assert gm["final/acc_mean"] == pytest.approx(np.mean(accs))
     assert gm["final/acc_std"] == pytest.approx(np.std(accs, ddof=1))
+    assert gm["percent/acc"] == round(100 * np.mean(accs), 2)
+    assert gm["percent/acc_std"] == round(100 * np.std(accs, ddof=1), 2)
+    # one value a settled seed, all at step 0: the chart view draws a bar, not a line
+    history = c.get_metric_history(group.info.run_id, "percent/acc")
+    assert len(history) == 3 and {m.step for m in history} == {0}
     # artifacts
     names = {a.path for a in c.list_artifacts(run_ids[1])}
     assert {"config.yaml", "per_class_accuracy.csv", "class_weights.csv", "class_weights.json",
@@ -214,4 +221,24 @@ def test_eight_processes_log_into_one_fresh_store(tmp_path):
         mine = [0.5 + s / 100 for s in range(8) if (s % 2 == 1) == (g.data.tags["lt.method"] == "ce")]
         assert g.data.metrics["seeds"] == 4
         assert g.data.metrics["final/acc_mean"] == pytest.approx(np.mean(mine))
+        # settled by racing processes at one step: the summary of all four is still the latest
+        assert g.data.metrics["percent/acc"] == round(100 * np.mean(mine), 2)
         assert not math.isnan(g.data.metrics["final/acc_std"])
+
+
+def test_a_group_is_named_by_its_method_until_a_second_setting_needs_its_keys(workspace):
+    """As the leaderboard names its rows: ``dv`` alone, then, once another setting of dv is in
+    the experiment, what tells the two apart; a method with one setting keeps its bare name."""
+    def names() -> dict[str, str]:
+        c = client(tracking_uri({"workspace": str(workspace)}))
+        exp = c.get_experiment_by_name("cifar10_lt-IF100-resnet32").experiment_id
+        return {r.data.tags["lt.cfg_hash"]: r.info.run_name
+                for r in c.search_runs([exp], "tags.`lt.role` = 'group'")}
+
+    log_run(make_cfg(workspace, "dv", 0), 0.6)
+    log_run(make_cfg(workspace, "ce", 0), 0.5)
+    assert sorted(names().values()) == ["ce", "dv"]
+    other = make_cfg(workspace, "dv", 0)
+    other["protocol"] = {**other["protocol"], "lr": 0.05}
+    log_run(other, 0.62)
+    assert sorted(names().values()) == ["ce", "dv (protocol.lr=0.05)", "dv (protocol.lr=0.1)"]

@@ -6,11 +6,13 @@ Layout:
   ``tracking.experiment`` names one;
 * one **group run** (parent, tag ``lt.role=group``) per (method, config hash without the seed),
   carrying the mean and std over its finished seeds (``final/acc_mean``, ``final/acc_std``,
-  ``seeds`` …, logged at ``step`` = number of seeds, so the latest value is the most complete);
+  ``seeds`` …, logged at ``step`` = number of seeds, so the latest value is the most complete),
+  and in percent for the UI (``percent/acc``, ``percent/acc_std`` …; ``ui_view``) at step 0;
 * one **seed run** (child, ``lt.role=seed``) per seed, with the flattened resolved config as
-  params, per-epoch metrics at ``step=epoch``, ``final/*`` and ``best/*`` metrics, the training
-  data as an input once finished (its fingerprint as digest, the counts; no images; its group
-  gets it too) and the artifacts of ``lt_bench.tracking.report``.
+  params, per-epoch metrics at ``step=epoch``, ``final/*`` and ``best/*`` metrics (and the final
+  accuracies as ``percent/*``), the training data as an input once finished (its fingerprint as
+  digest, the counts; no images; its group gets it too) and the artifacts of
+  ``lt_bench.tracking.report``.
 
 Tags on both: ``lt.method``, ``lt.dataset``, ``lt.imbalance``, ``lt.backbone``, ``lt.protocol``,
 ``lt.cfg_hash`` (seed runs: ``lt.seed``, and once finished ``lt_bench.provenance.tags_of``).
@@ -36,7 +38,7 @@ from lt_bench.run_folder import CHECKPOINT, RESULTS
 from lt_bench.tracking.base import Tracker
 from lt_bench.tracking.mlflow_read import group_summary, load_runs
 from lt_bench.tracking.outbox import Outbox, describe
-from lt_bench.tracking.records import number, setting_tags, summary_metrics
+from lt_bench.tracking.records import config_labels, number, setting_tags, summary_metrics
 from lt_bench.tracking.store import (
     TAG,
     artifact_root,
@@ -57,6 +59,7 @@ from lt_bench.tracking.store import (
     unless_gone,
     unreachable,
 )
+from lt_bench.tracking.ui_view import percent_metrics
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +188,8 @@ class MlflowTracker(Tracker):
         if self.run_id is None:
             return
         done = status == "FINISHED" and result is not None and result.final is not None
-        summary = self._metrics(summary_metrics(result), step=0) if done else []
+        values = summary_metrics(result) if done else {}
+        summary = self._metrics({**values, **percent_metrics(values)}, step=0) if done else []
         parts = []  # (what the store lacks if this part is not done, the part)
         if done:
             parts += [("the tags of its provenance", lambda: self._log_batch(self.run_id, tags={
@@ -281,8 +285,7 @@ class MlflowTracker(Tracker):
             found = self._live_groups(exp_id, tags)
             if found:
                 return found[0].info.run_id
-            run = self._call("create_run", exp_id,
-                             run_name=f"{tags[TAG + 'method']}-{tags[TAG + 'cfg_hash']}",
+            run = self._call("create_run", exp_id, run_name=tags[TAG + "method"],
                              tags={**tags, f"{TAG}role": "group"})
             mine = run.info.run_id
             found = self._live_groups(exp_id, tags)
@@ -291,7 +294,21 @@ class MlflowTracker(Tracker):
                 unless_gone(self._call, "delete_run", mine)
             else:  # a settler that saw an older group may have deleted it already
                 unless_gone(self._log_batch, mine, params=config_params(cfg, drop=("seed",)))
+                self._name_groups(exp_id, tags[TAG + "method"])
             return winner
+
+    def _name_groups(self, exp_id: str, method: str) -> None:
+        """Name the groups of ``method`` as the leaderboard names its rows
+        (``records.config_labels``): the method alone while it has one setting here, else
+        the keys that tell its settings apart (``dv (convention=authors)``), never a hash."""
+        groups = search_all(self.client, [exp_id], f"tags.`{TAG}role` = 'group' and "
+                                                   f"tags.`{TAG}method` = {quote(method)}")
+        names = config_labels(method, {g.data.tags.get(f"{TAG}cfg_hash", ""): g.data.params
+                                       for g in groups})
+        for g in groups:
+            name = names[g.data.tags.get(f"{TAG}cfg_hash", "")]
+            if g.info.run_name != name:
+                unless_gone(self._call, "set_tag", g.info.run_id, "mlflow.runName", name)
 
     def _log_dataset(self, info: dict) -> None:
         """The data set's summary as the tag ``lt.data``; the data itself becomes an input at
@@ -342,10 +359,16 @@ class MlflowTracker(Tracker):
                 self._call("set_tag", run.info.run_id, PARENT_TAG, group)
         for duplicate in groups[1:]:
             unless_gone(self._call, "delete_run", duplicate.info.run_id)
-        summary = group_summary([r for r in seeds if r.info.status == "FINISHED"])
+        finished = [r for r in seeds if r.info.status == "FINISHED"]
+        summary = group_summary(finished)
         seeds_done = int(summary["seeds"])
         if seeds_done:
-            self._log_batch(group, metrics=self._metrics(summary, step=seeds_done))
+            # percent at step 0 (one bar a group in the chart view), stamped with the end of
+            # its latest seed, so that the summary of more seeds is always the latest value
+            latest = max(r.info.end_time or 0 for r in finished) or None
+            self._log_batch(group, metrics=[
+                *self._metrics(summary, step=seeds_done),
+                *self._metrics(percent_metrics(summary), step=0, timestamp=latest)])
         self._call("set_terminated", group, "FINISHED" if seeds_done else status)
         return summary
 
