@@ -143,8 +143,9 @@ def test_the_printed_link_opens_percent_rows_bars_and_the_picture(tmp_path, temp
 @browser_test
 def test_where_mlflows_own_setting_decides_the_view(tmp_path, template_db):
     """The bare experiment address and a run page follow the browser's own workflow setting
-    (GenAI until "Model training" is clicked once), not the experiment's kind tag: what
-    docs/TRACKING.md tells users. If MLflow starts reading the tag, this test says so."""
+    (GenAI until "Model training" is clicked once from the GenAI view), not the experiment's
+    kind tag: what docs/TRACKING.md tells users. If MLflow starts reading the tag, this test
+    says so."""
     ws = store(tmp_path, template_db)
     group, seeds = log_seeds(ws, "dv", [0.64, 0.66])
     from lt_bench.tracking.store import client, tracking_uri
@@ -153,10 +154,16 @@ def test_where_mlflows_own_setting_decides_the_view(tmp_path, template_db):
     with ui_page(ws, viewport={"width": 1600, "height": 900}) as (page, url):
         page.goto(f"{url}/#/experiments/{exp_id}", wait_until="domcontentloaded")
         page.wait_for_url("**/overview**", timeout=90_000)  # MLflow's default: GenAI
-        page.evaluate("localStorage.setItem('mlflow.workflowType_v1', '\"machine_learning\"')")
-        page.goto(f"{url}/#/experiments/{exp_id}", wait_until="domcontentloaded")
-        page.reload(wait_until="domcontentloaded")
+        close_assistant(page)
+        got_it = page.get_by_role("button", name="Got it")  # its "Detect Issues" pop-up
+        got_it.first.wait_for(timeout=60_000)
+        got_it.first.click()
+        page.get_by_text("Model training", exact=True).first.click()  # the one click
         page.wait_for_url(f"**/experiments/{exp_id}/runs**", timeout=90_000)
+        assert page.evaluate("localStorage.getItem('mlflow.workflowType_v1')") == \
+            '"machine_learning"'
+        page.goto(f"{url}/#/experiments/{exp_id}", wait_until="domcontentloaded")
+        page.wait_for_url(f"**/experiments/{exp_id}/runs**", timeout=90_000)  # kept
         page.goto(f"{url}/#/experiments/{exp_id}/runs/{seeds[0]}", wait_until="domcontentloaded")
         page.get_by_text("dv-seed0").first.wait_for(timeout=90_000)
         assert page.get_by_text("Evaluations", exact=True).count() == 0

@@ -367,7 +367,8 @@ class MlflowTracker(Tracker):
             # its latest seed, so that the summary of more seeds is always the latest value
             latest = max(r.info.end_time or 0 for r in finished) or None
             self._log_batch(group, metrics=[
-                *self._metrics(summary, step=seeds_done),
+                *self._metrics({k: round(v, 6) for k, v in summary.items()},  # no float noise
+                               step=seeds_done),                       # on the group's page
                 *self._metrics(percent_metrics(summary), step=0, timestamp=latest)])
         self._call("set_terminated", group, "FINISHED" if seeds_done else status)
         return summary
