@@ -242,3 +242,13 @@ def test_a_group_is_named_by_its_method_until_a_second_setting_needs_its_keys(wo
     other["protocol"] = {**other["protocol"], "lr": 0.05}
     log_run(other, 0.62)
     assert sorted(names().values()) == ["ce", "dv (protocol.lr=0.05)", "dv (protocol.lr=0.1)"]
+
+
+def test_accuracy_is_the_first_metric_a_run_shows(workspace):
+    """MLflow's compare-runs page plots the first metric key its runs share, in the order the
+    store first saw them: a seed's is its test accuracy (not the loss, logged beside it in the
+    same batch), a group's its percent accuracy."""
+    tracker, run_id = log_run(make_cfg(workspace, "dv", 0), 0.6)
+    c = client(tracking_uri({"workspace": str(workspace)}))
+    assert list(c.get_run(run_id).data.metrics)[0] == "test/acc"
+    assert list(c.get_run(tracker.group_id).data.metrics)[0] == "percent/acc"

@@ -90,6 +90,11 @@ def quote(value: str) -> str:
     return "'" + str(value).replace("'", "\\'") + "'"
 
 
+#: logged before the other metrics of a batch: the compare-runs page of MLflow's UI plots the
+#: first metric key its runs share, in the order the store first saw them (docs/TRACKING.md)
+FIRST_LOGGED = ("test/acc", "percent/acc")
+
+
 def same_setting(role: str, tags: dict) -> str:
     """The search filter for the ``role`` runs of ``tags``' (method, config hash)."""
     return (f"tags.`{TAG}role` = '{role}' and tags.`{TAG}cfg_hash` = "
@@ -147,7 +152,9 @@ class MlflowTracker(Tracker):
         from mlflow.entities import Metric
 
         ts = timestamp or int(time.time() * 1000)
-        return [Metric(k[:MAX_KEY], float(v), ts, int(step)) for k, v in values.items()
+        # accuracy first: MLflow's compare page plots the first metric its runs logged
+        ordered = sorted(values.items(), key=lambda kv: kv[0] not in FIRST_LOGGED)
+        return [Metric(k[:MAX_KEY], float(v), ts, int(step)) for k, v in ordered
                 if number(v) is not None]
 
     # -- the tracker interface ------------------------------------------------------------------
@@ -367,9 +374,9 @@ class MlflowTracker(Tracker):
             # its latest seed, so that the summary of more seeds is always the latest value
             latest = max(r.info.end_time or 0 for r in finished) or None
             self._log_batch(group, metrics=[
-                *self._metrics({k: round(v, 6) for k, v in summary.items()},  # no float noise
-                               step=seeds_done),                       # on the group's page
-                *self._metrics(percent_metrics(summary), step=0, timestamp=latest)])
+                *self._metrics(percent_metrics(summary), step=0, timestamp=latest),
+                *self._metrics({k: float(f"{v:.7g}") for k, v in summary.items()},  # no float
+                               step=seeds_done)])                        # noise on its page
         self._call("set_terminated", group, "FINISHED" if seeds_done else status)
         return summary
 
