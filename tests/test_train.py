@@ -123,13 +123,13 @@ def test_two_process_ddp_on_gloo(tmp_path):
     """torchrun with 2 CPU processes: rank 0 alone writes, evaluation covers each test image
     once, and the class-volume weights come from the statistics of both ranks."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    # --max-restarts=1, as the README advises: gloo now and then aborts a rank as the ranks
-    # start ("terminate called without an active exception", seen twice in CI; of the kind in
-    # pytorch/pytorch#188266); the restarted workers resume from the run's checkpoint. That is
-    # safe here and hides nothing: a resumed run ends bit-identical to one never interrupted
-    # (test_killed_run_resumes_to_the_same_result and the fork tests hold that), so a restart
-    # cannot change any number asserted below; and a defect that made a rank fail every time
-    # still fails, since one restart is all torchrun allows.
+    # --max-restarts=1, as docs/CONFIG.md ("Several GPUs") advises: gloo now and then aborts a rank as
+    # the ranks start ("terminate called without an active exception", seen twice in CI; of the kind
+    # in pytorch/pytorch#188266); the restarted workers resume from the run's checkpoint. That is safe
+    # here and hides nothing: a resumed run ends bit-identical to one never interrupted
+    # (test_killed_run_resumes_to_the_same_result and the fork tests hold that), so a restart cannot
+    # change any number asserted below; and a defect that made a rank fail every time still fails,
+    # since one restart is all torchrun allows.
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
            "--max-restarts=1", "--master_port=29517", "-m", "lt_bench", "train", *TINY,
            "method=dv",

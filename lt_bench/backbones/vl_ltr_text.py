@@ -76,7 +76,7 @@ def sentence_transformers_encoder(folder):
     if not (model_dir / "modules.json").is_file():
         raise LtBenchError(
             f"anchors: {str(folder)!r} is not a sentence-transformers model folder (no "
-            "modules.json); see the README's 'Language anchors' for where to get one")
+            "modules.json); see docs/DATA.md, 'Language anchors' for where to get one")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # read the folder; never reach for the hub
     try:
         from sentence_transformers import SentenceTransformer
