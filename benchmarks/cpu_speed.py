@@ -3,7 +3,7 @@
     python benchmarks/cpu_speed.py [--root ../shared/data] [--epochs 5] [--compile] [--pair] [--busy]
 
 Floor: ResNet-32 on ready-made random tensors (no data pipeline), timed by the same function the
-run's own probe uses (``lt_bench.cpu_variant.time_variant``): batch 128 with SGD for training,
+run's own probe uses (``lt_bench.device.cpu_variant.time_variant``): batch 128 with SGD for training,
 batch 1,000 under no_grad for scoring, in fp32 and bf16 (bf16 only where the CPU runs it
 natively, unless ``--all-precisions``), contiguous and channels_last, and compiled with
 ``--compile`` (in the precision a run picks). Its epoch is CIFAR-10-LT IF 100's: 12,406 training and 10,000 test images.
@@ -40,8 +40,8 @@ BEFORE = ["channels_last=false", "compile=false"]
 
 def floors(precisions: list[str], compiled: str | None, steps: int) -> list[dict]:
     """Every variant's figures; ``compiled``: the precision whose variants are compiled too."""
-    from lt_bench import cpu_variant
     from lt_bench.backbones import build_backbone
+    from lt_bench.device import cpu_variant
 
     cpu_variant.TIMED_STEPS = steps
     model = build_backbone("resnet32", 10)
@@ -92,8 +92,8 @@ def main() -> None:
                         help="also the default run beside one busy-loop process (a core taken)")
     args = parser.parse_args()
 
-    from lt_bench.device_defaults import native_bf16
-    from lt_bench.provenance import cpu_model
+    from lt_bench.device.defaults import native_bf16
+    from lt_bench.workspace.provenance import cpu_model
 
     native, why = native_bf16(torch.device("cpu"))
     precisions = ["fp32", "bf16"] if native or args.all_precisions else ["fp32"]

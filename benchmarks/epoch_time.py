@@ -6,7 +6,7 @@ Both sides train the same ResNet-32 (lt_bench's ``resnet32``) on the same CIFAR-
 training images (real data, ``cifar10-jpeg.tar.gz``), batch 128, SGD, and then score the 10,000
 test images. The plain loop is what a user would write: torchvision ImageFolder + PIL transforms
 (RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor, Normalize) + DataLoader with 2
-workers, ``F.cross_entropy``. The harness is ``lt_bench.train.train`` with the ``ce``, ``dv`` and
+workers, ``F.cross_entropy``. The harness is ``lt_bench.run.train.train`` with the ``ce``, ``dv`` and
 ``bv`` methods (class-volume statistics gathered in every epoch: ``start_epoch=0``, the worst
 case). Every configuration runs ``--epochs`` epochs in this one process, one after the other; the
 last epoch's time is reported (the first one warms up caches and workers).
@@ -97,7 +97,7 @@ def model_only(epochs: int, precision: str, train_images: int = 12406,
 
 def harness(root: Path, epochs: int, method: str, precision: str) -> float:
     from lt_bench.config import load_config
-    from lt_bench.train import train
+    from lt_bench.run.train import train
 
     with tempfile.TemporaryDirectory() as workspace:
         cfg = load_config([], [

@@ -17,7 +17,7 @@ TINY = ("dataset=synthetic_lt tracking.tracker=local quiet=true protocol.epochs=
 FORKED = TINY + " protocol.epochs=2 protocol.start_epoch=1 methods=[ce,effective_number]"
 
 #: ``d``: the tiny run's folder, ``j``: the first job of a sweep of ``ARGS``
-RUN = ("from lt_bench.config import load_config; from lt_bench.run_folder import run_folder; "
+RUN = ("from lt_bench.config import load_config; from lt_bench.workspace.layout import run_folder; "
        f"d = run_folder(load_config([], '{TINY} workspace={{ws}}'.split()))")
 OUTSIDE = "echo keep > {tmp}/outside && "
 UNTOUCHED = "echo outside file: $(cat {tmp}/outside)"

@@ -86,7 +86,7 @@ CASES = [
     ("R3 anchors --names a,b for another data set",
      "lt-bench anchors {tmp}/o.pt --model {tmp}/none --names a,b " + TINY, ""),
     ("R3 CPU variant cache: entries of the wrong type",
-     "python -c \"import json; from pathlib import Path; from lt_bench.cpu_variant import "
+     "python -c \"import json; from pathlib import Path; from lt_bench.device.cpu_variant import "
      "cached_choice; print([cached_choice(e, Path('c')) for e in ['x', {{'channels_last': "
      "'false', 'compile': False}}, {{'channels_last': True, 'compile': False, 'figures': 5}}]])\"",
      ""),

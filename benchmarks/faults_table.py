@@ -37,7 +37,7 @@ def train(extra: str) -> str:
 def plant(write: str) -> str:
     """Write a file into the run folder of the tiny run (``write`` sees it as ``d``), then
     train that run."""
-    return ("python -c \"import os; from lt_bench.config import load_config; from lt_bench.run_folder import run_folder; "
+    return ("python -c \"import os; from lt_bench.config import load_config; from lt_bench.workspace.layout import run_folder; "
             f"c = load_config([], '{TINY} workspace={{ws}}'.split()); d = run_folder(c); "
             f"os.makedirs(d); {write}\" && lt-bench train {TINY} workspace={{ws}}")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mlflow.entities import Metric, Param, RunTag
 
-from lt_bench.leaderboard import format_text, leaderboard
+from lt_bench.compare.leaderboard import format_text, leaderboard
 from lt_bench.tracking.store import client, ensure_experiment, tracking_uri
 
 METHODS = ["ce", "dv", "cb", "ldam", "focal", "ldam_drw", "bs", "ls", "ib", "vs"]

@@ -28,7 +28,7 @@ WORKER = textwrap.dedent("""
     import json, sys
     from pathlib import Path
     from omegaconf import OmegaConf
-    from lt_bench.results import RunResult, Score
+    from lt_bench.workspace.record import RunResult, Score
     from lt_bench.tracking import store
     from lt_bench.tracking.mlflow_tracker import MlflowTracker
 

@@ -46,7 +46,7 @@ def lt_bench_register_methods(register):
     builds the run (``lt_bench.method.Method``): ``needs_features`` (the penultimate features
     are passed to ``loss``), ``head = "cosine"`` (the backbone's ``fc`` is swapped),
     ``meta_per_class`` (a balanced meta set is held out of training as ``data.meta``) and
-    ``wants_look_ahead``/``look_ahead`` (given an ``lt_bench.lookahead.LookAhead`` each step,
+    ``wants_look_ahead``/``look_ahead`` (given an ``lt_bench.run.lookahead.LookAhead`` each step,
     it returns per-sample weights). ``loss`` may be overridden for a batch loss that is not a
     weighted mean.
 
@@ -96,7 +96,7 @@ def lt_bench_register_trackers(register):
     """Register experiment trackers: ``register(name, factory)``.
 
     ``factory(cfg)`` returns an ``lt_bench.tracking.Tracker`` that records one training run
-    (``start``, ``log_metrics``, ``finish`` with the typed ``lt_bench.results.RunResult``) and
+    (``start``, ``log_metrics``, ``finish`` with the typed ``lt_bench.workspace.record.RunResult``) and
     reads runs back for the sweep and the leaderboard (``prepare``, ``finished_runs``,
     ``runs_for_leaderboard``). A subclass that does not override the read side inherits one
     that reads the run folders; an object without it makes the sweep skip by run folder only

@@ -10,7 +10,7 @@ A method may declare what more it needs, and the harness provides exactly that (
 the penultimate features beside the logits (``needs_features``), a cosine classifier in place of
 the backbone's linear one (``head = "cosine"``), a balanced meta set held out of the training
 images (``meta_per_class``), and per-sample weights from a one-step look-ahead through the model
-(``wants_look_ahead`` / ``look_ahead``, given an ``lt_bench.lookahead.LookAhead``). A method
+(``wants_look_ahead`` / ``look_ahead``, given an ``lt_bench.run.lookahead.LookAhead``). A method
 whose batch loss is not a weighted mean of per-sample losses overrides ``loss``.
 
 Why not ``F.cross_entropy(weight=α)``: its mean divides by Σα over the batch, which cancels any
@@ -200,7 +200,7 @@ class Method(nn.Module, metaclass=_WeighsAfterInit):
 
     def look_ahead(self, step) -> torch.Tensor:
         """Per-sample weights [B] for a training batch from a one-step look-ahead on the meta
-        set; ``step`` is an ``lt_bench.lookahead.LookAhead``. Called only when
+        set; ``step`` is an ``lt_bench.run.lookahead.LookAhead``. Called only when
         ``wants_look_ahead()``; the weights replace the class weights in ``loss``."""
         raise NotImplementedError(f"{type(self).__name__} wants a look-ahead but has none")
 

@@ -4,7 +4,7 @@
 A small MLP V (1 → 100 → 1, ReLU, sigmoid) maps a sample's loss to its weight. Each step:
 1. v_i = V(ℓ_i), normalised to sum 1 over the batch (the loss is not detached, as in the code);
 2. a virtual SGD step θ' = θ − η ∇θ Σ_i v_i ℓ_i at the model's current lr η, through
-   ``torch.func.functional_call`` (``lt_bench.lookahead``);
+   ``torch.func.functional_call`` (``lt_bench.run.lookahead``);
 3. the meta loss, the mean cross-entropy of a meta batch under θ', trains V (SGD lr 1e-5,
    Nesterov momentum 0.9, weight decay 5e-4);
 4. the real step weighs the batch with the updated V: Σ_i w_i ℓ_i with w = V(ℓ) / Σ V(ℓ).

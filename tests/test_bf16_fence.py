@@ -5,10 +5,10 @@ import math
 
 import torch
 
-from lt_bench import assemble
-from lt_bench.bf16_fence import Bf16Fence
 from lt_bench.config import load_config
-from lt_bench.train import train
+from lt_bench.device.bf16_fence import Bf16Fence
+from lt_bench.run import assemble
+from lt_bench.run.train import train
 
 TINY = ["dataset=synthetic_lt", "imbalance=10", "protocol.epochs=2", "tracking.tracker=local",
         "quiet=true", "precision=bf16", "method=dv", "protocol.start_epoch=1"]

@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from lt_bench import build_method
-from lt_bench.assemble import build_model, check_needs, resolve_method
 from lt_bench.config import config_hash, load_config
 from lt_bench.data import load_data
 from lt_bench.errors import LtBenchError
-from lt_bench.fork import trunk_config
-from lt_bench.run_folder import run_folder
+from lt_bench.run.assemble import build_model, check_needs, resolve_method
+from lt_bench.run.fork import trunk_config
+from lt_bench.run.train import claim_and_train, train
 from lt_bench.sweep.trunks import plan
-from lt_bench.train import claim_and_train, train
+from lt_bench.workspace.layout import run_folder
 
 TINY = ["dataset=synthetic_lt", "imbalance=20", "protocol.batch_size=64", "protocol.lr=0.05",
         "protocol.warmup_epochs=0", "precision=fp32", "quiet=true", "deterministic=true",
@@ -89,7 +89,7 @@ def test_a_run_resolves_and_builds_its_method_once(tmp_path, monkeypatch):
     """Looked up and checked once before the data loads, built there on made-up counts (the
     early check), then built once on the real counts: nothing resolves it by name again."""
     import lt_bench.api
-    import lt_bench.assemble as assemble
+    import lt_bench.run.assemble as assemble
     calls = {"check": 0, "build": 0}
 
     def counted(key, fn):

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from lt_bench_plugins.class_volume.volume import SIGMA_FLOOR
 
 from lt_bench import LtBenchError, build_method
-from lt_bench.volume import SIGMA_FLOOR
 
 COUNTS = [120, 80, 60, 45, 35, 30]
 C = len(COUNTS)

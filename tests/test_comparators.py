@@ -15,10 +15,10 @@ from lt_bench.backbones import build_backbone
 from lt_bench.backbones.heads import CosineLinear, swap_head
 from lt_bench.config import load_config
 from lt_bench.data.longtail import hold_out_validation, select_subset
-from lt_bench.lookahead import LookAhead
-from lt_bench.loop import batch_loss
 from lt_bench.method import declared_needs
 from lt_bench.registry import get_registry
+from lt_bench.run.lookahead import LookAhead
+from lt_bench.run.loop import batch_loss
 
 COUNTS = [500, 120, 30, 8]
 C = len(COUNTS)

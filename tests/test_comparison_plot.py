@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from matplotlib.container import BarContainer
 
-from lt_bench.leaderboard import leaderboard
-from lt_bench.results import RunResult
-from lt_bench.tracking.comparison_plot import class_lines, figure
+from lt_bench.compare.leaderboard import leaderboard
+from lt_bench.compare.plot import class_lines, figure
+from lt_bench.workspace.record import RunResult
 
 HERE = Path(__file__).parent
 COUNTS = [500, 300, 300, 120, 60, 60, 25, 10, 5, 5]  # ties: 300, 60 and 5 are one point each
@@ -147,7 +147,7 @@ def test_command_writes_the_png_and_says_where(ws):
 
 
 def test_the_sweep_draws_it_and_logs_a_sweep_level_run(tmp_path, template_db, monkeypatch):
-    from lt_bench.sweep.runner import run_sweep
+    from lt_bench.commands.sweep import run_sweep
     from lt_bench.tracking.store import TAG, client, tracking_uri
 
     ws = tmp_path / "ws"

@@ -95,7 +95,7 @@ def test_hashing_a_dict_leaves_it_as_it_was():
 
 
 def test_the_reweighting_start_is_one_key_protocol_start_epoch():
-    from lt_bench.assemble import method_options_of
+    from lt_bench.run.assemble import method_options_of
 
     cfg = load_config([], ["method=dv", "protocol=quick", "protocol.start_epoch=2"])
     assert method_options_of(cfg)["start_epoch"] == 2

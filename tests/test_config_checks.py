@@ -12,7 +12,7 @@ from PIL import Image
 
 from lt_bench import LtBenchError
 from lt_bench.config import config_hash, load_config
-from lt_bench.config_checks import schedule_warnings
+from lt_bench.config.checks import schedule_warnings
 from lt_bench.data import DataConfig, load_data
 from lt_bench.method import Method
 from lt_bench.sweep.grid import expand

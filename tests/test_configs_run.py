@@ -5,14 +5,14 @@ import pytest
 import torch
 
 from lt_bench.api import build_method
-from lt_bench.assemble import backbone_options_of, build_optimizer
 from lt_bench.backbones import build_backbone
 from lt_bench.config import group_choices, load_config
-from lt_bench.train import train
+from lt_bench.run.assemble import backbone_options_of, build_optimizer
+from lt_bench.run.train import train
 
 # Each file's own precision (auto unless it pins one): on a CPU with native bf16 these run in
 # bf16. There, on an Intel Xeon with AMX, the vl_ltr_inat2018 run once stopped in about 1 of 8
-# tries: a Conv2d returned all-NaN from finite inputs. lt_bench/bf16_fence.py now redoes such a
+# tries: a Conv2d returned all-NaN from finite inputs. lt_bench/device/bf16_fence.py now redoes such a
 # batch in fp32, and this test is the one that met the defect.
 TINY = ["dataset=synthetic_lt", "imbalance=10", "protocol.epochs=1", "tracking.tracker=local",
         "quiet=true"]

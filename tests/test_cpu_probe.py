@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lt_bench import cpu_threads, cpu_variant
+from lt_bench.device import cpu_threads, cpu_variant
 
 
 class FakeClock:

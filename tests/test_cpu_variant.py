@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from lt_bench import cpu_variant
 from lt_bench.config import load_config
-from lt_bench.cpu_variant import Choice, Workload, choose, time_variant
-from lt_bench.train import train
+from lt_bench.device import cpu_variant
+from lt_bench.device.cpu_variant import Choice, Workload, choose, time_variant
+from lt_bench.run.train import train
 
 TINY = ["dataset=synthetic_lt", "imbalance=10", "protocol.epochs=1", "tracking.tracker=local",
         "quiet=true", "precision=fp32"]
@@ -132,8 +132,8 @@ def test_a_run_prints_records_and_reuses_its_variant(monkeypatch, tmp_path, caps
 
 
 def test_a_resumed_run_keeps_the_variant_its_checkpoint_recorded(tmp_path):
-    from lt_bench.checkpoint import RunState
-    from lt_bench.train import variant_of
+    from lt_bench.run.checkpoint import RunState
+    from lt_bench.run.train import variant_of
 
     model = small_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)

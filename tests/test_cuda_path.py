@@ -11,16 +11,16 @@ import pytest
 import torch
 from torch import nn
 
-import lt_bench.assemble as parts
-import lt_bench.checkpoint as checkpoint
-import lt_bench.loop as loop
-import lt_bench.train as harness
+import lt_bench.run.assemble as parts
+import lt_bench.run.checkpoint as checkpoint
+import lt_bench.run.loop as loop
+import lt_bench.run.train as harness
 from lt_bench import LtBenchError
 from lt_bench.backbones import build_backbone
 from lt_bench.backbones.heads import Fp32Linear
 from lt_bench.config import load_config
-from lt_bench.device_defaults import resolve_compile, resolve_precision
-from lt_bench.evaluate import evaluate
+from lt_bench.device.defaults import resolve_compile, resolve_precision
+from lt_bench.run.evaluate import evaluate
 
 TINY = ["dataset=synthetic_lt", "imbalance=20", "protocol.lr=0.05", "protocol.warmup_epochs=0",
         "precision=fp32", "quiet=true", "deterministic=true", "tracking.tracker=local"]
@@ -198,13 +198,13 @@ def test_without_omegaconf_the_cli_says_what_to_install(tmp_path):
     ({"amx_bf16", "amx_tile"}, "bf16"), (None, "fp32"),
 ])
 def test_auto_precision_follows_the_cpu_flags(monkeypatch, flags, expected):
-    monkeypatch.setattr("lt_bench.device_defaults.cpu_flags", lambda: flags)
+    monkeypatch.setattr("lt_bench.device.defaults.cpu_flags", lambda: flags)
     chosen, why = resolve_precision("auto", torch.device("cpu"))
     assert chosen == expected and why
 
 
 def test_explicit_bf16_on_an_emulating_cpu_warns_and_runs(monkeypatch, caplog):
-    monkeypatch.setattr("lt_bench.device_defaults.cpu_flags", lambda: {"avx2"})
+    monkeypatch.setattr("lt_bench.device.defaults.cpu_flags", lambda: {"avx2"})
     with caplog.at_level(logging.WARNING, logger="lt_bench"):
         assert resolve_precision("bf16", torch.device("cpu"))[0] == "bf16"
     assert any("emulated and slow" in r.getMessage() for r in caplog.records)
@@ -255,13 +255,13 @@ def fake_jobs(backbone: str, device: str = "auto", n: int = 3):
     ("resnet50", "auto", 2, 2), ("resnet32", "cpu", 1, 1),
 ])
 def test_sweep_workers_default_to_the_measured_share_of_a_gpu(backbone, device, gpus, expected):
-    from lt_bench.device_defaults import default_jobs
+    from lt_bench.device.defaults import default_jobs
 
     assert default_jobs(fake_jobs(backbone, device), gpus) == expected
 
 
 def test_workers_spread_over_the_gpus():
-    from lt_bench.device_defaults import least_busy_gpu
+    from lt_bench.device.defaults import least_busy_gpu
 
     assert least_busy_gpu([], 1) is None  # one GPU: leave CUDA_VISIBLE_DEVICES alone
     in_use: list = []

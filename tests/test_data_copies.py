@@ -18,10 +18,10 @@ from PIL import Image
 from lt_bench import LtBenchError
 from lt_bench.config import config_hash, load_config
 from lt_bench.data import DataConfig, load_data
-from lt_bench.fork import trunk_folder
-from lt_bench.provenance import data_fingerprint
+from lt_bench.run.fork import trunk_folder
+from lt_bench.run.train import train, train_trunk
 from lt_bench.sweep.trunks import plan
-from lt_bench.train import train, train_trunk
+from lt_bench.workspace.provenance import data_fingerprint
 
 CLASSES, PER_CLASS, TEST_PER_CLASS = 4, 12, 2
 REAL = (Path(__file__).parents[1] / "../shared/data").resolve()

@@ -15,7 +15,7 @@ import torch
 from benchmarks.device_check import projection as proj
 from benchmarks.device_check import runs
 from benchmarks.device_check.common import REPO, Child, Clock, CombinedLog
-from lt_bench.device_defaults import resolve_precision
+from lt_bench.device.defaults import resolve_precision
 
 PACKAGE = REPO / "benchmarks" / "device_check"
 

@@ -12,17 +12,17 @@ import pytest
 import torch
 
 from lt_bench import LtBenchError
+from lt_bench.compare.leaderboard import build, format_csv, format_markdown, format_text
 from lt_bench.config import config_hash, load_config
-from lt_bench.evaluate import (
+from lt_bench.run.evaluate import (
     confidence_bin,
     evaluate,
     expected_calibration_error,
     shifted_accuracies,
     shifted_priors,
 )
-from lt_bench.leaderboard import build, format_csv, format_markdown, format_text
-from lt_bench.results import SHIFTED, RunResult, Score, from_history, read_result
 from lt_bench.tracking.records import summary_metrics
+from lt_bench.workspace.record import SHIFTED, RunResult, Score, from_history, read_result
 
 TRAIN_COUNTS = [300, 50, 5]  # many, medium, few under the default thresholds
 
@@ -100,8 +100,8 @@ def test_a_group_without_test_samples_has_no_ece():
 
 # -- shifted test priors ------------------------------------------------------------------------
 def test_a_class_without_test_images_has_no_accuracy_not_zero(tmp_path):
-    from lt_bench.results import Score
-    from lt_bench.tracking.comparison_plot import by_count
+    from lt_bench.compare.plot import by_count
+    from lt_bench.workspace.record import Score
 
     data = HandData(SAMPLES[:4])  # no test image of class 2
     report = evaluate(data.model, data, "cpu", batch_size=10)
@@ -304,7 +304,7 @@ def test_the_columns_option_and_its_help():
 
 # -- a real run ---------------------------------------------------------------------------------
 def test_a_run_records_them_at_every_evaluated_epoch(tmp_path):
-    from lt_bench.train import train
+    from lt_bench.run.train import train
 
     cfg = load_config([], [
         "dataset=synthetic_lt", "imbalance=20", "protocol.batch_size=64", "protocol.lr=0.05",

@@ -6,10 +6,10 @@ import time
 import pytest
 import torch
 
-import lt_bench.train as harness
+import lt_bench.run.train as harness
 from lt_bench import LtBenchError, build_method
 from lt_bench.config import load_config
-from lt_bench.run_folder import run_folder
+from lt_bench.workspace.layout import run_folder
 
 TINY = ["dataset=synthetic_lt", "imbalance=10", "protocol.epochs=1", "precision=fp32",
         "quiet=true", "tracking.tracker=local"]
@@ -55,7 +55,7 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_leaves_no_temporary(tmp_pat
         f.write(b"partial")  # the checkpoint's temporary, opened by lt_bench's safe writer
         raise RuntimeError("[enforce fail at inline_container.cc] No space left on device")
 
-    monkeypatch.setattr("lt_bench.checkpoint.torch.save", full)
+    monkeypatch.setattr("lt_bench.run.checkpoint.torch.save", full)
     cfg = load_config([], TINY + [f"workspace={tmp_path}"])
     with pytest.raises(LtBenchError, match="cannot write the checkpoint in .*MiB free"):
         harness.train(cfg)

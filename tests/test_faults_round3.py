@@ -16,9 +16,9 @@ import yaml
 
 from lt_bench import LtBenchError
 from lt_bench.cli import main
+from lt_bench.compare.study import load_study
 from lt_bench.config import load_config
 from lt_bench.method import Method
-from lt_bench.study import load_study
 
 SHIPPED = Path(__file__).parents[1] / "configs" / "study" / "zheng_ng_table1_if100.yaml"
 
@@ -241,7 +241,7 @@ def test_names_typed_for_other_classes_are_named_as_such():
                                    {"channels_last": True, "compile": False,
                                     "figures": {"x": {"eval_img_s": 1.0}}}])
 def test_a_cpu_variant_cache_entry_lt_bench_did_not_write_is_measured_again(entry, caplog):
-    from lt_bench.cpu_variant import cached_choice
+    from lt_bench.device.cpu_variant import cached_choice
 
     with caplog.at_level(logging.WARNING, logger="lt_bench"):
         assert cached_choice(entry, Path("cache.json")) is None

@@ -10,10 +10,10 @@ import pytest
 
 from lt_bench import build_method
 from lt_bench.config import load_config
-from lt_bench.fork import trunk_folder
 from lt_bench.method import PLAIN_THROUGHOUT
+from lt_bench.run.fork import trunk_folder
+from lt_bench.run.train import train, train_trunk
 from lt_bench.sweep.trunks import epochs_with_and_without, plan
-from lt_bench.train import train, train_trunk
 
 TINY = ["dataset=synthetic_lt", "imbalance=20", "protocol.batch_size=64", "protocol.lr=0.05",
         "protocol.warmup_epochs=0", "precision=fp32", "quiet=true", "deterministic=true",
@@ -94,7 +94,7 @@ def test_a_method_added_later_branches_from_the_finished_trunk(tmp_path):
 def test_a_sweep_trains_the_trunk_once_and_matches_the_sweep_without_it(tmp_path, template_db):
     import shutil
 
-    from lt_bench.sweep.runner import run_sweep
+    from lt_bench.commands.sweep import run_sweep
     from lt_bench.tracking.store import client, tracking_uri
 
     args = [*TINY, "methods=[ce,dv,effective_number]", "seeds=1", "jobs=2",

@@ -8,13 +8,13 @@ import threading
 
 import pytest
 
+from lt_bench.commands.sweep import run_sweep
 from lt_bench.config import load_config
-from lt_bench.fork import finished_trunk, trunk_folder
-from lt_bench.ownership import claim_run
+from lt_bench.run.fork import finished_trunk, trunk_folder
+from lt_bench.run.train import train, train_trunk
 from lt_bench.sweep.grid import expand
-from lt_bench.sweep.runner import run_sweep
 from lt_bench.sweep.trunks import plan
-from lt_bench.train import train, train_trunk
+from lt_bench.workspace.ownership import claim_run
 
 TINY = ["dataset=synthetic_lt", "imbalance=20", "protocol.batch_size=64", "protocol.lr=0.05",
         "protocol.warmup_epochs=0", "precision=fp32", "quiet=true", "deterministic=true",

@@ -7,12 +7,12 @@ import signal
 
 import pytest
 
-import lt_bench.assemble as parts
+import lt_bench.run.assemble as parts
 from lt_bench.config import load_config
-from lt_bench.interrupts import held, terminate_as_interrupt
-from lt_bench.results import RunResult, read_result
+from lt_bench.run.interrupts import held, terminate_as_interrupt
+from lt_bench.run.train import train
 from lt_bench.tracking.base import Tracker
-from lt_bench.train import train
+from lt_bench.workspace.record import RunResult, read_result
 
 TINY = ["dataset=synthetic_lt", "imbalance=20", "protocol.batch_size=64", "protocol.epochs=1",
         "precision=fp32", "quiet=true", "tracking.tracker=local"]

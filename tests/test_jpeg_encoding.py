@@ -1,4 +1,4 @@
-"""benchmarks/jpeg_encoding.py: the quality and chroma subsampling a file was written with are
+"""experiments/jpeg_encoding.py: the quality and chroma subsampling a file was written with are
 read back from its quantisation tables (the encoder's settings are the truth here)."""
 import io
 import tarfile
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.jpeg_encoding import encoding_of, ijg_table, main, report
+from experiments.jpeg_encoding import encoding_of, ijg_table, main, report
 
 
 def encoded(fmt="JPEG", **options) -> bytes:

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from test_tracking import log_run, make_cfg
 
-from lt_bench.leaderboard import format_text, leaderboard
-from lt_bench.results import RunResult
-from lt_bench.tracking.comparison_plot import class_lines, figure
+from lt_bench.compare.leaderboard import format_text, leaderboard
+from lt_bench.compare.plot import class_lines, figure
 from lt_bench.tracking.records import labels
+from lt_bench.workspace.record import RunResult
 
 DV = {"method.name": "dv", "protocol.lr": "0.1", "seed": "0", "workspace": "/a",
       "precision_used": "bf16"}

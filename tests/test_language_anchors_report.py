@@ -1,6 +1,6 @@
 """The language-anchors benchmark's report with a class that has no test images (its per-class
 accuracy is None in results.json): the class is shown as n/a, the others keep their means."""
-from benchmarks.language_anchors import class_means, picture, table
+from experiments.language_anchors import class_means, picture, table
 
 
 def run(acc, per_class):

@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from lt_bench.leaderboard import NEEDS_SEEDS, build, format_csv, format_markdown, leaderboard
+from lt_bench.compare.leaderboard import (
+    NEEDS_SEEDS,
+    build,
+    format_csv,
+    format_markdown,
+    leaderboard,
+)
 from lt_bench.tracking.store import client, ensure_experiment, tracking_uri
 
 ACC = {  # method -> final accuracy per seed

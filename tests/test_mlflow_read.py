@@ -105,7 +105,7 @@ def test_a_store_at_a_revision_no_one_knows_is_not_read_by_sql(store, tmp_path):
 
 
 def test_the_leaderboard_reads_an_sql_store_without_importing_mlflow(store):
-    code = ("import sys\nfrom lt_bench.leaderboard import tracked_runs\n"
+    code = ("import sys\nfrom lt_bench.compare.leaderboard import tracked_runs\n"
             f"runs = tracked_runs({{'workspace': {str(store)!r}}})\n"
             "print(len(runs), 'mlflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

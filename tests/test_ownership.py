@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from lt_bench.config import load_config
-from lt_bench.ownership import RunOwned, claim_run, owner_of
-from lt_bench.train import train
+from lt_bench.run.train import train
+from lt_bench.workspace.ownership import RunOwned, claim_run, owner_of
 
 TINY = ["dataset=synthetic_lt", "imbalance=20", "protocol.batch_size=64", "protocol.epochs=1",
         "precision=fp32", "quiet=true", "tracking.tracker=local"]
@@ -25,7 +25,7 @@ def test_a_live_claim_blocks_a_second_one_and_release_frees_it(tmp_path):
 
 
 def test_the_run_of_a_process_killed_with_sigkill_is_taken_over(tmp_path):
-    code = ("import sys, time; from lt_bench.ownership import claim_run; "
+    code = ("import sys, time; from lt_bench.workspace.ownership import claim_run; "
             f"c = claim_run({str(tmp_path / 'run')!r}); print('claimed', flush=True); "
             "time.sleep(600)")
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
@@ -43,8 +43,8 @@ def test_the_run_of_a_process_killed_with_sigkill_is_taken_over(tmp_path):
 
 def test_train_refuses_a_run_another_live_process_trains_before_loading_data(tmp_path,
                                                                             monkeypatch):
-    import lt_bench.train as harness
-    from lt_bench.run_folder import run_folder
+    import lt_bench.run.train as harness
+    from lt_bench.workspace.layout import run_folder
 
     cfg = load_config([], [*TINY, f"workspace={tmp_path}"])
     real_load = harness.load_data

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import logging
 
+from lt_bench.compare.plot import clipped
 from lt_bench.config import load_config
-from lt_bench.tracking.comparison_plot import clipped
-from lt_bench.train import train
+from lt_bench.run.train import train
 
 
 def test_error_bars_stop_at_0_and_100():

@@ -12,7 +12,13 @@ import time
 
 import pytest
 
-from lt_bench.progress import STOPPED_AFTER_S, RunProgress, SweepDisplay, fraction, read_progress
+from lt_bench.run.progress import (
+    STOPPED_AFTER_S,
+    RunProgress,
+    SweepDisplay,
+    fraction,
+    read_progress,
+)
 
 SWEEP = ["-m", "lt_bench", "sweep", "dataset=synthetic_lt", "imbalance=10", "'methods=[ce,dv]'",
          "protocol.epochs=6", "precision=fp32", "tracking.tracker=local", "jobs=2"]
@@ -104,10 +110,10 @@ def test_a_forked_sweeps_eta_counts_the_epochs_it_trains(tmp_path, monkeypatch):
 def test_plan_work_counts_trunk_branch_and_resumed_epochs(tmp_path):
     from omegaconf import OmegaConf
 
-    from lt_bench.run_folder import TRUNK_MARK
     from lt_bench.sweep.jobs import Job
     from lt_bench.sweep.report import Report
     from lt_bench.sweep.trunks import plan_work
+    from lt_bench.workspace.layout import TRUNK_MARK
 
     cfg = OmegaConf.create({"protocol": {"epochs": 34}, "resume": True})
     trunks = [Job([], cfg, "ce", seed, run_dir=tmp_path / f"t{seed}", trunk_epochs=30)

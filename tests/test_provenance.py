@@ -20,24 +20,23 @@ from PIL import Image
 from scipy import stats
 from test_tracking import DATA_INFO, fake_results, make_cfg
 
-from lt_bench import provenance
+from lt_bench.compare.leaderboard import build, format_text
 from lt_bench.data import DataConfig, LoaderData, TensorData, load_data
 from lt_bench.data import pipeline as pipeline_module
-from lt_bench.leaderboard import build, format_text
-from lt_bench.provenance import (
+from lt_bench.tracking import Tracker
+from lt_bench.tracking.mlflow_tracker import MlflowTracker
+from lt_bench.tracking.records import from_tags, tags_of
+from lt_bench.workspace import provenance
+from lt_bench.workspace.provenance import (
     UNKNOWN,
     data_fingerprint,
     fingerprint_groups,
-    from_tags,
     gather,
     lt_bench_commit,
     pooling_warning,
     split_warning,
-    tags_of,
 )
-from lt_bench.results import RunResult
-from lt_bench.tracking import Tracker
-from lt_bench.tracking.mlflow_tracker import MlflowTracker
+from lt_bench.workspace.record import RunResult
 
 CLASSES, PER_CLASS, TEST_PER_CLASS = 4, 12, 2
 PARTS = ("data_indices_sha", "data_counts_sha", "data_pixels_sha")
@@ -350,7 +349,7 @@ def test_a_trained_run_records_its_provenance(tmp_path):
     from test_train import TINY
 
     from lt_bench.config import load_config
-    from lt_bench.train import train
+    from lt_bench.run.train import train
 
     cfg = load_config([], TINY + ["method=ce", "protocol.epochs=1", "tracking.tracker=local",
                                   f"workspace={tmp_path}"])

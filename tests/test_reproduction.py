@@ -260,9 +260,9 @@ def epochs_as_trained(protocol: str, steps_per_epoch: int = 2) -> list[dict]:
     """Per epoch, what the training loop saw: the lr of each step, whether the weights of the
     first step were uniform, whether statistics were gathered by the epoch's end. The real
     loop, optimizer, schedule and dv criterion, on a linear model over fixed inputs."""
-    from lt_bench.assemble import build_optimizer, build_schedule, method_options_of
     from lt_bench.config import load_config
-    from lt_bench.loop import train_one_epoch
+    from lt_bench.run.assemble import build_optimizer, build_schedule, method_options_of
+    from lt_bench.run.loop import train_one_epoch
 
     cfg = load_config([], [f"protocol={protocol}", "method=dv", "method.convention=authors"])
     torch.manual_seed(0)

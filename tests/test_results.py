@@ -5,8 +5,15 @@ import json
 import pytest
 
 from lt_bench.config import load_config
-from lt_bench.results import SCHEMA, RunResult, Score, finished_result, from_history, read_result
-from lt_bench.run_files import RunFileError
+from lt_bench.workspace.files import RunFileError
+from lt_bench.workspace.record import (
+    SCHEMA,
+    RunResult,
+    Score,
+    finished_result,
+    from_history,
+    read_result,
+)
 
 
 class Data:

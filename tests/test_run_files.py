@@ -12,18 +12,18 @@ from pathlib import Path
 import pytest
 import torch
 
-import lt_bench.train as harness
-from lt_bench.checkpoint import load_checkpoint, save_checkpoint
+import lt_bench.run.train as harness
 from lt_bench.cli import main
+from lt_bench.compare.leaderboard import Row, leaderboard
+from lt_bench.compare.plot import class_lines, write_figures
 from lt_bench.config import load_config
 from lt_bench.errors import LtBenchError
-from lt_bench.leaderboard import Row, leaderboard
-from lt_bench.ownership import claim_run, owner_of
-from lt_bench.progress import RunProgress, epochs_done, fraction, read_progress, run_line
-from lt_bench.results import RunResult, finished_or_skip, finished_result, read_result
-from lt_bench.run_files import LinkRefused, RunFileError, open_log, write_file
-from lt_bench.run_folder import run_folder
-from lt_bench.tracking.comparison_plot import class_lines, write_figures
+from lt_bench.run.checkpoint import load_checkpoint, save_checkpoint
+from lt_bench.run.progress import RunProgress, epochs_done, fraction, read_progress, run_line
+from lt_bench.workspace.files import LinkRefused, RunFileError, open_log, write_file
+from lt_bench.workspace.layout import run_folder
+from lt_bench.workspace.ownership import claim_run, owner_of
+from lt_bench.workspace.record import RunResult, finished_or_skip, finished_result, read_result
 
 SECRET = "someone else's file\n"
 NAME = "cifar10_lt-ce-abc-seed0"

@@ -10,9 +10,9 @@ import shutil
 import pytest
 from test_tracking_server import server  # noqa: F401  (the fixture: a real `mlflow server`)
 
+from lt_bench.commands.sweep import run_sweep
+from lt_bench.compare.leaderboard import leaderboard
 from lt_bench.config import load_config
-from lt_bench.leaderboard import leaderboard
-from lt_bench.sweep.runner import run_sweep
 
 TINY = ["dataset=synthetic_lt", "imbalance=20", "protocol.epochs=1", "protocol.batch_size=64",
         "precision=fp32", "methods=[ce,dv]", "seeds=2", "jobs=2"]
@@ -90,9 +90,9 @@ def test_a_killed_ray_task_resumes_its_run_from_the_checkpoint(tmp_path, templat
 
     import torch
 
-    from lt_bench.results import read_result
-    from lt_bench.run_folder import run_folder
     from lt_bench.tracking.store import client, tracking_uri
+    from lt_bench.workspace.layout import run_folder
+    from lt_bench.workspace.record import read_result
 
     run = ["dataset=synthetic_lt", "imbalance=20", "protocol.epochs=12", "protocol.batch_size=64",
            "precision=fp32", "deterministic=true", "method=dv", "protocol.start_epoch=6",

@@ -13,7 +13,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "lt_bench"
 SWEEP = "lt_bench.sweep"
 #: the modules a single run starts from (``lt-bench train``, a sweep's worker for one run)
-RUN_ENTRIES = ("lt_bench.train",)
+RUN_ENTRIES = ("lt_bench.run.train",)
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -115,6 +115,35 @@ def test_a_single_run_imports_nothing_of_the_sweep():
         assert above == [], f"{entry} reaches the sweep through {above}"
 
 
+#: the wings of one pipeline, lowest first: a wing imports those below it, never one above
+WINGS = ("workspace", "run", "sweep", "compare")
+#: modules allowed flat in lt_bench/: the front door and the plugin contract
+FRONT_DOOR = {"lt_bench", "lt_bench.__main__", "lt_bench.cli", "lt_bench.errors",
+              "lt_bench.hookspec", "lt_bench.registry", "lt_bench.api", "lt_bench.method"}
+
+
+def wing_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in WINGS) else None
+
+
+def upward(graph: dict[str, set[str]]) -> list[str]:
+    """The imports from a wing to one above it in ``WINGS`` (function-level ones included)."""
+    rank = {w: i for i, w in enumerate(WINGS)}
+    return sorted(f"{a} -> {b}" for a, targets in graph.items() for b in targets
+                  if wing_of(a) in rank and wing_of(b) in rank
+                  and rank[wing_of(b)] > rank[wing_of(a)])
+
+
+def test_the_wings_import_downward_only():
+    assert upward(import_graph()) == []
+
+
+def test_nothing_but_the_front_door_sits_flat_in_the_package():
+    flat = {module_name(p, PACKAGE) for p in PACKAGE.glob("*.py")}
+    assert flat - FRONT_DOOR == set()
+
+
 def test_the_checks_find_what_they_look_for(tmp_path):
     """The graph sees function-level and relative imports, and a circle is found."""
     package = tmp_path / "pkg"
@@ -129,6 +158,9 @@ def test_the_checks_find_what_they_look_for(tmp_path):
     assert graph["pkg.sub"] == {"pkg.sub.b"} and graph["pkg.c"] == {"pkg.a"}
     assert cycles(graph) == [["pkg.a", "pkg.sub.b"]]
     assert reachable(graph, "pkg.c") == {"pkg.c", "pkg.a", "pkg.sub.b"}
+    wings = {"lt_bench.run.a": {"lt_bench.compare.b", "lt_bench.workspace.c"},
+             "lt_bench.compare.b": {"lt_bench.run.a"}, "lt_bench.workspace.c": set()}
+    assert upward(wings) == ["lt_bench.run.a -> lt_bench.compare.b"]
 
 
 MODULE_PATH = re.compile(r"^lt_bench(\.\w+)+(:\w+)?$")

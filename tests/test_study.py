@@ -12,10 +12,8 @@ import yaml
 
 from lt_bench import LtBenchError
 from lt_bench.cli import main
-from lt_bench.config import load_config
-from lt_bench.results import RunResult, Score
-from lt_bench.study import Cell, load_study, parse_cell, setup_diff
-from lt_bench.study_report import (
+from lt_bench.compare.study import Cell, load_study, parse_cell, setup_diff
+from lt_bench.compare.verdict import (
     Ours,
     build_report,
     cell_report,
@@ -23,6 +21,8 @@ from lt_bench.study_report import (
     ours_of,
     welch_interval,
 )
+from lt_bench.config import load_config
+from lt_bench.workspace.record import RunResult, Score
 
 TINY = ["imbalance=20", "protocol.batch_size=64", "protocol.lr=0.05", "protocol.warmup_epochs=0",
         "precision=fp32", "quiet=true", "tracking.tracker=local", "protocol.epochs=4",
@@ -170,7 +170,7 @@ def test_a_two_cell_study_end_to_end_and_resumed(tmp_path, capsys):
 
 
 def test_rows_and_columns_can_be_chosen_and_claims_follow():
-    from lt_bench.study import select
+    from lt_bench.compare.study import select
 
     study = select(load_study("zheng_ng_table1"), ["CIFAR-10 IF 100"], ["CE", "EN", "DV"])
     assert [c.label for c in study.columns] == ["CIFAR-10 IF 100"]
@@ -208,9 +208,9 @@ def test_runs_trained_with_the_data_elsewhere_are_found(tmp_path):
 
     from omegaconf import OmegaConf
 
+    from lt_bench.compare.verdict import collect
     from lt_bench.config import config_hash
-    from lt_bench.run_folder import run_folder
-    from lt_bench.study_report import collect
+    from lt_bench.workspace.layout import run_folder
 
     common = ["dataset=synthetic_lt", "method=ce", "seed=1", f"workspace={tmp_path}"]
     there = load_config([], [*common, "data.root=/far/away"])
@@ -232,7 +232,7 @@ def test_runs_trained_with_the_data_elsewhere_are_found(tmp_path):
 
 def test_the_study_picture_fits_its_width_with_level_labels_and_a_whole_title(tmp_path,
                                                                                overflows):
-    from lt_bench.study_output import study_figure
+    from lt_bench.compare.render import study_figure
 
     rows = [{"label": f"method number {i}", "method": "ce"} for i in range(12)]
     columns = [{"label": f"synthetic IF {f}", "dataset": "synthetic_lt", "imbalance": f}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from lt_bench.study import load_study
-from lt_bench.study_pair import format_pairs, pair_cells, paired_interval
-from lt_bench.study_report import Ours
+from lt_bench.compare.pair import format_pairs, pair_cells, paired_interval
+from lt_bench.compare.study import load_study
+from lt_bench.compare.verdict import Ours
 
 
 def test_paired_interval_by_hand():

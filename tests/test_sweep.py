@@ -18,22 +18,22 @@ from pathlib import Path
 
 import pytest
 
-from lt_bench.leaderboard import leaderboard
-from lt_bench.results import RunResult, finished_result
-from lt_bench.run_folder import run_folder
+from lt_bench.commands.sweep import run_sweep
+from lt_bench.compare.leaderboard import leaderboard
 from lt_bench.sweep.grid import expand
-from lt_bench.sweep.runner import run_sweep
 from lt_bench.tracking.store import prepare_store
+from lt_bench.workspace.layout import run_folder
+from lt_bench.workspace.record import RunResult, finished_result
 
 HERE = Path(__file__).parent
 FAKE = "test_sweep:fake_train"
 
 
 def fake_train(cfg) -> RunResult:
-    """A stand-in for ``lt_bench.train.train``: deterministic accuracy, real tracker; like the
+    """A stand-in for ``lt_bench.run.train.train``: deterministic accuracy, real tracker; like the
     harness it claims its run folder and returns a finished run's record untouched. It takes
     FAKE_TRAIN_SECONDS to "train" and notes its PID in pids.txt."""
-    from lt_bench.ownership import claim_run
+    from lt_bench.workspace.ownership import claim_run
 
     out = run_folder(cfg)
     with claim_run(out):
@@ -304,7 +304,7 @@ def test_a_tracker_that_cannot_be_read_back_is_said_and_the_sweep_still_runs(
 # -- one owner per run ----------------------------------------------------------------------------
 def start_sweep(ws: Path, args: list[str], seconds: float) -> subprocess.Popen:
     """``run_sweep`` in a process of its own (the way two users would start two sweeps)."""
-    code = ("import json, sys; from lt_bench.sweep.runner import run_sweep; "
+    code = ("import json, sys; from lt_bench.commands.sweep import run_sweep; "
             f"s = run_sweep(sys.argv[1:], out=lambda *a: None, train_fn={FAKE!r}); "
             "print(json.dumps(s))")
     env = {**os.environ, "PYTHONPATH": str(HERE), "FAKE_TRAIN_SECONDS": str(seconds)}

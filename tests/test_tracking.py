@@ -1,4 +1,4 @@
-"""The MLflow tracker against synthetic run records (``lt_bench.results.RunResult``; no data set
+"""The MLflow tracker against synthetic run records (``lt_bench.workspace.record.RunResult``; no data set
 or backbone needed), checked through MLflow's own client."""
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from lt_bench.config import config_hash
-from lt_bench.results import RunResult
 from lt_bench.tracking.mlflow_tracker import MlflowTracker, param_value
 from lt_bench.tracking.store import client, prepare_store, tracking_uri
+from lt_bench.workspace.record import RunResult
 
 CLASSES = [f"c{i}" for i in range(10)]
 COUNTS = [500, 300, 180, 110, 65, 40, 24, 14, 8, 5]

@@ -14,8 +14,8 @@ import pytest
 from omegaconf import OmegaConf
 from test_tracking import fake_results, log_run, make_cfg
 
+from lt_bench.compare.leaderboard import leaderboard
 from lt_bench.errors import LtBenchError
-from lt_bench.leaderboard import leaderboard
 from lt_bench.registry import reset_registry
 from lt_bench.tracking import Tracker, tracker_for
 from lt_bench.tracking.mlflow_tracker import MlflowTracker

@@ -10,9 +10,9 @@ import time
 import pytest
 import torch
 
-from lt_bench.assemble import lr_factor
 from lt_bench.config import load_config
-from lt_bench.train import train
+from lt_bench.run.assemble import lr_factor
+from lt_bench.run.train import train
 
 TINY = ["dataset=synthetic_lt", "imbalance=20", "protocol.batch_size=64", "protocol.lr=0.05",
         "protocol.warmup_epochs=0", "precision=fp32", "quiet=true", "deterministic=true"]
@@ -153,7 +153,7 @@ def test_two_process_ddp_on_gloo(tmp_path):
     ("tracking.tracker=wandb", "unknown tracker 'wandb'"),
 ])
 def test_misspelt_names_fail_before_any_data_is_loaded(tmp_path, monkeypatch, override, match):
-    import lt_bench.train as harness
+    import lt_bench.run.train as harness
     from lt_bench import LtBenchError
 
     def no_data(*args, **kwargs):

@@ -282,8 +282,8 @@ def test_a_sweep_ends_with_a_link_per_setting_after_its_leaderboard(tmp_path, te
     sys.path.insert(0, str(HERE))
     from omegaconf import OmegaConf
 
+    from lt_bench.commands.sweep import run_sweep
     from lt_bench.sweep.grid import expand
-    from lt_bench.sweep.runner import run_sweep
     from lt_bench.tracking.mlflow_artifacts import sweep_links
     from lt_bench.tracking.store import client, tracking_uri
 

@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 from test_ui import FINGERPRINT, SETTING, browser_test, installed_ui, log_seeds, store, ui_page
 
 from lt_bench.tracking.ui_view import percent_metrics
@@ -79,8 +80,8 @@ def close_assistant(page) -> None:
 
 @browser_test
 def test_the_printed_link_opens_percent_rows_bars_and_the_picture(tmp_path, template_db):
-    from lt_bench.leaderboard import leaderboard
-    from lt_bench.tracking.comparison_plot import write_figures
+    from lt_bench.compare.leaderboard import leaderboard
+    from lt_bench.compare.plot import write_figures
     from lt_bench.tracking.mlflow_artifacts import log_sweep_run
     from lt_bench.tracking.store import client, tracking_uri
 
@@ -144,18 +145,25 @@ def test_where_mlflows_own_setting_decides_the_view(tmp_path, template_db):
     (GenAI until "Model training" is clicked once from the GenAI view), not the experiment's
     kind tag: what docs/TRACKING.md tells users. If MLflow starts reading the tag, this test
     says so."""
+    from lt_bench.tracking.store import client, tracking_uri
+
+    PlaywrightTimeout = pytest.importorskip("playwright.sync_api").TimeoutError  # noqa: N806
+
     ws = store(tmp_path, template_db)
     group, seeds = log_seeds(ws, "dv", [0.64, 0.66])
-    from lt_bench.tracking.store import client, tracking_uri
 
     exp_id = client(tracking_uri({"workspace": str(ws)})).get_run(group).info.experiment_id
     with ui_page(ws, viewport={"width": 1600, "height": 900}) as (page, url):
         page.goto(f"{url}/#/experiments/{exp_id}", wait_until="domcontentloaded")
         page.wait_for_url("**/overview**", timeout=90_000)  # MLflow's default: GenAI
         close_assistant(page)
-        got_it = page.get_by_role("button", name="Got it")  # its "Detect Issues" pop-up
-        got_it.first.wait_for(timeout=60_000)
-        got_it.first.click()
+        page.get_by_text("Detect Issues").first.wait_for(timeout=90_000)  # the GenAI overview
+        got_it = page.get_by_role("button", name="Got it")  # the pop-up under that button,
+        try:  # shown once a browser; it takes the clicks until dismissed
+            got_it.first.wait_for(timeout=20_000)
+            got_it.first.click()
+        except PlaywrightTimeout:
+            pass
         page.get_by_text("Model training", exact=True).first.click()  # the one click
         page.wait_for_url(f"**/experiments/{exp_id}/runs**", timeout=90_000)
         assert page.evaluate("localStorage.getItem('mlflow.workflowType_v1')") == \

@@ -9,8 +9,8 @@ from lt_bench.config import load_config
 from lt_bench.data import load_data
 from lt_bench.data.longtail import hold_out_validation
 from lt_bench.errors import LtBenchError
-from lt_bench.results import from_history
-from lt_bench.train import train
+from lt_bench.run.train import train
+from lt_bench.workspace.record import from_history
 
 
 def test_validation_comes_from_left_out_images_first():

@@ -1,13 +1,11 @@
-"""lt_bench.volume: the streaming per-class statistics against a float64 two-pass reference."""
+"""lt_bench_plugins.class_volume.volume: the streaming per-class statistics against a float64 two-pass reference."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-
-from lt_bench import LtBenchError
-from lt_bench.volume import (
+from lt_bench_plugins.class_volume.volume import (
     SIGMA_FLOOR,
     ClassMoments,
     bv_variances,
@@ -17,6 +15,8 @@ from lt_bench.volume import (
     log_radii,
     pv_variances,
 )
+
+from lt_bench import LtBenchError
 
 C = 5
 
@@ -253,7 +253,7 @@ def test_substitution_rule():
 def test_all_rows_and_present_rows_updates_agree(monkeypatch):
     """Small C merges every class's row each batch (no host sync); large C merges only the
     classes present. Both must give the same statistics, with classes missing from batches."""
-    import lt_bench.volume as volume
+    import lt_bench_plugins.class_volume.volume as volume
 
     g = torch.Generator().manual_seed(11)
     batches = [(torch.randn(16, C, generator=g) * 4 + 7,

@@ -7,7 +7,7 @@ import subprocess
 import threading
 import time
 
-from lt_bench.provenance import cpu_model  # noqa: F401  (__main__ reads it from here)
+from lt_bench.workspace.provenance import cpu_model  # noqa: F401  (__main__ reads it from here)
 
 
 def nvidia_smi(query: str) -> list[list[str]] | None:

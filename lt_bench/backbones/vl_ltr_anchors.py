@@ -112,7 +112,7 @@ def save_anchors(path, anchors: torch.Tensor, counts: torch.Tensor, class_names:
     """Write an anchors file :func:`load_anchors` reads, with the class names and ``extra``."""
     anchors, counts = check_anchors(anchors, counts, len(class_names), None, 10**9,
                                     source=str(path))
-    from lt_bench.run_files import atomic_writer
+    from lt_bench.workspace.files import atomic_writer
 
     file = Path(str(path)).expanduser()
     # a fresh temporary beside it, renamed over it: a planted link is neither followed nor

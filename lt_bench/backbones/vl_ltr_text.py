@@ -36,7 +36,7 @@ def read_sentences(path) -> tuple[list[str], list[list[str]]]:
     ``path`` is a file, or the name of one shipped in ``configs/anchors/`` (e.g. ``cifar10``).
     """
     from lt_bench.config import config_dir, group_choices
-    from lt_bench.safe_yaml import read_yaml_file
+    from lt_bench.config.safe_yaml import read_yaml_file
 
     file = Path(str(path)).expanduser()
     if not file.is_file() and str(path) in group_choices("anchors"):

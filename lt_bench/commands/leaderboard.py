@@ -58,8 +58,8 @@ def add_parser(sub) -> None:
 
 def split(args: list[str]):
     """(config paths, config overrides, filters, options) from the command's arguments."""
+    from lt_bench.compare.leaderboard import FILTER_KEYS
     from lt_bench.config import parse_override, split_args
-    from lt_bench.leaderboard import FILTER_KEYS
 
     paths, pairs = split_args(args)
     overrides, filters, options = [], {}, {"metric": "final", "baseline": "ce"}
@@ -75,13 +75,13 @@ def split(args: list[str]):
 
 
 def run(args) -> int:
-    from lt_bench import leaderboard as lb
+    from lt_bench.compare import leaderboard as lb
     from lt_bench.config import load_config
 
     paths, overrides, filters, options = split(args.args)
     columns = parse_columns(args.columns)
     if args.plot:  # a name matplotlib cannot write is refused before the runs are read
-        from lt_bench.tracking.comparison_plot import image_format
+        from lt_bench.compare.plot import image_format
 
         image_format(args.plot)
     cfg = load_config(paths, overrides, resolve_method=False)
@@ -114,8 +114,8 @@ def plot(rows: list, cfg, path: str) -> None:
     import sys
     from pathlib import Path
 
+    from lt_bench.compare.plot import write_figures
     from lt_bench.errors import LtBenchError
-    from lt_bench.tracking.comparison_plot import write_figures
 
     if not rows:
         raise LtBenchError("leaderboard --plot: no finished seed runs match the filters; drop "

@@ -47,7 +47,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from lt_bench.study import grid, load_study, select, setup_diff, study_choices
+    from lt_bench.compare.study import grid, load_study, select, setup_diff, study_choices
 
     if not args.study:
         print("shipped studies: " + (", ".join(study_choices()) or "none"))
@@ -71,7 +71,7 @@ def run(args) -> int:
         from lt_bench.sweep.runner import execute
 
         cells.sweep.plugins = list(getattr(args, "plugin", []) or [])
-        summary = execute(cells.sweep, print, closing=False)
+        summary = execute(cells.sweep, print)
     code = _report(study, cells, lines, first, args.out)
     if args.against:
         _against(study, cells, args, first)
@@ -94,11 +94,11 @@ def _against(study, cells, args, cfg) -> None:
     seed), printed and written to STUDY-against.md beside the study's report."""
     from omegaconf import OmegaConf
 
+    from lt_bench.compare.pair import format_pairs, pair_cells
+    from lt_bench.compare.study import grid
+    from lt_bench.compare.verdict import collect
     from lt_bench.errors import LtBenchError
-    from lt_bench.run_files import write_file
-    from lt_bench.study import grid
-    from lt_bench.study_pair import format_pairs, pair_cells
-    from lt_bench.study_report import collect
+    from lt_bench.workspace.files import write_file
 
     bad = [a for a in args.against if "=" not in a]
     if bad:
@@ -143,9 +143,9 @@ def check_names(study, plugins) -> None:
 
 
 def _report(study, cells, lines, cfg, out_dir) -> int:
-    from lt_bench.run_files import write_file
-    from lt_bench.study_output import draw, format_markdown, format_text
-    from lt_bench.study_report import build_report, collect
+    from lt_bench.compare.render import draw, format_markdown, format_text
+    from lt_bench.compare.verdict import build_report, collect
+    from lt_bench.workspace.files import write_file
 
     def warn(line: str) -> None:
         print(f"reproduce: {line}", file=sys.stderr)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 def add_parser(sub) -> None:
     parser = sub.add_parser(
@@ -27,7 +29,41 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from lt_bench.sweep.runner import run_sweep
-
     summary = run_sweep(args.args, plugins=getattr(args, "plugin", []) or [])
     return 1 if summary["failed"] else 0
+
+
+def run_sweep(args: list[str], plugins: list[str] = (), out=print, train_fn=None) -> dict:
+    """The grid (``lt_bench.sweep.runner.run_grid``), then its leaderboard, picture and links;
+    ``train_fn``: what each worker calls (default ``lt_bench.run.train.train``)."""
+    from lt_bench.sweep.runner import run_grid
+
+    more = {"train_fn": train_fn} if train_fn is not None else {}
+    return run_grid(args, plugins, out, close=close, **more)
+
+
+def close(sweep: Any, report: Any) -> None:
+    """The sweep's leaderboard, its comparison picture and the links to its runs."""
+    from lt_bench.compare import leaderboard as lb  # here: `lt-bench --help` stays light
+
+    rows = lb.sweep_rows([j.cfg for j in sweep.jobs], sweep.options["metric"],
+                         str(sweep.options["baseline"]))
+    if rows is not None:  # None: a tracker that cannot be read back, said by finished_in_store
+        report.out("")
+        report.out(lb.format_text(rows))
+        report.summary["leaderboard"] = lb.as_dicts(rows)
+    if rows:
+        from lt_bench.compare.plot import sweep_figures
+
+        try:
+            report.summary["plots"] = [str(p) for p in sweep_figures(
+                [j.cfg for j in sweep.jobs], rows, report.out)]
+        except Exception as exc:  # a picture must not fail a sweep whose runs are all done
+            report.out(f"sweep: the comparison plot could not be drawn ({exc}); "
+                       "lt-bench leaderboard --plot FILE.png draws it again")
+    from lt_bench.tracking.mlflow_artifacts import sweep_links
+
+    for line in sweep_links([j.cfg for j in sweep.jobs]):  # the runs and the picture, a click away
+        report.out(f"sweep: {line}")
+
+

@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
 
 
 def print_results(result) -> None:
-    from lt_bench.loop import format_accuracy
+    from lt_bench.run.loop import format_accuracy
 
     print(f"\n{result.method} on {result.dataset} (imbalance {result.imbalance}, "
           f"seed {result.seed}), {result.wall_time_s:.0f} s")
@@ -32,7 +32,7 @@ def print_results(result) -> None:
 
 def run(args) -> int:
     from lt_bench.config import load_config, split_args
-    from lt_bench.train import train  # torch and the plugins load only when training
+    from lt_bench.run.train import train  # torch and the plugins load only when training
 
     paths, overrides = split_args(args.args)
     cfg = load_config(paths, overrides)

@@ -63,8 +63,8 @@ def upgrade_folder(folder: Path, copy: str | None, dry_run: bool) -> str | None:
 
     from lt_bench.config import config_hash
     from lt_bench.data.copies import CIFAR_DATASETS
-    from lt_bench.run_files import write_file
-    from lt_bench.run_folder import config_file, results_file
+    from lt_bench.workspace.files import write_file
+    from lt_bench.workspace.layout import config_file, results_file
 
     path = config_file(folder)
     if folder.is_symlink() or not path.is_file() or path.is_symlink():
@@ -98,7 +98,7 @@ def upgrade_folder(folder: Path, copy: str | None, dry_run: bool) -> str | None:
 
 
 def _upgrade_record(record: Path, cfg_hash: str, copy: str, target: Path) -> None:
-    from lt_bench.run_files import write_file
+    from lt_bench.workspace.files import write_file
 
     try:
         result = json.loads(record.read_text())

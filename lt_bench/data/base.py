@@ -33,7 +33,7 @@ class LongTailedData:
         self.sampler = sampler
         #: the training images' indices into the source's training split, in training order
         #: (the builders set it; None when a data set does not say): part of the run's data
-        #: fingerprint (``lt_bench.provenance``)
+        #: fingerprint (``lt_bench.workspace.provenance``)
         self.source_indices: Tensor | None = None
         #: the balanced meta set held out of training (``data.meta_per_class``), as a data set
         #: of its own whose training batches are the meta batches; None without one

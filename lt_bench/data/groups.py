@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-# defined with the run record, which the leaderboard reads without loading torch
-from lt_bench.results import FEW, GROUP_NAMES, MANY, group_rule, thresholds_of
-
-__all__ = ["FEW", "GROUP_NAMES", "MANY", "group_rule", "group_sizes", "groups", "thresholds_of"]
+#: the group names, and the default thresholds in training images: many-shot more than MANY,
+#: few-shot fewer than FEW, medium in between (both included). The run record, the leaderboard
+#: and the pictures take them from here (this module imports no torch).
+GROUP_NAMES = ("many", "medium", "few")
+MANY = 100
+FEW = 20
 
 
 def groups(train_counts: Sequence[int], many_above: int = MANY,
@@ -31,3 +33,18 @@ def group_sizes(train_counts: Sequence[int], many_above: int = MANY,
     """How many classes fall in each group: ``{"many": …, "medium": …, "few": …}``."""
     labels = groups(train_counts, many_above, few_below)
     return {g: labels.count(g) for g in GROUP_NAMES}
+
+
+def group_rule(group: str, many_above: int = MANY, few_below: int = FEW) -> str:
+    """The training counts of a group, as a table's header names them: ``>100``, ``20–100``,
+    ``<20``."""
+    return {"many": f">{many_above}", "medium": f"{few_below}–{many_above}",
+            "few": f"<{few_below}"}[group]
+
+
+def thresholds_of(section) -> dict[str, int]:
+    """``{"many_above": …, "few_below": …}`` from a config's ``eval`` section (a mapping, or
+    None for a config from before the keys existed: the defaults)."""
+    section = section or {}
+    return {"many_above": int(section.get("many_above", MANY)),
+            "few_below": int(section.get("few_below", FEW))}

@@ -18,6 +18,7 @@ own checkpoint resumes the run that was half done.
 
 The wing's modules, each importing only those above it in this list and the single run below:
 ``jobs`` (the records), ``grid`` (``expand``), ``trunks`` (the fork's plan), ``worker`` (one
-worker process), ``workers`` (starting them), ``report`` and ``runner`` (``run_sweep``,
-``execute``). Nothing of the single run (``lt_bench.train``) imports this package.
+worker process), ``workers`` (starting them), ``report`` and ``runner`` (``run_grid``,
+``execute``); its closing leaderboard and picture are ``lt_bench.commands.sweep``'s. Nothing
+of the single run (``lt_bench.run.train``) imports this package.
 """

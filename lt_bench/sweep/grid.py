@@ -42,7 +42,7 @@ def expand(args: list[str], out=None) -> Sweep:
     for line in dict.fromkeys([*takers_lines(takers), *notes, *dropped]):
         (out or logging.getLogger(__name__).warning)(f"sweep: {line}")
     if options["jobs"] is None:
-        from lt_bench.device_defaults import cuda_devices, default_jobs
+        from lt_bench.device.defaults import cuda_devices, default_jobs
 
         options["jobs"] = default_jobs(jobs, cuda_devices() if options["engine"] == "local"
                                        else 0)
@@ -96,8 +96,8 @@ def grid_jobs(paths: list[str], axes: list, fixed: list[str], seeds: list[int], 
     """One job per point of the grid and seed, its config resolved (``notes``: what loading
     the configs said; ``takers``: see ``for_its_method``)."""
     from lt_bench.config import config_hash, load_config
-    from lt_bench.config_checks import schedule_warnings
-    from lt_bench.run_folder import run_folder
+    from lt_bench.config.checks import schedule_warnings
+    from lt_bench.workspace.layout import run_folder
 
     jobs = []
     names = [k for k, _ in axes]
@@ -158,7 +158,7 @@ def for_its_method(paths: list[str], overrides: list[str], takers: dict) -> list
     sweep's ``method.beta=0.5`` is for the methods of the grid that have a beta); ``takers``
     records, per option, its arguments, the methods that take it and those that do not."""
     from lt_bench.config import load_config
-    from lt_bench.config_method import options_taken
+    from lt_bench.config.method_args import options_taken
 
     if not any(_method_option(o) for o in overrides):
         return overrides

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lt_bench.train import train
+from lt_bench.run.train import train
 
 #: what a worker calls with its run's config: a function, or ``module:function`` for one the
 #: workers import by name (the tests' stand-ins); a Python argument, never a config key (a
@@ -27,7 +27,7 @@ class Job:
     train_fn: TrainFn | None = None  # None: the sweep's
     kwargs: dict = field(default_factory=dict)  # more arguments of train_fn (the fork's)
     after: Job | None = None  # a job that must finish first (a branch's trunk)
-    trunk_epochs: int = 0  # > 0: this job trains a trunk of that many epochs (lt_bench.fork)
+    trunk_epochs: int = 0  # > 0: this job trains a trunk of that many epochs (lt_bench.run.fork)
     first_epoch: int = 0  # where its training starts (a branch: its trunk's end; see plan_work)
     epochs_to_train: int = 0  # what this sweep trains of it (set by plan_work)
 

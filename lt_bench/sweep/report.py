@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from lt_bench.results import RunResult
 from lt_bench.sweep.jobs import Job
+from lt_bench.workspace.record import RunResult
 
 
 class Report:

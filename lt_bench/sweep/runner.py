@@ -1,18 +1,20 @@
-"""Running a sweep: which of its runs are finished already, the workers for the others, and
-the closing leaderboard, picture and links."""
+"""Running a sweep: which of its runs are finished already, and the workers for the others.
+What a sweep prints at its close (the leaderboard, the picture, the links) sits above it, in
+``lt_bench.commands.sweep``: comparing is a layer above running."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from lt_bench.progress import SweepDisplay
-from lt_bench.run_files import RunFileError
+from lt_bench.run.progress import SweepDisplay
+from lt_bench.run.train import train
 from lt_bench.sweep.grid import expand
 from lt_bench.sweep.jobs import Job, Sweep, TrainFn
 from lt_bench.sweep.report import Report
 from lt_bench.sweep.trunks import add_trunks, plan_work
 from lt_bench.sweep.workers import finished_in_folder, run_local, run_ray
-from lt_bench.train import train
+from lt_bench.workspace.files import RunFileError
 
 
 def finished_in_store(jobs: list[Job]) -> set[tuple[str, str, int]]:
@@ -55,20 +57,20 @@ def split_finished(jobs: list[Job], out) -> tuple[list[Job], list[Job], list[str
     return todo, skipped, corrupt
 
 
-def run_sweep(args: list[str], plugins: list[str] = (), out=print,
-              train_fn: TrainFn = train) -> dict:
-    """Run the grid; print one line per finished run and the leaderboard; return a summary.
-    ``train_fn`` (a function, or ``module:function``) is what each worker calls with its run's
-    config."""
+def run_grid(args: list[str], plugins: list[str] = (), out=print, train_fn: TrainFn = train,
+             close: Callable[[Sweep, Report], None] | None = None) -> dict:
+    """Run the grid; print one line per finished run, then ``close`` (``lt-bench sweep``'s:
+    the leaderboard); return a summary. ``train_fn`` (a function, or ``module:function``) is
+    what each worker calls with its run's config."""
     sweep = expand(args, out)
     sweep.plugins = list(plugins)
     sweep.train_fn = train_fn
-    return execute(sweep, out)
+    return execute(sweep, out, close)
 
 
-def execute(sweep: Sweep, out=print, closing: bool = True) -> dict:
+def execute(sweep: Sweep, out=print, close: Callable[[Sweep, Report], None] | None = None) -> dict:
     """Run ``sweep``'s jobs that are not finished yet (``lt-bench reproduce`` hands it the jobs
-    of a whole study); ``closing``: then print the leaderboard and draw the comparison."""
+    of a whole study), then ``close(sweep, report)`` if given."""
     from lt_bench.tracking import prepare_stores
 
     prepare_stores([j.cfg for j in sweep.jobs])  # the stores and experiments before any worker
@@ -87,32 +89,6 @@ def execute(sweep: Sweep, out=print, closing: bool = True) -> dict:
         run_ray(sweep, todo, report)
     elif todo:
         run_local(sweep, todo, report, display)
-    if closing:
+    if close is not None:
         close(sweep, report)
     return report.close()
-
-
-def close(sweep: Sweep, report: Report) -> None:
-    """The sweep's leaderboard, its comparison picture and the links to its runs."""
-    from lt_bench import leaderboard as lb
-
-    rows = lb.sweep_rows([j.cfg for j in sweep.jobs], sweep.options["metric"],
-                         str(sweep.options["baseline"]))
-    if rows is not None:  # None: a tracker that cannot be read back, said by finished_in_store
-        report.out("")
-        report.out(lb.format_text(rows))
-        report.summary["leaderboard"] = lb.as_dicts(rows)
-    if rows:
-        from lt_bench.tracking.comparison_plot import sweep_figures
-
-        try:
-            report.summary["plots"] = [str(p) for p in sweep_figures(
-                [j.cfg for j in sweep.jobs], rows, report.out)]
-        except Exception as exc:  # a picture must not fail a sweep whose runs are all done
-            report.out(f"sweep: the comparison plot could not be drawn ({exc}); "
-                       "lt-bench leaderboard --plot FILE.png draws it again")
-    from lt_bench.tracking.mlflow_artifacts import sweep_links
-
-    for line in sweep_links([j.cfg for j in sweep.jobs]):  # the runs and the picture, a click away
-        report.out(f"sweep: {line}")
-

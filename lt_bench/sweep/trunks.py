@@ -1,4 +1,4 @@
-"""The sweep's side of the fork (``lt_bench.fork``): which runs share a trunk, the trunk jobs
+"""The sweep's side of the fork (``lt_bench.run.fork``): which runs share a trunk, the trunk jobs
 they wait for, and the sweep's work in epochs."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from lt_bench.config import config_hash
-from lt_bench.fork import finished_trunk, trunk_config, trunk_folder
-from lt_bench.progress import read_progress
-from lt_bench.run_folder import checkpoint_file
+from lt_bench.run.fork import finished_trunk, trunk_config, trunk_folder
+from lt_bench.run.progress import read_progress
+from lt_bench.run.train import train, train_trunk
 from lt_bench.sweep.jobs import Job, Sweep
-from lt_bench.train import train, train_trunk
+from lt_bench.workspace.layout import checkpoint_file
 
 
 @dataclass
@@ -26,7 +26,7 @@ class Trunk:
 
 def plain_epochs(cfg) -> int:
     """``Method.plain_epochs`` of ``cfg``'s method (0 when it cannot be built here)."""
-    from lt_bench.assemble import trial_method
+    from lt_bench.run.assemble import trial_method
 
     try:
         return trial_method(cfg).plain_epochs
@@ -76,7 +76,7 @@ def epochs_with_and_without(trunks: list[Trunk], jobs: list[Job]) -> tuple[int, 
 
 def add_trunks(sweep: Sweep, todo: list[Job], out) -> list[Job]:
     """``todo`` with a trunk job before each group of runs that can share their first epochs
-    (``lt_bench.fork``); the runs of a group wait for their trunk and start from it."""
+    (``lt_bench.run.fork``); the runs of a group wait for their trunk and start from it."""
     if not sweep.options["fork"] or sweep.train_fn is not train or not todo:
         return todo
     if sweep.options["engine"] == "ray":  # a trunk's checkpoint would be on one node only

@@ -1,7 +1,7 @@
 """One worker process of a sweep: ``MODULE:FUNCTION KWARGS [config.yaml] key=value ...``.
 
-It loads the run's config, calls the function (``lt_bench.train.train``, or
-``lt_bench.train.train_trunk`` for a trunk) and prints the run's summary on one line for the Ray
+It loads the run's config, calls the function (``lt_bench.run.train.train``, or
+``lt_bench.run.train.train_trunk`` for a trunk) and prints the run's summary on one line for the Ray
 driver. Started by ``lt_bench.sweep.workers``; run as ``__main__``.
 """
 
@@ -20,7 +20,7 @@ RESULT_LINE = "LT_BENCH_RESULT "
 
 def main(argv: list[str]) -> int:
     """``MODULE:FUNCTION [config.yaml] key=value ...``: load the config and call
-    ``FUNCTION(cfg)`` (``lt_bench.train:train`` by default) in this process."""
+    ``FUNCTION(cfg)`` (``lt_bench.run.train:train`` by default) in this process."""
     import importlib
 
     from lt_bench.config import load_config, split_args
@@ -29,7 +29,7 @@ def main(argv: list[str]) -> int:
     module, _, name = target.partition(":")
     fn = getattr(importlib.import_module(module), name)
     paths, overrides = split_args(args)
-    from lt_bench.ownership import RunOwned
+    from lt_bench.workspace.ownership import RunOwned
 
     try:
         result = fn(load_config(paths, overrides), **json.loads(kwargs))

@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from lt_bench.errors import LtBenchError
-from lt_bench.fork import finished_trunk
-from lt_bench.ownership import owner_of
-from lt_bench.results import RunResult, finished_or_skip, finished_result
-from lt_bench.run_files import open_log
-from lt_bench.run_folder import results_file, sweeps_folder
+from lt_bench.run.fork import finished_trunk
 from lt_bench.sweep import worker
 from lt_bench.sweep.jobs import Job, Sweep, entry_point
 from lt_bench.sweep.worker import BUSY, RESULT_LINE
+from lt_bench.workspace.files import open_log
+from lt_bench.workspace.layout import results_file, sweeps_folder
+from lt_bench.workspace.ownership import owner_of
+from lt_bench.workspace.record import RunResult, finished_or_skip, finished_result
 
 #: how often Ray runs a task again whose worker died
 RAY_RETRIES = 2
@@ -143,7 +143,7 @@ class LocalPool:
     waiting: list[Job] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        from lt_bench.device_defaults import cuda_devices
+        from lt_bench.device.defaults import cuda_devices
 
         self.env = worker_env(self.sweep)
         # several GPUs and no CUDA_VISIBLE_DEVICES of the user's: spread the workers over them
@@ -168,7 +168,7 @@ class LocalPool:
             self.start(job)
 
     def start(self, job: Job) -> None:
-        from lt_bench.device_defaults import least_busy_gpu
+        from lt_bench.device.defaults import least_busy_gpu
 
         log = open_log(_log_path(job), root=Path(job.cfg.workspace).expanduser())
         gpu = least_busy_gpu([r[4] for r in self.running], self.gpus)

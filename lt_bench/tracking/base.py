@@ -16,9 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lt_bench.results import RunResult
 from lt_bench.tracking.records import finished_keys, read_run_folders
 from lt_bench.tracking.store import get, workspace
+from lt_bench.workspace.record import RunResult
 
 
 class Tracker:
@@ -39,7 +39,7 @@ class Tracker:
         """Per-epoch metrics, ``step`` = the epoch (0-based)."""
 
     def finish(self, result: RunResult | None, status: str = "FINISHED") -> None:
-        """The run's record (``lt_bench.results.RunResult``: final and best metrics, per-class
+        """The run's record (``lt_bench.workspace.record.RunResult``: final and best metrics, per-class
         accuracy, weight trajectory) with status FINISHED; None with FAILED or KILLED."""
 
     # -- the read side ----------------------------------------------------------------------------

@@ -98,7 +98,7 @@ def ui_argument(uri: str, cfg: Any) -> str:
 
 def dataset_input(cfg: dict, info: dict, fingerprint: str | None):
     """The training data as an MLflow dataset input: named as the setting (the name runs logged
-    before carry too), the data fingerprint (``lt_bench.provenance``) as digest, source
+    before carry too), the data fingerprint (``lt_bench.workspace.provenance``) as digest, source
     ``data.root``, the counts as its profile; no images. "unknown": no fingerprint was kept."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
 

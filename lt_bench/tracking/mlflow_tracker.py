@@ -15,7 +15,7 @@ Layout:
   ``lt_bench.tracking.report``.
 
 Tags on both: ``lt.method``, ``lt.dataset``, ``lt.imbalance``, ``lt.backbone``, ``lt.protocol``,
-``lt.cfg_hash`` (seed runs: ``lt.seed``, and once finished ``lt_bench.provenance.tags_of``).
+``lt.cfg_hash`` (seed runs: ``lt.seed``, and once finished ``records.tags_of``).
 Resuming (``start`` with the id saved in the checkpoint) continues the same MLflow run. The read
 side (``finished_runs``, ``runs_for_leaderboard``) reads finished seed runs back (``mlflow_read``).
 """
@@ -32,13 +32,16 @@ from typing import Any
 
 from lt_bench.config import flatten
 from lt_bench.errors import LtBenchError
-from lt_bench.provenance import tags_of
-from lt_bench.results import RunResult
-from lt_bench.run_folder import CHECKPOINT, RESULTS
 from lt_bench.tracking.base import Tracker
 from lt_bench.tracking.mlflow_read import group_summary, load_runs
 from lt_bench.tracking.outbox import Outbox, describe
-from lt_bench.tracking.records import config_labels, number, setting_tags, summary_metrics
+from lt_bench.tracking.records import (
+    config_labels,
+    number,
+    setting_tags,
+    summary_metrics,
+    tags_of,
+)
 from lt_bench.tracking.store import (
     TAG,
     artifact_root,
@@ -60,6 +63,8 @@ from lt_bench.tracking.store import (
     unreachable,
 )
 from lt_bench.tracking.ui_view import percent_metrics
+from lt_bench.workspace.layout import CHECKPOINT, RESULTS
+from lt_bench.workspace.record import RunResult
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +174,7 @@ class MlflowTracker(Tracker):
             return self.run_id
         self.group_id = self._ensure_group(exp_id, cfg, tags)
         seed = cfg.get("seed", 0)
-        trunk = get(cfg, "fork.trunk")  # a branch of lt_bench.fork: the trunk it came from
+        trunk = get(cfg, "fork.trunk")  # a branch of lt_bench.run.fork: the trunk it came from
         run = self._call("create_run", exp_id, run_name=f"{tags[TAG + 'method']}-seed{seed}",
                          tags={**tags, f"{TAG}role": "seed", f"{TAG}seed": str(seed),
                                PARENT_TAG: self.group_id, f"{TAG}run_dir": str(run_dir),

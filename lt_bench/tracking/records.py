@@ -1,4 +1,4 @@
-"""Finished seed runs as a tracker's read side returns them, the shape ``lt_bench.leaderboard``
+"""Finished seed runs as a tracker's read side returns them, the shape ``lt_bench.compare.leaderboard``
 consumes::
 
     {"run_id": str, "end_time": int (ms), "experiment_id": str,
@@ -25,10 +25,10 @@ from typing import Any
 
 import yaml
 
-from lt_bench.provenance import DATA_KEYS, tags_of
-from lt_bench.results import SHIFTED, RunResult, finished_or_skip
-from lt_bench.run_folder import RESULTS, config_file, results_file, runs_folder
 from lt_bench.tracking.store import TAG, get, imbalance_tag, setting_experiment
+from lt_bench.workspace.layout import RESULTS, config_file, results_file, runs_folder
+from lt_bench.workspace.provenance import DATA_KEYS, SCALAR_KEYS
+from lt_bench.workspace.record import SHIFTED, RunResult, finished_or_skip
 
 SETTING = ("dataset", "imbalance", "backbone", "protocol")
 SUMMARY_KEYS = ("acc", "acc_many", "acc_medium", "acc_few", "ece", "ece_many", "ece_medium",
@@ -157,6 +157,22 @@ def read_run_folders(workspace: Path, experiment: str | None = None) -> Iterator
             yield record
 
 
+# -- tags: how the trackers carry it ----------------------------------------------------------
+def tags_of(provenance: Mapping[str, Any]) -> dict[str, str]:
+    """``provenance`` as MLflow tags ``lt.<key>``; keys without a value are left out."""
+    tags = {f"{TAG}{k}": str(provenance[k]) for k in SCALAR_KEYS
+            if provenance.get(k) is not None}
+    selection = provenance.get("selection")
+    if isinstance(selection, Mapping):
+        tags.update({f"{TAG}selection.{k}": str(v) for k, v in selection.items()})
+    return tags
+
+
+def from_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    """The data keys of a provenance from a run's tags (empty for a run that has none)."""
+    return {k: tags[f"{TAG}{k}"] for k in DATA_KEYS if tags.get(f"{TAG}{k}")}
+
+
 # -- labels: a row named by what sets it apart ---------------------------------------------------
 def labels(rows: Sequence[tuple[str, str, str, Mapping[str, str]]]) -> list[str]:
     """A readable name for each (method, cfg_hash, data fingerprint, params) of one setting: the
@@ -228,7 +244,7 @@ def hashed_params(params: Mapping[str, str]) -> dict[str, str | None]:
 
 @functools.cache
 def _bookkeeping() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    from lt_bench.config_identity import NOT_HASHED
+    from lt_bench.config.identity import NOT_HASHED
 
     return NOT_HASHED, ("data.download", "data.progress", "data.cache_dir")
 
@@ -238,7 +254,7 @@ def default_param(method: str, key: str) -> str | None:
     """The value a key left out of a config stands for, as a param: a method option's default
     (a method's config keeps only the options typed away from it), a key hashed only when set
     at its default; None when not known."""
-    from lt_bench.config_identity import HASHED_WHEN_SET
+    from lt_bench.config.identity import HASHED_WHEN_SET
 
     section, _, leaf = key.partition(".")
     if leaf in HASHED_WHEN_SET.get(section, {}):

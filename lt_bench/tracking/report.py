@@ -1,6 +1,6 @@
 """A finished run's artifact files: per-class table, weight trajectory, and plots (PNG, Agg).
 
-``write_report(result, cfg, folder)`` writes, for a ``lt_bench.results.RunResult``, into
+``write_report(result, cfg, folder)`` writes, for a ``lt_bench.workspace.record.RunResult``, into
 ``folder``::
 
     config.yaml                    the resolved config
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import yaml
 
-from lt_bench.results import MAX_CONFUSION_CLASSES, RunResult
-from lt_bench.run_folder import config_file, results_file
+from lt_bench.workspace.layout import config_file, results_file
+from lt_bench.workspace.record import MAX_CONFUSION_CLASSES, RunResult
 
 
 def _groups(result: RunResult) -> list[str]:

@@ -1,0 +1,1 @@
+"""Comparing runs: the leaderboard, the picture, studies of a paper's tables."""

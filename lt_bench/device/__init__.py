@@ -1,0 +1,1 @@
+"""Where a run computes: device defaults, the CPU variant and threads, the bf16 fence."""

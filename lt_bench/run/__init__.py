@@ -1,0 +1,1 @@
+"""One training run: train, its parts, the loop, evaluation, checkpoints, the fork."""

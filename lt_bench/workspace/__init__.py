@@ -1,0 +1,1 @@
+"""A workspace on disk: run folders, their files, ownership, the run record, provenance."""
