@@ -173,3 +173,23 @@ def test_where_mlflows_own_setting_decides_the_view(tmp_path, template_db):
         page.goto(f"{url}/#/experiments/{exp_id}/runs/{seeds[0]}", wait_until="domcontentloaded")
         page.get_by_text("dv-seed0").first.wait_for(timeout=90_000)
         assert page.get_by_text("Evaluations", exact=True).count() == 0
+
+
+@browser_test
+def test_the_compare_page_plots_accuracy_first(tmp_path, template_db):
+    """MLflow's compare-runs page plots the first metric its runs share, in the order the store
+    first saw them; lt-bench logs accuracy first (it plotted ``train/loss``)."""
+    from lt_bench.tracking.store import client, tracking_uri
+
+    ws = store(tmp_path, template_db)
+    _, seeds = log_seeds(ws, "dv", [0.64, 0.66])
+    exp_id = client(tracking_uri({"workspace": str(ws)})).get_run(seeds[0]).info.experiment_id
+    runs = json.dumps(seeds).replace(" ", "")
+    with ui_page(ws, viewport={"width": 1600, "height": 900}) as (page, url):
+        page.goto(f'{url}/#/compare-runs?runs={runs}&experiments=["{exp_id}"]',
+                  wait_until="domcontentloaded")
+        axes = page.locator(".js-plotly-plot .parcoords .axis-title")
+        axes.first.wait_for(timeout=90_000)
+        titles = [(t or "").strip() for t in axes.all_text_contents()]
+        assert titles[-1] == "percent/acc", titles  # the metric axis, after the params'
+        shoot(page, "ui_compare_runs.png")
