@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from lt_bench.tracking.ui_view import seen_once_script
+
 HERE = Path(__file__).parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -76,7 +78,9 @@ def browser_test(fn):
 @contextmanager
 def ui_page(ws: Path, printed: list[str] | None = None, lines: int = 1, **page_options):
     """A Chromium page and the URL of ``lt-bench ui`` serving ``ws``'s store; the first
-    ``lines`` lines it prints go into ``printed``."""
+    ``lines`` lines it prints go into ``printed``. The browser has closed MLflow's pop-ups once
+    (``SEEN_ONCE``): in CI, the Detect-Issues pop-up once took the click meant for the
+    Assistant's close button."""
     playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed "
                                      "(.ci/install-browser)")
     port = _free_port()
@@ -91,7 +95,9 @@ def ui_page(ws: Path, printed: list[str] | None = None, lines: int = 1, **page_o
         _wait_http(f"{url}/health", 120)
         with playwright.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-            yield browser.new_page(**page_options), url
+            context = browser.new_context(**page_options)
+            context.add_init_script(seen_once_script())
+            yield context.new_page(), url
             browser.close()
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -12,7 +12,6 @@ import json
 import os
 from pathlib import Path
 
-import pytest
 from test_ui import FINGERPRINT, SETTING, browser_test, installed_ui, log_seeds, store, ui_page
 
 from lt_bench.tracking.ui_view import percent_metrics
@@ -33,6 +32,7 @@ def test_the_view_tags_are_ones_the_installed_ui_reads():
     from lt_bench.tracking.ui_view import (
         KIND_TAG,
         MODEL_TRAINING,
+        SEEN_ONCE,
         VIEW_METRICS,
         VIEW_TAG,
         WORKFLOW,
@@ -53,6 +53,9 @@ def test_the_view_tags_are_ones_the_installed_ui_reads():
             "compareRunCharts", "compareRunSections"} <= set(view)
     assert all(f'"{key}"' in js or f"{key}:" in js for key in view)  # the UI's own state keys
     assert view["runsHiddenMode"] in js and '"BAR"' in js
+    for key, value in SEEN_ONCE.items():  # the pop-ups' memory that the browser tests preset
+        name, version = key.rsplit("_v", 1)
+        assert f'key:"{name}",version:{version}' in js and json.loads(value) in (True, False)
     assert view["selectedColumns"] == ["attributes.`Dataset`",
                                        *(f"metrics.`{key}`" for key in VIEW_METRICS)]
     assert {c["metricKey"] for c in view["compareRunCharts"]} == {
@@ -68,14 +71,6 @@ def shoot(page, name: str, **clip) -> None:
     if os.environ.get("LT_BENCH_SCREENSHOTS"):
         page.screenshot(path=Path(os.environ["LT_BENCH_SCREENSHOTS"]) / name,
                         **({"clip": clip} if clip else {}))
-
-
-def close_assistant(page) -> None:
-    """MLflow 3's Assistant opens by itself on a first visit from localhost, over a quarter of
-    the width; no server setting turns it off (docs/TRACKING.md)."""
-    assistant = page.get_by_role("button", name="Close")
-    if assistant.count():
-        assistant.last.click()
 
 
 @browser_test
@@ -104,7 +99,6 @@ def test_the_printed_link_opens_percent_rows_bars_and_the_picture(tmp_path, temp
         page.locator(f'.ag-row[row-id="{group}"]').first.wait_for(timeout=90_000)
         assert f"/#/experiments/{exp_id}/runs?" in page.url and "genai" not in page.url
         assert page.get_by_test_id("saved-views-trigger").inner_text() == "lt-bench: accuracy %"
-        close_assistant(page)
         for method, (group_id, _) in logged.items():  # percent, as the leaderboard prints
             mean = 100 * sum(accs[method]) / 2
             assert cell(page, group_id, "metrics.`percent/acc`") == f"{mean:g}"
@@ -147,8 +141,6 @@ def test_where_mlflows_own_setting_decides_the_view(tmp_path, template_db):
     says so."""
     from lt_bench.tracking.store import client, tracking_uri
 
-    PlaywrightTimeout = pytest.importorskip("playwright.sync_api").TimeoutError  # noqa: N806
-
     ws = store(tmp_path, template_db)
     group, seeds = log_seeds(ws, "dv", [0.64, 0.66])
 
@@ -156,14 +148,7 @@ def test_where_mlflows_own_setting_decides_the_view(tmp_path, template_db):
     with ui_page(ws, viewport={"width": 1600, "height": 900}) as (page, url):
         page.goto(f"{url}/#/experiments/{exp_id}", wait_until="domcontentloaded")
         page.wait_for_url("**/overview**", timeout=90_000)  # MLflow's default: GenAI
-        close_assistant(page)
         page.get_by_text("Detect Issues").first.wait_for(timeout=90_000)  # the GenAI overview
-        got_it = page.get_by_role("button", name="Got it")  # the pop-up under that button,
-        try:  # shown once a browser; it takes the clicks until dismissed
-            got_it.first.wait_for(timeout=20_000)
-            got_it.first.click()
-        except PlaywrightTimeout:
-            pass
         page.get_by_text("Model training", exact=True).first.click()  # the one click
         page.wait_for_url(f"**/experiments/{exp_id}/runs**", timeout=90_000)
         assert page.evaluate("localStorage.getItem('mlflow.workflowType_v1')") == \

@@ -59,16 +59,17 @@ def serve(ws: Path, port: int) -> tuple[subprocess.Popen, str]:
 def shoot(link: str, out: Path) -> list[Path]:
     from playwright.sync_api import sync_playwright
 
+    from lt_bench.tracking.ui_view import seen_once_script
+
     shots = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1600, "height": 900})
+        context = browser.new_context(viewport={"width": 1600, "height": 900})
+        context.add_init_script(seen_once_script())  # no pop-up races the clicks below
+        page = context.new_page()
         page.goto(link, wait_until="domcontentloaded")
         first = page.locator(".ag-row").first
         first.wait_for(timeout=120_000)
-        close = page.get_by_role("button", name="Close")
-        if close.count():  # the Assistant, open on a first visit from localhost
-            close.last.click()
         page.locator(".ag-row button").first.click()  # one group's seeds
         page.wait_for_timeout(1500)
         shots.append(out / "ui_runs_table.png")
@@ -81,7 +82,6 @@ def shoot(link: str, out: Path) -> list[Path]:
         # the one click docs/TRACKING.md asks for, from the GenAI view the bare address opens:
         # run pages reached from the table then open in the model-training view too
         page.goto(link.split("/runs?")[0], wait_until="domcontentloaded")
-        page.get_by_role("button", name="Got it").first.click(timeout=120_000)
         page.get_by_text("Model training", exact=True).first.click()
         page.goto(link, wait_until="domcontentloaded")
         page.get_by_text("dv", exact=True).first.click(timeout=120_000)  # a group run's page

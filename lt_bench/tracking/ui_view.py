@@ -38,6 +38,19 @@ VIEW_METRICS = (f"{PERCENT}acc", f"{PERCENT}acc_std", "seeds",
                 *(f"{PERCENT}{key}" for key in GROUPS[1:]))
 #: the sweep-level run carries the comparison picture (linked from the description), no metric
 NOT_A_METHOD = "tags.`lt.role` != 'sweep'"
+#: the localStorage of a browser that has closed MLflow's Assistant (it opens by itself on a
+#: first visit from localhost) and dismissed the Detect-Issues pop-up (a modal that takes every
+#: click until dismissed). The screenshots tool and the browser tests start from it, so that
+#: neither pop-up can race their clicks (both appear at times that vary from machine to machine)
+SEEN_ONCE = {"mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": "true",
+             "mlflow.assistant.panelOpen_v1": "false",
+             "mlflow.detectIssues.guidanceShown_v1": "true"}
+
+
+def seen_once_script() -> str:
+    """JavaScript that writes ``SEEN_ONCE`` before the UI's own scripts read it."""
+    return "".join(f"window.localStorage.setItem({json.dumps(k)}, {json.dumps(v)});"
+                   for k, v in SEEN_ONCE.items())
 
 
 def percent_metrics(values: dict[str, float], which: str = "final") -> dict[str, float]:
