@@ -251,3 +251,25 @@ def test_one_plugin_file_named_twice_loads_once(tmp_path):
     registry = get_registry([str(path)])
     assert get_registry([str(path)]) is registry  # no "already registered" error
     assert registry.get("methods", "twice").plugin == str(path)
+
+
+def test_a_methods_options_are_worked_out_once_for_a_run(tmp_path, monkeypatch):
+    """The registry's answer on (method, loss) is computed once and read by the config's
+    defaults, its checks, the run's check and the build (issue 38: it was worked out five times)."""
+    import lt_bench.api as api
+    from lt_bench.config import load_config
+    from lt_bench.run.assemble import check_names
+
+    api._spec.cache_clear()
+    inspected = []
+    real = api.factory_options
+    monkeypatch.setattr(api, "factory_options", lambda f, *a: inspected.append(f) or real(f, *a))
+    cfg = load_config([], ["dataset=synthetic_lt", "method=dv", "method.loss=focal",
+                           "method.gamma=1.0", f"workspace={tmp_path}"])
+    method = check_names(cfg)
+    criterion = method.build([30, 10, 5])
+    registry = get_registry()
+    assert inspected == [registry.get("methods", "dv").factory,
+                         registry.get("losses", "focal").factory]  # one look at each
+    assert method.spec.loss == "focal" and "gamma" in method.spec.loss_options
+    assert "gamma" not in method.spec.own and "loss=focal" in repr(criterion)

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from omegaconf import DictConfig
 
-from lt_bench.api import check_method, construct_method
+from lt_bench.api import MethodSpec, check_method, construct_method
 from lt_bench.backbones import build_backbone, check_backbone
 from lt_bench.backbones.heads import swap_head
 from lt_bench.config import to_dict
@@ -24,7 +24,7 @@ from lt_bench.device.cpu_variant import CACHE_NAME, Choice, Workload, choose
 from lt_bench.device.defaults import resolve_compile
 from lt_bench.errors import LtBenchError
 from lt_bench.method import Method
-from lt_bench.registry import Entry, get_registry
+from lt_bench.registry import get_registry
 from lt_bench.run.loop import default_eval_batch
 
 
@@ -85,20 +85,20 @@ class RunMethod:
     ``build`` makes the criterion once the class counts are known.
     """
 
-    entry: Entry
+    spec: MethodSpec
     options: dict
     cls: type  # its Method class; Method itself for a plain factory, which declares nothing
 
     def build(self, class_counts) -> Method:
-        return construct_method(self.entry, class_counts, self.options)
+        return construct_method(self.spec, class_counts, self.options)
 
 
 def resolve_method(cfg: DictConfig) -> RunMethod:
     options = method_options_of(cfg)
-    entry = check_method(cfg.method.name, options)
-    factory = entry.factory
+    spec = check_method(cfg.method.name, options)
+    factory = spec.entry.factory
     cls = factory if isinstance(factory, type) and issubclass(factory, Method) else Method
-    return RunMethod(entry, options, cls)
+    return RunMethod(spec, options, cls)
 
 
 def check_names(cfg: DictConfig) -> RunMethod:
