@@ -37,6 +37,24 @@ def test_a_step_that_never_settles_is_timed_after_the_longest_warm_up():
     assert len(warm) == cpu_variant.WARMUP_MAX and step_s == pytest.approx(2.0)
 
 
+def test_scoring_is_timed_after_its_warm_up_too():
+    import contextlib
+
+    import torch
+
+    clock = FakeClock([4.0, 2.0, 0.6, 0.5, 0.5, 0.5] + [0.5, 0.5, 3.0, 0.5, 0.5, 0.5])
+
+    class Scorer(torch.nn.Module):
+        def forward(self, x):
+            clock.step()
+            return x
+
+    workload = cpu_variant.Workload((3, 4, 4), 10, "fp32", 8, 250, 100, 500, 1)
+    img_s = cpu_variant.time_eval(Scorer(), workload, contextlib.nullcontext(),
+                                  torch.contiguous_format, torch.Generator(), clock)
+    assert img_s == pytest.approx(250 / 0.5) and not clock.durations
+
+
 def test_a_short_run_uses_the_cached_choice(tmp_path, monkeypatch):
     from types import SimpleNamespace
 

@@ -49,7 +49,7 @@ COMPILE_MIN_RUN_S = 1800.0
 DROP_SLOWER = 2.0
 CACHE_NAME = "cpu_variants.json"
 #: part of the cache key: choices of an older probe (timed within its warm-up) are not served
-PROBE_VERSION = "settled-2"
+PROBE_VERSION = "settled-3"
 
 
 @dataclass
@@ -245,22 +245,19 @@ def train_step(model, optimizer, x, y, autocast) -> None:
 
 
 @torch.no_grad()
-def time_eval(probe, workload: Workload, autocast, fmt, gen) -> float | None:
-    """Images/s of scoring, eager as the run scores (``lt_bench.run.evaluate``): the median of three
-    batches after two of warm-up."""
+def time_eval(probe, workload: Workload, autocast, fmt, gen,
+              clock=time.perf_counter) -> float | None:
+    """Images/s of scoring, eager as the run scores (``lt_bench.run.evaluate``), timed like
+    training (``settle``). Three batches after two of warm-up were too few: the probe and the
+    benchmark differed by -17 % and +47 % on the same CPU (docs/BENCHMARKS.md)."""
     if not workload.eval_images:
         return None
     probe.eval()
     x = torch.randn((workload.eval_batch, *workload.sample_shape), generator=gen)
     x = x.contiguous(memory_format=fmt)
-    times = []
     with autocast:
-        for i in range(5):
-            started = time.perf_counter()
-            probe(x)
-            if i >= 2:
-                times.append(time.perf_counter() - started)
-    return workload.eval_batch / statistics.median(times)
+        _, batch_s = settle(lambda: probe(x), clock)
+    return workload.eval_batch / batch_s
 
 
 # -- the cache ----------------------------------------------------------------------------------
