@@ -13,6 +13,7 @@ import sys
 
 from lt_bench import __version__
 from lt_bench.errors import LtBenchError
+from lt_bench.registry import get_registry
 
 COMMANDS = ["methods", "data", "train", "sweep", "reproduce", "leaderboard", "ui", "anchors",
             "workspace"]
@@ -65,8 +66,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:  # commands import their dependencies (torch, omegaconf, mlflow) inside ``run``
         if args.plugin:
-            from lt_bench.registry import get_registry
-
             get_registry(args.plugin)
         return int(args.func(args) or 0)
     except LtBenchError as exc:

@@ -135,7 +135,7 @@ def test_anchors_command_errors_are_one_line(tmp_path, letters, capsys, argv, ma
 
 
 def test_clip_text_tower_encodes_every_sentence_unit_length(monkeypatch):
-    import lt_bench.backbones.vl_ltr_towers as towers
+    import lt_bench.backbones.vl_ltr_text as text
     from lt_bench.backbones.vl_ltr_text import clip_encoder
 
     class FakeClip(torch.nn.Module):
@@ -145,8 +145,7 @@ def test_clip_text_tower_encodes_every_sentence_unit_length(monkeypatch):
     def tokenizer(texts):
         return torch.tensor([[len(t), t.count("a"), 1.0] for t in texts])
 
-    monkeypatch.setattr(towers, "build_clip", lambda tower, weights, size: (FakeClip(),
-                                                                              tokenizer))
+    monkeypatch.setattr(text, "build_clip", lambda tower, weights, size: (FakeClip(), tokenizer))
     out = clip_encoder("RN50", "w.pt")(["a cat", "a dog in a car"] * 200)  # > one chunk
     expected = torch.nn.functional.normalize(torch.tensor([[5.0, 2, 1], [14, 3, 1]]), dim=-1)
     assert out.shape == (400, 3)

@@ -207,3 +207,36 @@ def test_no_module_is_over_400_lines(tmp_path):
     found = [line for folder in ("lt_bench", "plugins", "benchmarks")
              for line in too_long(root / folder)]
     assert not found, "split these modules: " + "; ".join(found)
+
+
+def unexplained_inner_imports(root: Path = PACKAGE) -> list[str]:
+    """``file:line`` of each import of the package inside a function with no comment on its
+    line or the line above: an import stays out of the module's top only for a reason (start-up
+    time: it would load torch), said where it stands (issue 38)."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        lines = path.read_text().splitlines()
+        for fn in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if (isinstance(node, ast.ImportFrom) and node.level == 0
+                        and (node.module or "").split(".")[0] == root.name):
+                    here = lines[node.lineno - 1]
+                    above = lines[node.lineno - 2].strip() if node.lineno > 1 else ""
+                    if "#" not in here and not above.startswith("#"):
+                        found.append(f"{path.relative_to(root.parent)}:{node.lineno}")
+    return sorted(set(found))
+
+
+def test_an_import_inside_a_function_says_why():
+    assert unexplained_inner_imports() == []
+
+
+def test_the_inner_import_check_finds_a_silent_one(tmp_path):
+    package = tmp_path / "lt_bench"
+    package.mkdir()
+    (package / "a.py").write_text("def f():\n    from lt_bench.b import x\n\n\n"
+                                  "def g():\n    from lt_bench.b import y  # loads torch\n\n\n"
+                                  "def h():\n    # loads torch\n    from lt_bench.b import z\n")
+    assert unexplained_inner_imports(package) == ["lt_bench/a.py:2"]

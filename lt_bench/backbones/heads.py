@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lt_bench.errors import LtBenchError
+
 
 class Fp32Linear(nn.Linear):
     """``nn.Linear`` computed in fp32 whatever autocast says (same parameters and state dict)."""
@@ -52,8 +54,6 @@ HEADS = {"cosine": CosineLinear}
 
 def swap_head(model: nn.Module, kind: str, backbone: str) -> nn.Module:
     """Replace ``model.fc`` (a linear classifier) by a head of ``kind``, in place."""
-    from lt_bench.errors import LtBenchError
-
     if kind not in HEADS:
         raise LtBenchError(f"head {kind!r} is not one of {', '.join(HEADS)}")
     fc = getattr(model, "fc", None)

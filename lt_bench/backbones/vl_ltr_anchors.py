@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from lt_bench.errors import LtBenchError
+from lt_bench.workspace.files import atomic_writer
 
 RANDOM_SENTENCES = 8
 
@@ -112,7 +113,6 @@ def save_anchors(path, anchors: torch.Tensor, counts: torch.Tensor, class_names:
     """Write an anchors file :func:`load_anchors` reads, with the class names and ``extra``."""
     anchors, counts = check_anchors(anchors, counts, len(class_names), None, 10**9,
                                     source=str(path))
-    from lt_bench.workspace.files import atomic_writer
 
     file = Path(str(path)).expanduser()
     # a fresh temporary beside it, renamed over it: a planted link is neither followed nor

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import torch
 
+from lt_bench.backbones.vl_ltr_towers import build_clip, clip_text_encoder
+from lt_bench.config import config_dir, group_choices
+from lt_bench.config.safe_yaml import read_yaml_file
 from lt_bench.errors import LtBenchError
 
 #: prompt templates for classes that have only a name (our wording, in the spirit of CLIP's)
@@ -35,9 +38,6 @@ def read_sentences(path) -> tuple[list[str], list[list[str]]]:
 
     ``path`` is a file, or the name of one shipped in ``configs/anchors/`` (e.g. ``cifar10``).
     """
-    from lt_bench.config import config_dir, group_choices
-    from lt_bench.config.safe_yaml import read_yaml_file
-
     file = Path(str(path)).expanduser()
     if not file.is_file() and str(path) in group_choices("anchors"):
         file = config_dir() / "anchors" / f"{path}.yaml"
@@ -95,8 +95,6 @@ def sentence_transformers_encoder(folder):
 
 def clip_encoder(tower: str, weights):
     """A function sentences → [N, D] unit embeddings, from open_clip's text tower."""
-    from lt_bench.backbones.vl_ltr_towers import build_clip, clip_text_encoder
-
     if not weights:
         raise LtBenchError("anchors: --clip needs --weights, a local CLIP checkpoint (the text "
                            "tower must be trained; random weights carry no language)")

@@ -19,6 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lt_bench.backbones import torchvision_models as tv
+from lt_bench.backbones.resnet_cifar import resnet32
+from lt_bench.backbones.torchvision_models import read_state_dict
 from lt_bench.errors import LtBenchError
 
 #: embedding width of the CLIP towers (and the default D of the torchvision fallbacks)
@@ -54,7 +57,6 @@ class CifarResNetTower(nn.Module):
 
     def __init__(self, dim: int):
         super().__init__()
-        from lt_bench.backbones.resnet_cifar import resnet32
 
         self.net = resnet32(num_classes=1)
         width = self.net.fc.in_features
@@ -71,7 +73,6 @@ class ProjectedTower(nn.Module):
 
     def __init__(self, tower: str, dim: int, weights: str | None, image_size: int):
         super().__init__()
-        from lt_bench.backbones import torchvision_models as tv
 
         if tower == "RN50":
             self.net = tv.resnet50(1000, weights=weights)
@@ -133,8 +134,6 @@ def is_torchscript(file: Path) -> bool:
 
 def read_clip_checkpoint(path) -> dict[str, torch.Tensor]:
     """The state dict of a local CLIP checkpoint: OpenAI TorchScript archive or state dict."""
-    from lt_bench.backbones.torchvision_models import read_state_dict
-
     file = Path(str(path)).expanduser()
     if not file.is_file():
         raise LtBenchError(f"vl_ltr: weights file {str(path)!r} not found: give a local CLIP "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lt_bench.commands.data import load
+from lt_bench.data import load_data
 from lt_bench.errors import LtBenchError
 
 
@@ -49,9 +51,6 @@ def class_names_of(args: list[str]) -> list[str] | None:
         return None
     from omegaconf import OmegaConf
 
-    from lt_bench.commands.data import load
-    from lt_bench.data import load_data
-
     cfg = load(args)
     data = load_data(cfg.dataset, cfg.imbalance, OmegaConf.to_container(cfg.data, resolve=True))
     return [str(c) for c in data.classes]
@@ -59,6 +58,7 @@ def class_names_of(args: list[str]) -> list[str] | None:
 
 def choose_sentences(args, data_names):
     """``(class names, sentences per class)`` from the options, checked against the data set."""
+    # here, not at the top: it imports omegaconf and torch
     from lt_bench.backbones.vl_ltr_text import TEMPLATES, read_sentences, sentences_from_names
 
     if args.sentences and args.names:
@@ -74,6 +74,7 @@ def choose_sentences(args, data_names):
             raise LtBenchError("anchors: no classes: give --sentences FILE.yaml, --names A,B,... "
                                "or a data set (e.g. dataset=cifar10_lt data.root=./data)")
         sentences = sentences_from_names(names, tuple(args.template or TEMPLATES))
+    # here, not at the top: it imports torch
     from lt_bench.backbones.vl_ltr_anchors import check_class_names
 
     check_class_names(names, data_names, args.sentences or "--names",  # None: nothing to check
@@ -97,7 +98,10 @@ def nearest_classes(anchors, counts, names) -> str:
 
 
 def run(args) -> int:
+    # here, not at the top: it imports torch
     from lt_bench.backbones.vl_ltr_anchors import save_anchors
+
+    # here, not at the top: it imports omegaconf and torch
     from lt_bench.backbones.vl_ltr_text import (
         clip_encoder,
         encode_anchors,

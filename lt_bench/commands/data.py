@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from lt_bench.data import load_data
+from lt_bench.data.groups import thresholds_of
 from lt_bench.errors import LtBenchError
 
 
@@ -34,7 +36,7 @@ def load(args: list[str]):
     for p in paths:
         if not Path(p).is_file():
             raise LtBenchError(f"config file {p!r} not found (give a YAML file or key=value)")
-    from lt_bench.config import load_config
+    from lt_bench.config import load_config  # here, not at the top: it imports omegaconf
 
     return load_config(paths, overrides)
 
@@ -66,12 +68,9 @@ def _label(classes: list[str], a: int, b: int) -> str:
 def run(args) -> int:
     from omegaconf import OmegaConf
 
-    from lt_bench.data import load_data
-
     cfg = load(args.args)
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     data = load_data(cfg.dataset, cfg.imbalance, data_cfg)
-    from lt_bench.data.groups import thresholds_of
 
     info = data.describe(**thresholds_of(cfg.get("eval")))
     if args.json:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from lt_bench.errors import LtBenchError
+
 FORMATS = ("text", "json", "markdown", "csv")
 #: the optional column sets of the text and markdown tables (json and csv have every field)
 COLUMNS = {"ece": "the expected calibration error of each group, ECE many/medium/few %",
@@ -58,7 +60,10 @@ def add_parser(sub) -> None:
 
 def split(args: list[str]):
     """(config paths, config overrides, filters, options) from the command's arguments."""
+    # here, not at the top: it imports omegaconf
     from lt_bench.compare.leaderboard import FILTER_KEYS
+
+    # here, not at the top: it imports omegaconf
     from lt_bench.config import parse_override, split_args
 
     paths, pairs = split_args(args)
@@ -75,13 +80,13 @@ def split(args: list[str]):
 
 
 def run(args) -> int:
-    from lt_bench.compare import leaderboard as lb
-    from lt_bench.config import load_config
+    from lt_bench.compare import leaderboard as lb  # here, not at the top: it imports omegaconf
+    from lt_bench.config import load_config  # here, not at the top: it imports omegaconf
 
     paths, overrides, filters, options = split(args.args)
     columns = parse_columns(args.columns)
     if args.plot:  # a name matplotlib cannot write is refused before the runs are read
-        from lt_bench.compare.plot import image_format
+        from lt_bench.compare.plot import image_format  # here, not at the top: it imports omegaconf
 
         image_format(args.plot)
     cfg = load_config(paths, overrides, resolve_method=False)
@@ -98,8 +103,6 @@ def run(args) -> int:
 def parse_columns(text: str | None) -> tuple[str, ...]:
     """``ece,shifted`` (or ``all``) as the column sets it names, in ``COLUMNS`` order; one
     line naming a set that is not one."""
-    from lt_bench.errors import LtBenchError
-
     names = [n.strip() for n in (text or "").split(",") if n.strip()]
     if names == ["all"]:
         return tuple(COLUMNS)
@@ -114,8 +117,7 @@ def plot(rows: list, cfg, path: str) -> None:
     import sys
     from pathlib import Path
 
-    from lt_bench.compare.plot import write_figures
-    from lt_bench.errors import LtBenchError
+    from lt_bench.compare.plot import write_figures  # here, not at the top: it imports omegaconf
 
     if not rows:
         raise LtBenchError("leaderboard --plot: no finished seed runs match the filters; drop "

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 
+from lt_bench.registry import env_plugins, get_registry
+
 CACHE_NAME = "methods.json"
 
 
@@ -26,9 +28,8 @@ def add_parser(sub) -> None:
 
 
 def rows() -> list[dict]:
-    from lt_bench.api import method_options
-    from lt_bench.method import declared_needs
-    from lt_bench.registry import get_registry
+    from lt_bench.api import method_options  # here, not at the top: it imports torch
+    from lt_bench.method import declared_needs  # here, not at the top: it imports torch
 
     return [
         {"name": entry.name, "description": entry.description, "plugin": entry.plugin,
@@ -131,8 +132,6 @@ def listing(local_plugins: bool) -> dict[str, str]:
 
 
 def run(args) -> int:
-    from lt_bench.registry import env_plugins
-
     made = listing(bool(getattr(args, "plugin", None) or env_plugins()))
     print(made["json"] if args.json else made["text"])
     return 0

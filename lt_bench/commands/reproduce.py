@@ -5,6 +5,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from lt_bench.errors import LtBenchError
+from lt_bench.registry import get_registry
+from lt_bench.workspace.files import write_file
+
 
 def add_parser(sub) -> None:
     parser = sub.add_parser(
@@ -47,6 +51,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    # here, not at the top: it imports omegaconf
     from lt_bench.compare.study import grid, load_study, select, setup_diff, study_choices
 
     if not args.study:
@@ -68,6 +73,7 @@ def run(args) -> int:
         print(f"set-up: {line}")
     summary = {"failed": []}
     if not args.report_only:
+        # here, not at the top: it imports omegaconf and torch
         from lt_bench.sweep.runner import execute
 
         cells.sweep.plugins = list(getattr(args, "plugin", []) or [])
@@ -94,11 +100,10 @@ def _against(study, cells, args, cfg) -> None:
     seed), printed and written to STUDY-against.md beside the study's report."""
     from omegaconf import OmegaConf
 
+    # here, not at the top: it imports omegaconf
     from lt_bench.compare.pair import format_pairs, pair_cells
-    from lt_bench.compare.study import grid
-    from lt_bench.compare.verdict import collect
-    from lt_bench.errors import LtBenchError
-    from lt_bench.workspace.files import write_file
+    from lt_bench.compare.study import grid  # here, not at the top: it imports omegaconf
+    from lt_bench.compare.verdict import collect  # here, not at the top: it imports omegaconf
 
     bad = [a for a in args.against if "=" not in a]
     if bad:
@@ -129,9 +134,6 @@ def _against(study, cells, args, cfg) -> None:
 def check_names(study, plugins) -> None:
     """Every row's method and column's data set is registered, or one line says which is not,
     in which study, before anything trains or reports "not run"."""
-    from lt_bench.errors import LtBenchError
-    from lt_bench.registry import get_registry
-
     registry = get_registry(plugins)
     for kind, name, where in [*(("methods", r.method, f"row {r.label!r}") for r in study.rows),
                               *(("datasets", c.dataset, f"column {c.label!r}")
@@ -143,9 +145,11 @@ def check_names(study, plugins) -> None:
 
 
 def _report(study, cells, lines, cfg, out_dir) -> int:
+    # here, not at the top: it imports omegaconf
     from lt_bench.compare.render import draw, format_markdown, format_text
+
+    # here, not at the top: it imports omegaconf
     from lt_bench.compare.verdict import build_report, collect
-    from lt_bench.workspace.files import write_file
 
     def warn(line: str) -> None:
         print(f"reproduce: {line}", file=sys.stderr)
@@ -158,9 +162,10 @@ def _report(study, cells, lines, cfg, out_dir) -> int:
     markdown = folder / f"{study.name}.md"
     write_file(markdown, format_markdown(report, picture.name), root=root)
     print(f"\nreproduce: wrote {markdown} and {picture}")
-    from lt_bench.tracking import tracker_name
+    from lt_bench.tracking import tracker_name  # here, not at the top: it imports omegaconf
 
     if tracker_name(cfg) == "mlflow":
+        # here, not at the top: it imports omegaconf
         from lt_bench.tracking.mlflow_artifacts import log_study_run, study_experiment
 
         run_id = log_study_run(cfg, study.name, [markdown, picture])

@@ -36,6 +36,7 @@ def run(args) -> int:
 def run_sweep(args: list[str], plugins: list[str] = (), out=print, train_fn=None) -> dict:
     """The grid (``lt_bench.sweep.runner.run_grid``), then its leaderboard, picture and links;
     ``train_fn``: what each worker calls (default ``lt_bench.run.train.train``)."""
+    # here, not at the top: it imports omegaconf and torch
     from lt_bench.sweep.runner import run_grid
 
     more = {"train_fn": train_fn} if train_fn is not None else {}
@@ -53,6 +54,7 @@ def close(sweep: Any, report: Any) -> None:
         report.out(lb.format_text(rows))
         report.summary["leaderboard"] = lb.as_dicts(rows)
     if rows:
+        # here, not at the top: it imports omegaconf
         from lt_bench.compare.plot import sweep_figures
 
         try:
@@ -61,6 +63,7 @@ def close(sweep: Any, report: Any) -> None:
         except Exception as exc:  # a picture must not fail a sweep whose runs are all done
             report.out(f"sweep: the comparison plot could not be drawn ({exc}); "
                        "lt-bench leaderboard --plot FILE.png draws it again")
+    # here, not at the top: it imports omegaconf
     from lt_bench.tracking.mlflow_artifacts import sweep_links
 
     for line in sweep_links([j.cfg for j in sweep.jobs]):  # the runs and the picture, a click away

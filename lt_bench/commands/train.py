@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
 
 
 def print_results(result) -> None:
-    from lt_bench.run.loop import format_accuracy
+    from lt_bench.run.loop import format_accuracy  # here, not at the top: it imports torch
 
     print(f"\n{result.method} on {result.dataset} (imbalance {result.imbalance}, "
           f"seed {result.seed}), {result.wall_time_s:.0f} s")
@@ -31,6 +31,7 @@ def print_results(result) -> None:
 
 
 def run(args) -> int:
+    # here, not at the top: it imports omegaconf
     from lt_bench.config import load_config, split_args
     from lt_bench.run.train import train  # torch and the plugins load only when training
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from lt_bench.errors import LtBenchError
+
 EVERY_INTERFACE = ("0.0.0.0", "::", "")
 
 
@@ -25,7 +27,7 @@ def server_command(cfg, host: str, port: int) -> tuple[list[str], str]:
     """The ``mlflow server`` command line for ``cfg``'s store, and the store's URI."""
     import sys
 
-    from lt_bench.errors import LtBenchError
+    # here, not at the top: it imports omegaconf
     from lt_bench.tracking.store import (
         ARTIFACTS_DIR,
         client,
@@ -91,8 +93,8 @@ def access_flags(host: str, port: int) -> list[str]:
 def run(args) -> int:
     import socket
 
+    # here, not at the top: it imports omegaconf
     from lt_bench.config import load_config, split_args
-    from lt_bench.errors import LtBenchError
 
     if not 1 <= args.port <= 65535:
         raise LtBenchError(f"--port {args.port} is not a port: give 1 to 65535")
@@ -113,6 +115,7 @@ def run(args) -> int:
 def links(uri: str, host: str, port: int) -> list[str]:
     """One line per setting: the address of its runs table in MLflow's model-training view
     (MLflow 3 opens an experiment on its GenAI pages otherwise)."""
+    # here, not at the top: it imports omegaconf
     from lt_bench.tracking.mlflow_artifacts import ui_links
 
     found = ui_links(uri, origin(public_name(host) or host, port))
@@ -142,6 +145,7 @@ def serve(command: list[str]) -> int:
     import signal
     import subprocess
 
+    # here, not at the top: it imports omegaconf and torch
     from lt_bench.sweep.workers import die_with
 
     def interrupt(signum, frame):

@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from lt_bench.data.copies import CIFAR_DATASETS, find_copies
 from lt_bench.errors import LtBenchError
+from lt_bench.workspace.files import write_file
 
 
 def add_parser(sub) -> None:
@@ -35,8 +37,6 @@ def add_parser(sub) -> None:
 
 def old_copy(root: str, variant: str) -> str | None:
     """The copy lt_bench before ``data.copy`` read under ``root``: pickle, else jpeg."""
-    from lt_bench.data.copies import find_copies
-
     found = find_copies(Path(root), variant)
     return next((c for c in ("pickle", "jpeg") if c in found), None)
 
@@ -61,9 +61,9 @@ def upgrade_folder(folder: Path, copy: str | None, dry_run: bool) -> str | None:
     """Upgrade one run or trunk folder; the line saying what was done (None: nothing to do)."""
     from omegaconf import OmegaConf
 
-    from lt_bench.config import config_hash
-    from lt_bench.data.copies import CIFAR_DATASETS
-    from lt_bench.workspace.files import write_file
+    from lt_bench.config import config_hash  # here, not at the top: it imports omegaconf
+
+    # here, not at the top: it imports omegaconf
     from lt_bench.workspace.layout import config_file, results_file
 
     path = config_file(folder)
@@ -98,8 +98,6 @@ def upgrade_folder(folder: Path, copy: str | None, dry_run: bool) -> str | None:
 
 
 def _upgrade_record(record: Path, cfg_hash: str, copy: str, target: Path) -> None:
-    from lt_bench.workspace.files import write_file
-
     try:
         result = json.loads(record.read_text())
     except (OSError, ValueError):

@@ -37,6 +37,7 @@ from typing import Any
 
 from lt_bench.data.groups import FEW, GROUP_NAMES, MANY, group_rule
 from lt_bench.errors import LtBenchError
+from lt_bench.tracking import cannot_read_back, read_back, tracker_for, tracker_name
 from lt_bench.tracking.records import SETTING, from_tags, labels, mean, sample_std
 from lt_bench.tracking.store import TAG, imbalance_tag
 from lt_bench.workspace.provenance import fingerprint, split_warning
@@ -246,8 +247,6 @@ def leaderboard(cfg: Any, filters: dict[str, str] | None = None, metric: str = "
 def sweep_rows(cfgs: list, metric: str, baseline: str) -> list[Row] | None:
     """A sweep's closing leaderboard: the rows of its settings, read back through its first
     run's tracker; None when that tracker cannot be read back (the sweep has said so)."""
-    from lt_bench.tracking import read_back, tracker_for
-
     first = cfgs[0]
     runs = read_back(tracker_for(first), "runs_for_leaderboard", first.tracking.experiment)
     if runs is None:
@@ -259,8 +258,6 @@ def sweep_rows(cfgs: list, metric: str, baseline: str) -> list[Row] | None:
 
 def tracked_runs(cfg: Any, experiment: str | None = None) -> list[dict]:
     """The finished seed runs, read back through the tracker ``tracking.tracker`` names."""
-    from lt_bench.tracking import cannot_read_back, read_back, tracker_for, tracker_name
-
     runs = read_back(tracker_for(cfg), "runs_for_leaderboard", experiment)
     if runs is None:
         raise LtBenchError(cannot_read_back(tracker_name(cfg)))

@@ -32,7 +32,10 @@ from typing import Any
 from lt_bench.config import protocol_label
 from lt_bench.data.groups import FEW, MANY, group_rule
 from lt_bench.errors import LtBenchError
+from lt_bench.tracking import tracker_name
+from lt_bench.tracking.mlflow_artifacts import log_sweep_run
 from lt_bench.tracking.records import SETTING, mean, sample_std
+from lt_bench.tracking.store import imbalance_tag
 from lt_bench.workspace.files import atomic_writer
 from lt_bench.workspace.layout import folder_name, results_file, runs_folder, sweeps_folder
 from lt_bench.workspace.provenance import fingerprint
@@ -295,8 +298,6 @@ def write_figures(rows: list, workspace: Path, path: Path, suffix: bool = False,
 def sweep_figures(cfgs: list, rows: list, out=print) -> list[Path]:
     """The sweep's closing pictures, ``<workspace>/sweeps/comparison-<setting>.png``, each also
     an artifact of a sweep-level MLflow run when the tracker is MLflow."""
-    from lt_bench.tracking import tracker_name
-
     first = cfgs[0]
     workspace = Path(first.workspace).expanduser()
     paths = write_figures(rows, workspace, sweeps_folder(workspace) / "comparison.png", suffix=True,
@@ -304,8 +305,6 @@ def sweep_figures(cfgs: list, rows: list, out=print) -> list[Path]:
     for target in paths:
         out(f"sweep: comparison plot {target}")
     if tracker_name(first) == "mlflow":
-        from lt_bench.tracking.mlflow_artifacts import log_sweep_run
-
         by_slug = {setting_slug(setting_of(r)): r for r in rows}
         for target in paths:
             row = by_slug[target.stem.removeprefix("comparison-")]
@@ -316,8 +315,6 @@ def sweep_figures(cfgs: list, rows: list, out=print) -> list[Path]:
 
 
 def _cfg_of(cfgs: list, row) -> Any:
-    from lt_bench.tracking.store import imbalance_tag
-
     for cfg in cfgs:
         if (cfg.dataset, imbalance_tag(cfg.imbalance), cfg.backbone.name) == (
                 row.dataset, row.imbalance, row.backbone):

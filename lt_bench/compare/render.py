@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lt_bench.compare.plot import DPI, WIDTH_IN, clipped
 from lt_bench.compare.verdict import CellReport, Report
+from lt_bench.workspace.files import atomic_writer
 
 
 def _ms(mean: float | None, std: float | None, n: int | None = None) -> str:
@@ -131,9 +133,6 @@ def draw(report: Report, path: Path, root: Path | None = None) -> Path:
     never through a link below ``root``)."""
     import matplotlib.pyplot as plt
 
-    from lt_bench.compare.plot import DPI
-    from lt_bench.workspace.files import atomic_writer
-
     fig = study_figure(report)
     try:
         with atomic_writer(path, root) as f:
@@ -150,8 +149,6 @@ def study_figure(report: Report):
     import textwrap
 
     import matplotlib
-
-    from lt_bench.compare.plot import WIDTH_IN, clipped
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lt_bench.config import config_dir
 from lt_bench.config.safe_yaml import read_yaml_file
+from lt_bench.data.encoding import pixels_of
 from lt_bench.errors import LtBenchError, closest
 
 STATISTICS = ("best", "final")
@@ -75,8 +77,6 @@ class Study:
 
 
 def study_dir() -> Path:
-    from lt_bench.config import config_dir
-
     return config_dir() / "study"
 
 
@@ -310,7 +310,7 @@ class Grid:
 def grid(study: Study, args: list[str], out=print, all_cells: bool = False) -> Grid:
     """Every cell's jobs, resolved, in one sweep (one plan: trunks shared across rows); a cell
     the paper leaves empty only with ``all_cells`` (there is nothing to set it beside)."""
-    from lt_bench.sweep.grid import expand, unique
+    from lt_bench.sweep.grid import expand, unique  # here, not at the top: it imports torch
 
     said: set[str] = set()
 
@@ -358,8 +358,6 @@ def setup_diff(study: Study, cfg: Any, seeds: int) -> tuple[list[str], int]:
         if key == "seeds":
             ours = seeds
         elif key == "pixels":
-            from lt_bench.data.encoding import pixels_of
-
             ours = pixels_of(cfg)
         else:
             ours = OmegaConf.select(cfg, key, default="(not set)")

@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lt_bench.compare.study import Cell, Claim, Study
+from lt_bench.config import config_hash, to_dict
 from lt_bench.tracking.records import mean, sample_std
 from lt_bench.workspace.layout import CONFIG, folder_name, results_file
+from lt_bench.workspace.provenance import fingerprint_groups, pooling_warning
 from lt_bench.workspace.record import RunResult, finished_or_skip
 
 ALPHA = 0.05
@@ -47,8 +49,6 @@ def in_paper_unit(acc: float, reports: str) -> float:
 def ours_of(results: list[RunResult], study: Study) -> Ours:
     """The cell's numbers from its finished runs, one data fingerprint only: the largest
     group, with a note naming the others."""
-    from lt_bench.workspace.provenance import fingerprint_groups, pooling_warning
-
     groups = fingerprint_groups(results)
     note = ""
     if len(groups) > 1:
@@ -77,8 +77,6 @@ def collect(study: Study, cells: dict[tuple[str, str], list], warn=print) -> dic
 
 
 def _where_free_hash(cfg) -> str:
-    from lt_bench.config import config_hash, to_dict
-
     d = to_dict(cfg) if not isinstance(cfg, dict) else dict(cfg)
     d["data"] = {k: v for k, v in d.get("data", {}).items() if k != "root"}
     return config_hash(d)

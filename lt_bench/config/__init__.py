@@ -28,6 +28,7 @@ from lt_bench.data import DataConfig
 from lt_bench.data.copies import CIFAR_DATASETS, resolve_copy
 from lt_bench.data.groups import FEW, MANY
 from lt_bench.errors import LtBenchError, closest
+from lt_bench.registry import get_registry
 
 GROUPS = ("dataset", "backbone", "method", "protocol")
 log = logging.getLogger(__name__)
@@ -318,8 +319,6 @@ def _method_section(cfg: DictConfig, method: MethodArgs, notes: list[str] | None
 def _method_factory(cfg: DictConfig):
     """The method's factory, with the config's own plugins loaded; None for a misspelt method,
     which the run's checks name with the closest one."""
-    from lt_bench.registry import get_registry
-
     registry = get_registry(cfg.get("plugins") or ())  # a plugin that fails to load says so
     try:
         return registry.get("methods", cfg.method.name).factory
@@ -331,7 +330,7 @@ def _drop_typed_defaults(cfg: DictConfig) -> None:
     """Forget a method option (its loss's included) typed at its default, so that
     ``method.convention=paper`` and leaving it out are one setting: one hash, one leaderboard
     row, one run a sweep skips."""
-    from lt_bench.api import method_options
+    from lt_bench.api import method_options  # here, not at the top: it imports torch
 
     try:
         defaults = method_options(cfg.method.name, cfg.method.get("loss"))

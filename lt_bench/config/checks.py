@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from omegaconf import DictConfig, OmegaConf
 
 from lt_bench.errors import LtBenchError
+from lt_bench.registry import get_registry
 
 PRECISIONS = ("auto", "fp32", "bf16")  # resolved per device by lt_bench.device.defaults
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -144,7 +145,7 @@ def reweighting_start(cfg: DictConfig) -> int | None:
     """``protocol.start_epoch``, else the method's own default; None for an unknown method."""
     if cfg.protocol.start_epoch is not None:
         return int(cfg.protocol.start_epoch)
-    from lt_bench.api import method_options
+    from lt_bench.api import method_options  # here, not at the top: it imports torch
 
     try:
         start = method_options(cfg.method.name, cfg.method.get("loss")).get("start_epoch")
@@ -156,8 +157,7 @@ def reweighting_start(cfg: DictConfig) -> int | None:
 def reweights(name: str, plugins=()) -> bool:
     """Whether method ``name`` may depart from uniform class weights after its start (a class
     that overrides none of what moves them does not; a plain factory may)."""
-    from lt_bench.method import Method
-    from lt_bench.registry import get_registry
+    from lt_bench.method import Method  # here, not at the top: it imports torch
 
     try:
         factory = get_registry(plugins or ()).get("methods", name).factory

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lt_bench.errors import LtBenchError
+from lt_bench.registry import get_registry
 
 
 def _show(options: dict) -> str:
@@ -33,8 +34,7 @@ def _where(source: str) -> str:
 def options_taken(name: str, loss: Any, plugins=()) -> set[str] | None:
     """The options method ``name`` takes with that loss; None when it takes any, or when the
     method or loss is misspelt (the run's checks name it with the closest one)."""
-    from lt_bench.api import accepted_options
-    from lt_bench.registry import get_registry
+    from lt_bench.api import accepted_options  # here, not at the top: it imports torch
 
     get_registry(plugins or ())  # a plugin that fails to load says so, here
     try:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from lt_bench.data.config import DataConfig, as_data_config, cache_dir
 from lt_bench.data.groups import group_sizes, groups
 from lt_bench.errors import LtBenchError
+from lt_bench.registry import get_registry
 
 if TYPE_CHECKING:  # the lazy names below: importing them loads torch
     from lt_bench.data.base import LongTailedData
@@ -38,8 +39,7 @@ def __getattr__(name: str):
 
 def load_data(name: str, imbalance: float | None, cfg=None) -> LongTailedData:
     """The registered data set ``name`` made long-tailed with factor ``imbalance``."""
-    from lt_bench.data.base import LongTailedData
-    from lt_bench.registry import get_registry
+    from lt_bench.data.base import LongTailedData  # here, not at the top: it imports torch
 
     registry = get_registry()
     data = registry.build("datasets", name, as_data_config(cfg), imbalance=imbalance)
@@ -49,7 +49,7 @@ def load_data(name: str, imbalance: float | None, cfg=None) -> LongTailedData:
             f"{type(data).__name__}, "
             "not an lt_bench.data.LongTailedData"
         )
-    from lt_bench.data.longtail import check_splits
+    from lt_bench.data.longtail import check_splits  # here, not at the top: it imports torch
 
     check_splits(data, name)
     return data

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lt_bench.errors import LtBenchError
+from lt_bench.errors import LtBenchError, closest
 
 #: every copy a CIFAR loader reads; ``auto`` takes the first found, lossless first
 PREFERENCE = ("pickle", "webp", "jpeg")
@@ -79,8 +79,6 @@ def locate(root: Path, variant: str, copy: str) -> tuple[str, str, Path] | None:
 
 def check_copy(copy) -> str:
     if copy not in COPIES:
-        from lt_bench.errors import closest
-
         raise LtBenchError(f"data.copy={copy!r} is not valid{closest(str(copy), COPIES)}; choose "
                            f"one of: {', '.join(COPIES)}")
     return copy

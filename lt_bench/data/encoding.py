@@ -15,6 +15,8 @@ import tarfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from lt_bench.data.copies import CIFAR_DATASETS, find_copies
+
 # The IJG luminance table at quality 50, row-major, the order PIL gives the tables in.
 IJG_LUMINANCE = (
     16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
@@ -134,8 +136,6 @@ def source_encoding(kind: str, path: Path, sample: int = 32) -> str:
 def pixels_of(cfg) -> str:
     """The encoding of the copy a run config reads (a study's ``pixels`` set-up item), from its
     files where they are, else what the copy's name says."""
-    from lt_bench.data.copies import CIFAR_DATASETS, find_copies
-
     variant = CIFAR_DATASETS.get(cfg.dataset)
     if variant is None:
         return "(not known for this data set)"

@@ -18,6 +18,7 @@ from torch import Tensor
 from lt_bench.data.base import LongTailedData, every_kth, image_sha, sample_note
 from lt_bench.data.config import PAD_MODES
 from lt_bench.data.sampling import generator
+from lt_bench.data.sources import decode
 from lt_bench.errors import LtBenchError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -218,8 +219,6 @@ class TensorData(LongTailedData):
 # -- large data: DataLoader workers -------------------------------------------------------------
 def read_image(path: str) -> Tensor:
     """An RGB uint8 tensor ``[3, H, W]``; a clear error naming the file when it is corrupt."""
-    from lt_bench.data.sources import decode
-
     return torch.from_numpy(decode(path, path)).permute(2, 0, 1)
 
 

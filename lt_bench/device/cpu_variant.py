@@ -30,6 +30,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from lt_bench.errors import LtBenchError
+from lt_bench.workspace.files import write_file
 from lt_bench.workspace.provenance import cpu_model
 
 #: Warm-up: oneDNN creates its primitives and AMX sets up its tiles over the first steps, and
@@ -302,9 +304,6 @@ def cached_choice(entry, path: Path) -> Choice | None:
 def write_cache(path: Path, key: str, choice: Choice) -> None:
     """Add the choice to the cache, written as run files are (a fresh temporary renamed over it,
     never through a link below the cache folder)."""
-    from lt_bench.errors import LtBenchError
-    from lt_bench.workspace.files import write_file
-
     entries = read_cache(path)
     entries[key] = {**choice.to_dict(), "cpu": cpu_model(), "torch": torch.__version__,
                     "measured_at": time.strftime("%Y-%m-%d %H:%M:%S")}

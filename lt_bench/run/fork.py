@@ -28,6 +28,9 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from lt_bench.config import config_hash
+from lt_bench.errors import LtBenchError
+from lt_bench.tracking.base import Tracker
+from lt_bench.workspace.files import write_file
 from lt_bench.workspace.layout import TRUNK_MARK, checkpoint_file, trunk_mark_file, trunks_folder
 
 
@@ -96,23 +99,17 @@ def forget_mark(folder: Path, resume: bool) -> None:
 
 def mark_finished(folder: Path, epochs: int) -> None:
     """Write the trunk's mark: all its ``epochs`` are in the checkpoint beside it."""
-    from lt_bench.workspace.files import write_file
-
     write_file(trunk_mark_file(folder), json.dumps(
         {"epochs": epochs, "sha256": checkpoint_digest(Path(folder))}))
 
 
 def trunk_tracker():
     """A trunk is not a run of its own: only its branches are recorded."""
-    from lt_bench.tracking.base import Tracker
-
     return Tracker()
 
 
 def branch(state, trunk: Path) -> None:
     """Put ``state`` (a ``checkpoint.RunState``) where the trunk stopped."""
-    from lt_bench.errors import LtBenchError
-
     checkpoint = checkpoint_file(trunk)
     if trunk_epochs(trunk) is None:
         raise LtBenchError(f"trunk {str(trunk)!r} is not finished (no {TRUNK_MARK} that matches a "

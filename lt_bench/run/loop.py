@@ -11,6 +11,7 @@ import math
 
 import torch
 
+from lt_bench.data import TensorData
 from lt_bench.errors import LtBenchError
 from lt_bench.run.evaluate import evaluate
 from lt_bench.run.lookahead import LookAhead
@@ -102,8 +103,6 @@ def check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> float:
 
 def default_eval_batch(data, batch_size: int) -> int:
     """Small images on the device are scored 1,000 at a time: fewer, fuller launches on a GPU."""
-    from lt_bench.data import TensorData
-
     return max(batch_size, 1000) if isinstance(data, TensorData) else batch_size
 
 

@@ -14,8 +14,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from lt_bench.config import config_hash, load_config, parse_override, split_args
+from lt_bench.config.checks import schedule_warnings
+from lt_bench.config.method_args import options_taken
+from lt_bench.device.defaults import cuda_devices, default_jobs
 from lt_bench.errors import LtBenchError, closest
 from lt_bench.sweep.jobs import Job, Sweep
+from lt_bench.workspace.layout import run_folder
 
 SWEEP_ONLY = ("methods", "seeds", "jobs", "engine", "gpus_per_run", "cpus_per_run",
               "ray.address", "baseline", "metric", "fork")
@@ -30,8 +35,6 @@ def expand(args: list[str], out=None) -> Sweep:
     a milestone past the last epoch) is said once, one line each, through ``out`` (None: as
     warnings of the ``lt_bench`` logger).
     """
-    from lt_bench.config import load_config, split_args
-
     paths, pairs = split_args(args)
     notes: list[str] = []
     axes, fixed, seeds, options = read_arguments(pairs, load_config(paths, [], notes))
@@ -42,8 +45,6 @@ def expand(args: list[str], out=None) -> Sweep:
     for line in dict.fromkeys([*takers_lines(takers), *notes, *dropped]):
         (out or logging.getLogger(__name__).warning)(f"sweep: {line}")
     if options["jobs"] is None:
-        from lt_bench.device.defaults import cuda_devices, default_jobs
-
         options["jobs"] = default_jobs(jobs, cuda_devices() if options["engine"] == "local"
                                        else 0)
     return Sweep(paths, jobs, options)
@@ -52,8 +53,6 @@ def expand(args: list[str], out=None) -> Sweep:
 def read_arguments(pairs: list[str], base) -> tuple[list, list[str], list[int], dict]:
     """The grid's axes, the overrides every run shares, the seeds and the sweep-only options
     from the ``key=value`` arguments (``base``: the config without them)."""
-    from lt_bench.config import parse_override
-
     options: dict[str, Any] = dict(DEFAULT_OPTIONS)
     axes: list[tuple[str, list[Any]]] = []
     fixed: list[str] = []
@@ -95,10 +94,6 @@ def grid_jobs(paths: list[str], axes: list, fixed: list[str], seeds: list[int], 
               notes: list[str]) -> list[Job]:
     """One job per point of the grid and seed, its config resolved (``notes``: what loading
     the configs said; ``takers``: see ``for_its_method``)."""
-    from lt_bench.config import config_hash, load_config
-    from lt_bench.config.checks import schedule_warnings
-    from lt_bench.workspace.layout import run_folder
-
     jobs = []
     names = [k for k, _ in axes]
     for combo in itertools.product(*(values for _, values in axes)):
@@ -157,9 +152,6 @@ def for_its_method(paths: list[str], overrides: list[str], takers: dict) -> list
     """``overrides`` less the method options that the method they select does not take (a
     sweep's ``method.beta=0.5`` is for the methods of the grid that have a beta); ``takers``
     records, per option, its arguments, the methods that take it and those that do not."""
-    from lt_bench.config import load_config
-    from lt_bench.config.method_args import options_taken
-
     if not any(_method_option(o) for o in overrides):
         return overrides
     cfg = load_config(paths, overrides, [])  # which method; what it drops is said per job

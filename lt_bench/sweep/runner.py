@@ -14,6 +14,7 @@ from lt_bench.sweep.jobs import Job, Sweep, TrainFn
 from lt_bench.sweep.report import Report
 from lt_bench.sweep.trunks import add_trunks, plan_work
 from lt_bench.sweep.workers import finished_in_folder, run_local, run_ray
+from lt_bench.tracking import cannot_read_back, prepare_stores, read_back, tracker_for
 from lt_bench.workspace.files import RunFileError
 
 
@@ -22,8 +23,6 @@ def finished_in_store(jobs: list[Job]) -> set[tuple[str, str, int]]:
     trackers. A tracker that cannot be read back adds nothing (said once): its jobs are skipped
     by run folder only."""
     import logging
-
-    from lt_bench.tracking import cannot_read_back, read_back, tracker_for
 
     done: set[tuple[str, str, int]] = set()
     seen: set[tuple[Any, ...]] = set()
@@ -71,8 +70,6 @@ def run_grid(args: list[str], plugins: list[str] = (), out=print, train_fn: Trai
 def execute(sweep: Sweep, out=print, close: Callable[[Sweep, Report], None] | None = None) -> dict:
     """Run ``sweep``'s jobs that are not finished yet (``lt-bench reproduce`` hands it the jobs
     of a whole study), then ``close(sweep, report)`` if given."""
-    from lt_bench.tracking import prepare_stores
-
     prepare_stores([j.cfg for j in sweep.jobs])  # the stores and experiments before any worker
     todo, skipped, corrupt = split_finished(sweep.jobs, out)
     out(f"sweep: {len(sweep.jobs)} runs ({len(skipped)} already finished, {len(todo)} to run) "

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from lt_bench.config import config_hash
+from lt_bench.run.assemble import trial_method
 from lt_bench.run.fork import finished_trunk, trunk_config, trunk_folder
 from lt_bench.run.progress import read_progress
 from lt_bench.run.train import train, train_trunk
@@ -26,8 +27,6 @@ class Trunk:
 
 def plain_epochs(cfg) -> int:
     """``Method.plain_epochs`` of ``cfg``'s method (0 when it cannot be built here)."""
-    from lt_bench.run.assemble import trial_method
-
     try:
         return trial_method(cfg).plain_epochs
     except Exception:  # noqa: BLE001  (a method that needs the real data: no fork for it)

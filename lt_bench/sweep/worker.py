@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import sys
 
+from lt_bench.config import load_config, split_args
 from lt_bench.errors import LtBenchError
+from lt_bench.workspace.ownership import RunOwned
 
 #: a worker's exit code when another live process owns its run
 BUSY = 3
@@ -23,13 +25,10 @@ def main(argv: list[str]) -> int:
     ``FUNCTION(cfg)`` (``lt_bench.run.train:train`` by default) in this process."""
     import importlib
 
-    from lt_bench.config import load_config, split_args
-
     target, kwargs, *args = argv
     module, _, name = target.partition(":")
     fn = getattr(importlib.import_module(module), name)
     paths, overrides = split_args(args)
-    from lt_bench.workspace.ownership import RunOwned
 
     try:
         result = fn(load_config(paths, overrides), **json.loads(kwargs))

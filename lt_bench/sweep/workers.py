@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lt_bench.device.defaults import cuda_devices, least_busy_gpu
 from lt_bench.errors import LtBenchError
+from lt_bench.registry import ENV_VAR
 from lt_bench.run.fork import finished_trunk
 from lt_bench.sweep import worker
 from lt_bench.sweep.jobs import Job, Sweep, entry_point
@@ -64,7 +66,6 @@ def worker_env(sweep: Sweep) -> dict[str, str]:
         # two-thread run by 16 % on 2 cores, docs/BENCHMARKS.md)
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
     if sweep.plugins:  # plugins given with --plugin reach the workers
-        from lt_bench.registry import ENV_VAR
 
         env[ENV_VAR] = ",".join([*filter(None, [env.get(ENV_VAR)]), *sweep.plugins])
     return env
@@ -143,8 +144,6 @@ class LocalPool:
     waiting: list[Job] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        from lt_bench.device.defaults import cuda_devices
-
         self.env = worker_env(self.sweep)
         # several GPUs and no CUDA_VISIBLE_DEVICES of the user's: spread the workers over them
         self.gpus = cuda_devices() if "CUDA_VISIBLE_DEVICES" not in self.env else 0
@@ -168,8 +167,6 @@ class LocalPool:
             self.start(job)
 
     def start(self, job: Job) -> None:
-        from lt_bench.device.defaults import least_busy_gpu
-
         log = open_log(_log_path(job), root=Path(job.cfg.workspace).expanduser())
         gpu = least_busy_gpu([r[4] for r in self.running], self.gpus)
         env = self.env if gpu is None else {**self.env, "CUDA_VISIBLE_DEVICES": str(gpu)}
@@ -227,8 +224,6 @@ def run_ray(sweep: Sweep, todo: list[Job], report) -> None:
                 num_cpus=float(sweep.options["cpus_per_run"]), max_calls=1,
                 max_retries=RAY_RETRIES)
     def run_one(command: list[str]) -> tuple[int, str]:
-        from lt_bench.sweep.workers import die_with
-
         command = [sys.executable, *command[1:]]  # the worker node's Python
         done = subprocess.run(command, capture_output=True, text=True,
                               preexec_fn=die_with(os.getpid()))

@@ -16,6 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from lt_bench import registry
+from lt_bench.config import TrackingConfig
 from lt_bench.tracking.records import finished_keys, read_run_folders
 from lt_bench.tracking.store import get, workspace
 from lt_bench.workspace.record import RunResult
@@ -67,8 +69,6 @@ def local_tracker(cfg) -> Tracker:
 
 def tracker_name(cfg: Any) -> str:
     """``tracking.tracker``, or the config schema's default for a bare dict."""
-    from lt_bench.config import TrackingConfig
-
     return str(get(cfg, "tracking.tracker") or TrackingConfig.tracker)
 
 
@@ -83,8 +83,6 @@ def tracker_for(cfg: Any) -> Any:
     built directly while no plugin has been loaded: loading them all imports torch and
     torchvision, seconds for a command that only reads runs back (the leaderboard)."""
     import importlib
-
-    from lt_bench import registry
 
     name, plugins = tracker_name(cfg), get(cfg, "plugins") or ()
     if name in BUILT_IN and registry._default is None and not plugins and not \

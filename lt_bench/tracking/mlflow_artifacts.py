@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from lt_bench.config import to_dict
+from lt_bench.tracking.base import tracker_name
 from lt_bench.tracking.records import setting_tags
 from lt_bench.tracking.store import (
     DB_NAME,
@@ -65,8 +67,6 @@ def ui_links(uri: str, base: str) -> list[tuple[str, str]]:
 def sweep_links(cfgs: list) -> list[str]:
     """Lines that give each setting's runs table in the MLflow UI: on a tracking server at its
     own address, on a database at the address ``lt-bench ui`` serves it."""
-    from lt_bench.tracking.base import tracker_name
-
     stores: dict[str, dict[str, Any]] = {}
     for cfg in cfgs:
         if tracker_name(cfg) == "mlflow":
@@ -140,8 +140,6 @@ def _artifact_run(resolved: dict, experiment: str, run_name: str, tags: dict,
 
 
 def _resolved(cfg) -> dict:
-    from lt_bench.config import to_dict
-
     return to_dict(cfg) if not isinstance(cfg, dict) else cfg
 
 

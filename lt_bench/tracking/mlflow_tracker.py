@@ -33,6 +33,7 @@ from typing import Any
 from lt_bench.config import flatten
 from lt_bench.errors import LtBenchError
 from lt_bench.tracking.base import Tracker
+from lt_bench.tracking.mlflow_artifacts import dataset_input
 from lt_bench.tracking.mlflow_read import group_summary, load_runs
 from lt_bench.tracking.outbox import Outbox, describe
 from lt_bench.tracking.records import (
@@ -42,6 +43,7 @@ from lt_bench.tracking.records import (
     summary_metrics,
     tags_of,
 )
+from lt_bench.tracking.report import write_report
 from lt_bench.tracking.store import (
     TAG,
     artifact_root,
@@ -224,8 +226,6 @@ class MlflowTracker(Tracker):
 
     def _log_report(self, result: RunResult) -> None:
         with tempfile.TemporaryDirectory(prefix="lt-bench-artifacts-") as tmp:
-            from lt_bench.tracking.report import write_report
-
             write_report(result, self.resolved, Path(tmp))
             self._call("log_artifacts", self.run_id, tmp)
 
@@ -332,8 +332,6 @@ class MlflowTracker(Tracker):
     def _log_input(self, result: RunResult) -> None:
         """The training data as an input of the seed run and of its group, whose row is the one
         the runs table shows: its Dataset column then says what each trained on."""
-        from lt_bench.tracking.mlflow_artifacts import dataset_input
-
         try:
             data = dataset_input(self.resolved, self.data_info,
                                  (result.provenance or {}).get("data_fingerprint"))

@@ -25,6 +25,8 @@ from typing import Any
 
 import yaml
 
+from lt_bench.config import config_hash
+from lt_bench.config.identity import HASHED_WHEN_SET, NOT_HASHED
 from lt_bench.tracking.store import TAG, get, imbalance_tag, setting_experiment
 from lt_bench.workspace.layout import RESULTS, config_file, results_file, runs_folder
 from lt_bench.workspace.provenance import DATA_KEYS, SCALAR_KEYS
@@ -244,8 +246,6 @@ def hashed_params(params: Mapping[str, str]) -> dict[str, str | None]:
 
 @functools.cache
 def _bookkeeping() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    from lt_bench.config.identity import NOT_HASHED
-
     return NOT_HASHED, ("data.download", "data.progress", "data.cache_dir")
 
 
@@ -254,15 +254,13 @@ def default_param(method: str, key: str) -> str | None:
     """The value a key left out of a config stands for, as a param: a method option's default
     (a method's config keeps only the options typed away from it), a key hashed only when set
     at its default; None when not known."""
-    from lt_bench.config.identity import HASHED_WHEN_SET
-
     section, _, leaf = key.partition(".")
     if leaf in HASHED_WHEN_SET.get(section, {}):
         return param_text(HASHED_WHEN_SET[section][leaf])
     if section != "method":
         return None
     try:
-        from lt_bench.api import method_options
+        from lt_bench.api import method_options  # here, not at the top: it imports torch
 
         value = method_options(method).get(leaf)
     except Exception:  # a plugin's method that is not loaded here: unknown, not an error
@@ -272,8 +270,6 @@ def default_param(method: str, key: str) -> str | None:
 
 def setting_tags(cfg: dict) -> dict[str, str]:
     """The tags that place a run in its setting (and its method's configuration) in the store."""
-    from lt_bench.config import config_hash  # here: lt_bench.config loads torch
-
     return {
         f"{TAG}method": str(get(cfg, "method.name", "")),
         f"{TAG}dataset": str(cfg.get("dataset", "")),

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from lt_bench.data import groups
 from lt_bench.workspace.layout import config_file, results_file
 from lt_bench.workspace.record import MAX_CONFUSION_CLASSES, RunResult
 
@@ -28,7 +29,6 @@ from lt_bench.workspace.record import MAX_CONFUSION_CLASSES, RunResult
 def _groups(result: RunResult) -> list[str]:
     if result.group_of_class:
         return list(result.group_of_class)
-    from lt_bench.data import groups
 
     return groups(result.train_counts)
 

@@ -23,9 +23,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from lt_bench.config import TrackingConfig
 from lt_bench.errors import LtBenchError
 from lt_bench.tracking import http_budget
 from lt_bench.tracking.http_budget import _user_http, bound_http, left_of
+from lt_bench.tracking.ui_view import experiment_tags
 
 log = logging.getLogger(__name__)
 
@@ -205,8 +207,6 @@ _ready: set[str] = set()
 def timeout_of(cfg: Any) -> float:
     """``tracking.timeout_s``, the schema's default for a config without it; one line if it is
     not a positive number of seconds."""
-    from lt_bench.config import TrackingConfig
-
     value = get(cfg, "tracking.timeout_s", TrackingConfig.timeout_s)
     try:
         seconds = float(value)
@@ -325,8 +325,6 @@ def ensure_experiment(c, name: str, artifact_location: str | None, uri: str = ""
     """The id of experiment ``name``, created (with ``artifact_location``) when missing and
     restored when deleted; either way with the tags that open it on its runs in MLflow's UI
     (``ui_view.experiment_tags``), where it does not have its own already."""
-    from lt_bench.tracking.ui_view import experiment_tags
-
     wanted = {f"{TAG}kind": "benchmark-setting", **experiment_tags()}
 
     def get_or_create() -> tuple[str, dict]:

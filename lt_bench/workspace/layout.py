@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lt_bench.config import config_hash
+
 CONFIG = "config.yaml"
 CHECKPOINT = "checkpoint.pt"
 PROGRESS = "progress.json"
@@ -26,8 +28,6 @@ def folder_name(dataset: str, method: str, cfg_hash: str, seed: int) -> str:
 
 def run_folder(cfg) -> Path:
     """The run's folder: config, checkpoint, progress and results of one seed."""
-    from lt_bench.config import config_hash
-
     return runs_folder(cfg.workspace) / folder_name(cfg.dataset, cfg.method.name,
                                                     config_hash(cfg), cfg.seed)
 
