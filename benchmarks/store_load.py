@@ -8,7 +8,7 @@ workspace's SQLite file, or with ``--server`` a local ``mlflow server`` over SQL
 proxied). Then reads the store back and reports runs expected/found, metric values written/
 found (per-epoch histories and the final summary), each process's store-call retries (SQLite
 "database is locked"; over HTTP, MLflow's own retries are not counted here) and wall times.
-tests/test_store_load.py runs it at the issue's size (16 runs) and asserts nothing is lost.
+tests/test_tracking_store_load.py runs it at the issue's size (16 runs) and asserts nothing is lost.
 """
 
 from __future__ import annotations

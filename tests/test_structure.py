@@ -240,3 +240,19 @@ def test_the_inner_import_check_finds_a_silent_one(tmp_path):
                                   "def g():\n    from lt_bench.b import y  # loads torch\n\n\n"
                                   "def h():\n    # loads torch\n    from lt_bench.b import z\n")
     assert unexplained_inner_imports(package) == ["lt_bench/a.py:2"]
+
+
+#: what a test file may be named for besides a wing of the package or a front-door module
+OUTSIDE_THE_PACKAGE = {"plugins", "benchmarks", "experiments", "configs", "wheel", "structure"}
+
+
+def test_each_test_file_is_named_for_what_it_covers():
+    """tests/ mirrors the wings: ``test_<wing>[_<module>…].py`` or a front-door module, never an
+    issue or a round (issue 38)."""
+    wings = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    front = {name.rpartition(".")[2] for name in FRONT_DOOR}
+    allowed = wings | front | OUTSIDE_THE_PACKAGE
+    tests = Path(__file__).parent
+    named = {p.stem.removeprefix("test_") for p in tests.glob("test_*.py")}
+    assert not {n for n in named if n.split("_")[0] not in allowed
+                and not any(n == a or n.startswith(a + "_") for a in allowed)}

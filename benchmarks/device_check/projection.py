@@ -1,5 +1,5 @@
 """Section 3 of the device check: what the measured speeds mean for real work. Pure arithmetic
-(unit-tested by hand-computed cases in tests/test_device_check.py).
+(unit-tested by hand-computed cases in tests/test_benchmarks_device_check.py).
 
 One paper_cifar run on CIFAR-10-LT IF 100: 200 epochs of 125 steps (12,406 training images,
 batch 100), the 10,000 test images evaluated after every epoch. The comparison: 6 methods × 5

@@ -35,7 +35,7 @@ from lt_bench.tracking.store import (
 log = logging.getLogger(__name__)
 
 #: MLflow schema revisions whose runs / tags / latest_metrics / params / experiments tables the
-#: SQL read was checked against: dc11669786a5 is the head of MLflow 3.17.2. test_mlflow_read.py
+#: SQL read was checked against: dc11669786a5 is the head of MLflow 3.17.2. test_tracking_mlflow_read.py
 #: fails when the installed MLflow's head is not here; before adding one, check that the
 #: migrations since leave the columns read below alone and that the test's two paths agree.
 KNOWN_REVISIONS = ("dc11669786a5",)

@@ -346,7 +346,7 @@ def test_the_rule_on_run_results_for_the_study():
 
 
 def test_a_trained_run_records_its_provenance(tmp_path):
-    from test_train import TINY
+    from test_run_train import TINY
 
     from lt_bench.config import load_config
     from lt_bench.run.train import train

@@ -3,7 +3,7 @@
 import pytest
 import torch
 from test_data_sources import cfg, write_cifar_pickle, write_folder
-from test_train import TINY
+from test_run_train import TINY
 
 from lt_bench.config import load_config
 from lt_bench.data import load_data
