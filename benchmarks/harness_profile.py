@@ -99,7 +99,8 @@ def floor(result: dict, train_images: int, test_images: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default=str(REPO / "../shared/data"))
-    parser.add_argument("--epochs", type=int, default=4, help="epochs of each run (default 4)")
+    parser.add_argument("--epochs", type=int, default=5,
+                        help="epochs of each run (default 5: 485 steps, enough that the run probes)")
     parser.add_argument("--out", help="write the output (Markdown) here too")
     a = parser.parse_args()
     if a.epochs < 2:

@@ -22,7 +22,7 @@ from lt_bench.run.evaluate import (
     shifted_priors,
 )
 from lt_bench.tracking.records import summary_metrics
-from lt_bench.workspace.record import SHIFTED, RunResult, Score, from_history, read_result
+from lt_bench.workspace.record import SHIFTED, Score, from_history, read_result
 
 TRAIN_COUNTS = [300, 50, 5]  # many, medium, few under the default thresholds
 
@@ -101,7 +101,6 @@ def test_a_group_without_test_samples_has_no_ece():
 # -- shifted test priors ------------------------------------------------------------------------
 def test_a_class_without_test_images_has_no_accuracy_not_zero(tmp_path):
     from lt_bench.compare.plot import by_count
-    from lt_bench.workspace.record import Score
 
     data = HandData(SAMPLES[:4])  # no test image of class 2
     report = evaluate(data.model, data, "cpu", batch_size=10)
@@ -235,20 +234,6 @@ def test_ece_and_shifted_reach_the_score_the_file_and_the_tracker(tmp_path):
     assert metrics["final/shifted_forward50"] == 0.0
     assert metrics["final/shifted_backward50"] == pytest.approx(0.6)
     assert "final/ece_medium" not in metrics  # None: left out
-
-
-def test_an_older_file_reads_with_defaults(tmp_path):
-    old = {"status": "FINISHED", "method": "ce", "dataset": "d", "imbalance": 100.0,
-           "backbone": "resnet32", "protocol": "quick", "seed": 0, "schema": 1,
-           "final": {"acc": 0.5, "epoch": 6, "per_class": [0.5]}, "best": None}
-    (tmp_path / "results.json").write_text(json.dumps(old))
-    r = read_result(tmp_path / "results.json")
-    assert r.final.ece is None and r.final.shifted == {} and r.group_thresholds == {}
-    assert Score.from_dict({"epoch": 0, "acc": 0.5, "shifted": {"uniform": 0.5}}).shifted == {
-        "uniform": 0.5}
-    with pytest.raises(ValueError, match="shifted"):
-        Score.from_dict({"epoch": 0, "acc": 0.5, "shifted": [0.5]})
-    assert RunResult.from_dict({**old, "future": 1}).final.ece is None
 
 
 # -- the leaderboard ----------------------------------------------------------------------------

@@ -12,7 +12,15 @@ import json
 import os
 from pathlib import Path
 
-from test_commands_ui import FINGERPRINT, SETTING, browser_test, installed_ui, log_seeds, store, ui_page
+from test_commands_ui import (
+    FINGERPRINT,
+    SETTING,
+    browser_test,
+    installed_ui,
+    log_seeds,
+    store,
+    ui_page,
+)
 
 from lt_bench.tracking.ui_view import percent_metrics
 

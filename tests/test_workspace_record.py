@@ -52,10 +52,14 @@ def test_saved_record_reads_back_equal(tmp_path):
     assert finished_result(tmp_path / "results.json") == r
 
 
+#: a results.json as the first releases wrote it: no schema, no ECE, no shifted priors
+OLDER_RECORD = {"status": "FINISHED", "method": "ce", "dataset": "d", "imbalance": 100.0,
+                "backbone": "resnet32", "protocol": "quick", "seed": 0,
+                "final": {"acc": 0.5, "epoch": 6, "per_class": [0.5]}, "best": None}
+
+
 def test_an_older_file_without_schema_and_with_unknown_keys_still_reads(tmp_path):
-    old = {"status": "FINISHED", "method": "ce", "dataset": "d", "imbalance": 100.0,
-           "backbone": "resnet32", "protocol": "quick", "seed": 0, "some_future_key": 1,
-           "final": {"acc": 0.5, "epoch": 6, "per_class": [0.5]}, "best": None}
+    old = {**OLDER_RECORD, "some_future_key": 1}
     (tmp_path / "results.json").write_text(json.dumps(old))
     r = read_result(tmp_path / "results.json")
     assert r.schema == 0 and r.final.acc == 0.5 and r.final.acc_few is None and r.best is None
@@ -82,3 +86,15 @@ def test_summary_drops_the_per_class_lists():
     s = r.summary()
     assert s["final"]["acc"] == 0.3 and "per_class" not in s["final"]
     assert RunResult.from_dict(json.loads(json.dumps(s))).final.acc == 0.3
+
+
+def test_an_older_file_reads_with_defaults(tmp_path):
+    old = {**OLDER_RECORD, "schema": 1}  # before ECE and the shifted priors
+    (tmp_path / "results.json").write_text(json.dumps(old))
+    r = read_result(tmp_path / "results.json")
+    assert r.final.ece is None and r.final.shifted == {} and r.group_thresholds == {}
+    assert Score.from_dict({"epoch": 0, "acc": 0.5, "shifted": {"uniform": 0.5}}).shifted == {
+        "uniform": 0.5}
+    with pytest.raises(ValueError, match="shifted"):
+        Score.from_dict({"epoch": 0, "acc": 0.5, "shifted": [0.5]})
+    assert RunResult.from_dict({**old, "future": 1}).final.ece is None
