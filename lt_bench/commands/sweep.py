@@ -39,8 +39,7 @@ def run_sweep(args: list[str], plugins: list[str] = (), out=print, train_fn=None
     # here, not at the top: it imports omegaconf and torch
     from lt_bench.sweep.runner import run_grid
 
-    more = {"train_fn": train_fn} if train_fn is not None else {}
-    return run_grid(args, plugins, out, close=close, **more)
+    return run_grid(args, plugins, out, train_fn, close=close)
 
 
 def close(sweep: Any, report: Any) -> None:

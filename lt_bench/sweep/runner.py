@@ -56,14 +56,14 @@ def split_finished(jobs: list[Job], out) -> tuple[list[Job], list[Job], list[str
     return todo, skipped, corrupt
 
 
-def run_grid(args: list[str], plugins: list[str] = (), out=print, train_fn: TrainFn = train,
+def run_grid(args: list[str], plugins: list[str] = (), out=print, train_fn: TrainFn | None = None,
              close: Callable[[Sweep, Report], None] | None = None) -> dict:
     """Run the grid; print one line per finished run, then ``close`` (``lt-bench sweep``'s:
     the leaderboard); return a summary. ``train_fn`` (a function, or ``module:function``) is
-    what each worker calls with its run's config."""
+    what each worker calls with its run's config (None: ``lt_bench.run.train.train``)."""
     sweep = expand(args, out)
     sweep.plugins = list(plugins)
-    sweep.train_fn = train_fn
+    sweep.train_fn = train_fn or train
     return execute(sweep, out, close)
 
 
