@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
+import lt_bench_plugins.class_volume.volume as vol
 import numpy as np
 import pytest
 import torch
-from lt_bench_plugins.class_volume.volume import (
-    SIGMA_FLOOR,
-    ClassMoments,
-    bv_variances,
-    class_log_radii,
-    class_volume_raw_weights,
-    dv_variances,
-    log_radii,
-    pv_variances,
-)
 
 from lt_bench import LtBenchError
 
@@ -70,14 +61,14 @@ def assert_moments(moments, ref, rtol=1e-10, atol=1e-9):
 
 def test_streaming_matches_two_pass_reference():
     x, t = make_data()
-    moments = ClassMoments(C, cross=True, full=True)
+    moments = vol.ClassMoments(C, cross=True, full=True)
     feed(moments, x, t)
     assert_moments(moments, reference_moments(x, t))
     assert moments.count[4] == 0 and (moments.mean[4] == 0).all()  # absent class untouched
 
 
 def test_update_touches_only_present_rows():
-    moments = ClassMoments(C, cross=True)
+    moments = vol.ClassMoments(C, cross=True)
     moments.update(torch.randn(8, C), torch.tensor([1, 1, 2, 2, 2, 1, 1, 2]))
     for name in ("mean", "m2", "cross"):
         rows = getattr(moments, name)
@@ -87,41 +78,41 @@ def test_update_touches_only_present_rows():
 
 def test_variances_and_eigenvalues_match_numpy():
     x, t = make_data(missing=())
-    moments = ClassMoments(C, cross=True, full=True)
+    moments = vol.ClassMoments(C, cross=True, full=True)
     feed(moments, x, t)
     for k in range(C):
         xc = x[t == k]
-        np.testing.assert_allclose(dv_variances(moments)[k].numpy(), np.var(xc, axis=0, ddof=1),
+        np.testing.assert_allclose(vol.dv_variances(moments)[k].numpy(), np.var(xc, axis=0, ddof=1),
                                    rtol=1e-10)
         bv = [np.var(xc[:, k] - xc[:, j], ddof=1) for j in range(C) if j != k]
-        np.testing.assert_allclose(bv_variances(moments)[k].numpy(), bv, rtol=1e-9)
+        np.testing.assert_allclose(vol.bv_variances(moments)[k].numpy(), bv, rtol=1e-9)
         eig = np.sort(np.linalg.eigvalsh(np.cov(xc, rowvar=False, ddof=1)))[::-1]
-        np.testing.assert_allclose(pv_variances(moments, 3)[k].numpy(), eig[:3], rtol=1e-9)
-        np.testing.assert_allclose(pv_variances(moments, None)[k].numpy(), eig, rtol=1e-9,
+        np.testing.assert_allclose(vol.pv_variances(moments, 3)[k].numpy(), eig[:3], rtol=1e-9)
+        np.testing.assert_allclose(vol.pv_variances(moments, None)[k].numpy(), eig, rtol=1e-9,
                                    atol=1e-12)
 
 
 def test_divisor_n_from_the_same_moments():
     """ddof=0 (np.std of the authors' code) is the same sums divided by n instead of n − 1."""
     x, t = make_data(missing=(), seed=3)
-    moments = ClassMoments(C, cross=True)
+    moments = vol.ClassMoments(C, cross=True)
     feed(moments, x, t)
     for k in range(C):
         xc = x[t == k]
-        np.testing.assert_allclose(dv_variances(moments, ddof=0)[k].numpy(),
+        np.testing.assert_allclose(vol.dv_variances(moments, ddof=0)[k].numpy(),
                                    np.var(xc, axis=0, ddof=0), rtol=1e-10)
         bv = [np.var(xc[:, k] - xc[:, j], ddof=0) for j in range(C) if j != k]
-        np.testing.assert_allclose(bv_variances(moments, ddof=0)[k].numpy(), bv, rtol=1e-9)
+        np.testing.assert_allclose(vol.bv_variances(moments, ddof=0)[k].numpy(), bv, rtol=1e-9)
     with pytest.raises(LtBenchError, match="ddof"):
-        dv_variances(moments, ddof=2)
+        vol.dv_variances(moments, ddof=2)
 
 
 def test_merge_of_two_halves_equals_one_pass():
     x, t = make_data(n=401, seed=3, missing=())
-    one = ClassMoments(C, cross=True, full=True)
+    one = vol.ClassMoments(C, cross=True, full=True)
     feed(one, x, t)
-    a = ClassMoments(C, cross=True, full=True)
-    b = ClassMoments(C, cross=True, full=True)
+    a = vol.ClassMoments(C, cross=True, full=True)
+    b = vol.ClassMoments(C, cross=True, full=True)
     # split unevenly, and leave class 0 out of the second half entirely
     first = np.arange(len(t)) < 150
     second = ~first & (t != 0)
@@ -132,42 +123,42 @@ def test_merge_of_two_halves_equals_one_pass():
     a.merge(b)
     for name in ("count", "mean", "m2", "cross", "full"):
         torch.testing.assert_close(getattr(a, name), getattr(one, name), rtol=1e-11, atol=1e-10)
-    empty = ClassMoments(C, cross=True, full=True)
+    empty = vol.ClassMoments(C, cross=True, full=True)
     empty.merge(one)
     torch.testing.assert_close(empty.full, one.full, rtol=0, atol=0)
     with pytest.raises(LtBenchError):
-        ClassMoments(C).merge(one)
+        vol.ClassMoments(C).merge(one)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_large_common_offset_is_exact(dtype):
     x, t = make_data(n=2000, seed=1, offset=1e3, std=1e-2, missing=())
     x = torch.as_tensor(x).to(dtype).to(torch.float64).numpy()  # the values the model gives
-    moments = ClassMoments(C, cross=True, full=True)
+    moments = vol.ClassMoments(C, cross=True, full=True)
     feed(moments, x, t, batch=64, dtype=dtype)
     for k in range(C):
         xc = x[t == k]
-        np.testing.assert_allclose(dv_variances(moments)[k].numpy(),
+        np.testing.assert_allclose(vol.dv_variances(moments)[k].numpy(),
                                    np.var(xc, axis=0, ddof=1), rtol=1e-6)
         d = xc - xc.mean(axis=0)
         bv = [np.var(d[:, k] - d[:, j], ddof=1) for j in range(C) if j != k]
-        np.testing.assert_allclose(bv_variances(moments)[k].numpy(), bv, rtol=1e-6)
+        np.testing.assert_allclose(vol.bv_variances(moments)[k].numpy(), bv, rtol=1e-6)
         eig = np.sort(np.linalg.eigvalsh(np.cov(xc, rowvar=False, ddof=1)))[::-1]
-        np.testing.assert_allclose(pv_variances(moments, None)[k].numpy(), eig, rtol=1e-6)
+        np.testing.assert_allclose(vol.pv_variances(moments, None)[k].numpy(), eig, rtol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_logits(dtype):
     x, t = make_data(seed=2)
     xh = torch.as_tensor(x).to(dtype)
-    moments = ClassMoments(C, cross=True, full=True)
+    moments = vol.ClassMoments(C, cross=True, full=True)
     for i in range(0, len(t), 50):
         moments.update(xh[i:i + 50], torch.as_tensor(t[i:i + 50]))
     assert_moments(moments, reference_moments(xh.double().numpy(), t))
 
 
 def test_reset_and_finite_flag():
-    moments = ClassMoments(C, cross=True)
+    moments = vol.ClassMoments(C, cross=True)
     moments.update(torch.randn(10, C), torch.arange(10) % C)
     assert moments.is_finite()
     bad = torch.randn(4, C)
@@ -179,7 +170,7 @@ def test_reset_and_finite_flag():
 
 
 def test_bad_batches_are_refused():
-    moments = ClassMoments(C)
+    moments = vol.ClassMoments(C)
     with pytest.raises(LtBenchError, match="shape"):
         moments.update(torch.randn(3, C + 1), torch.zeros(3, dtype=torch.long))
     with pytest.raises(LtBenchError, match="targets"):
@@ -190,9 +181,9 @@ def test_bad_batches_are_refused():
 
 def test_state_dict_carries_the_statistics():
     x, t = make_data()
-    a = ClassMoments(C, cross=True, full=True)
+    a = vol.ClassMoments(C, cross=True, full=True)
     feed(a, x, t)
-    b = ClassMoments(C, cross=True, full=True)
+    b = vol.ClassMoments(C, cross=True, full=True)
     b.load_state_dict(a.state_dict())
     assert set(a.state_dict()) == {"count", "mean", "m2", "cross", "full"}
     for name in ("count", "mean", "m2", "cross", "full"):
@@ -201,7 +192,7 @@ def test_state_dict_carries_the_statistics():
 
 def test_all_reduce_without_distributed_is_a_noop():
     x, t = make_data()
-    a = ClassMoments(C, cross=True)
+    a = vol.ClassMoments(C, cross=True)
     feed(a, x, t)
     before = {k: v.clone() for k, v in a.state_dict().items()}
     a.all_reduce()
@@ -210,27 +201,27 @@ def test_all_reduce_without_distributed_is_a_noop():
 
 
 def test_pv_memory_limit():
-    ClassMoments(645, full=False)  # dv/bv state for that many classes is small
+    vol.ClassMoments(645, full=False)  # dv/bv state for that many classes is small
     with pytest.raises(LtBenchError, match=r"(?s)GiB.*dv or bv"):
-        ClassMoments(700, full=True)
+        vol.ClassMoments(700, full=True)
 
 
 def test_log_radii_floor_keeps_zero_variance_finite():
     variances = torch.tensor([[4.0, 1.0, 0.0], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0]],
                              dtype=torch.float64)
     valid = torch.tensor([True, True, False])
-    log_r = log_radii(variances, valid)
-    floor = SIGMA_FLOOR * 2.0  # the largest σ of the valid classes is 2
+    log_r = vol.log_radii(variances, valid)
+    floor = vol.SIGMA_FLOOR * 2.0  # the largest σ of the valid classes is 2
     expected0 = (np.log(2.0) + np.log(1.0) + np.log(floor)) / 3
     np.testing.assert_allclose(log_r[0].item(), expected0, rtol=1e-12)
     assert log_r[1].item() == 0.0
     assert np.isnan(log_r[2].item())  # not valid: substituted later
     # every variance zero: no spread to compare (equal radii of exp(-708) would underflow into
     # infinite weights), so no class is valid and the method keeps its weights
-    flat = log_radii(torch.zeros(2, 3, dtype=torch.float64), torch.tensor([True, True]))
+    flat = vol.log_radii(torch.zeros(2, 3, dtype=torch.float64), torch.tensor([True, True]))
     assert torch.isnan(flat).all()
     # relative floor: scaling every σ by s shifts every log r by log s
-    scaled = log_radii(variances * 9.0, valid)
+    scaled = vol.log_radii(variances * 9.0, valid)
     np.testing.assert_allclose((scaled - log_r)[:2].numpy(), np.log(3.0), rtol=1e-12)
 
 
@@ -238,15 +229,15 @@ def test_substitution_rule():
     log_r = torch.tensor([0.0, 1.0, 2.0, float("nan"), 5.0], dtype=torch.float64)
     valid = torch.tensor([True, True, True, False, True])
     counts = torch.tensor([100.0, 50.0, 30.0, 40.0, 10.0], dtype=torch.float64)
-    raw = class_volume_raw_weights(log_r, valid, counts, substitute_below=30)
+    raw = vol.class_volume_raw_weights(log_r, valid, counts, substitute_below=30)
     sub = np.exp(np.mean([0.0, 1.0, 2.0]))  # donors: >= 30 training samples and valid
     np.testing.assert_allclose(raw.numpy(), [1 / 100, np.e / 50, np.e**2 / 30, sub / 40,
                                              sub / 10], rtol=1e-12)
-    off = class_volume_raw_weights(log_r, valid, counts, substitute_below=0)
+    off = vol.class_volume_raw_weights(log_r, valid, counts, substitute_below=0)
     np.testing.assert_allclose(off.numpy()[[0, 1, 2, 4]], [1 / 100, np.e / 50, np.e**2 / 30,
                                                            np.e**5 / 10], rtol=1e-12)
     np.testing.assert_allclose(off[3].item(), np.exp(np.mean([0.0, 1.0, 2.0, 5.0])) / 40)
-    none_valid = class_volume_raw_weights(log_r, torch.zeros(5, dtype=torch.bool), counts)
+    none_valid = vol.class_volume_raw_weights(log_r, torch.zeros(5, dtype=torch.bool), counts)
     assert none_valid is None
 
 
@@ -261,7 +252,7 @@ def test_all_rows_and_present_rows_updates_agree(monkeypatch):
     results = []
     for limit in (2**20, 0):
         monkeypatch.setattr(volume, "_DENSE_MAX_ELEMENTS", limit)
-        m = ClassMoments(C, cross=True, full=True)
+        m = vol.ClassMoments(C, cross=True, full=True)
         for x, y in batches:
             m.update(x, y)
         results.append(m)
@@ -277,22 +268,23 @@ def test_radii_by_blocks_equal_the_whole_matrix():
     several C x C temporaries otherwise): the same numbers as from the whole matrices."""
     x, t = make_data(n=400, c=7, missing=(5,))
     x[t == 2, 3] = 1.5  # a degenerate axis: the floor applies
-    moments = ClassMoments(7, cross=True, full=True)
+    moments = vol.ClassMoments(7, cross=True, full=True)
     feed(moments, x, t)
     valid = moments.valid()
-    for whole, of_rows in ((dv_variances(moments), lambda r: dv_variances(moments, r)),
-                           (bv_variances(moments), lambda r: bv_variances(moments, r)),
-                           (pv_variances(moments, 3), lambda r: pv_variances(moments, 3, r))):
+    pairs = ((vol.dv_variances(moments), lambda r: vol.dv_variances(moments, r)),
+             (vol.bv_variances(moments), lambda r: vol.bv_variances(moments, r)),
+             (vol.pv_variances(moments, 3), lambda r: vol.pv_variances(moments, 3, r)))
+    for whole, of_rows in pairs:
         torch.testing.assert_close(of_rows(slice(2, 5)), whole[2:5], rtol=0, atol=0)
-        expected = log_radii(whole, valid)
+        expected = vol.log_radii(whole, valid)
         for chunk in (1, 3, 7):
-            got = class_log_radii(of_rows, 7, valid, chunk=chunk)
+            got = vol.class_log_radii(of_rows, 7, valid, chunk=chunk)
             torch.testing.assert_close(got, expected, rtol=1e-15, atol=0, equal_nan=True)
     assert torch.isnan(expected[5]) and torch.isfinite(expected[valid]).all()
 
 
 def test_update_leaves_the_callers_logits_alone():
-    moments = ClassMoments(C, cross=True)
+    moments = vol.ClassMoments(C, cross=True)
     x = torch.randn(8, C, dtype=torch.float64)
     before = x.clone()
     moments.update(x, torch.tensor([0, 1, 1, 2, 2, 2, 3, 3]))
