@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from lt_bench.run.progress import SweepDisplay
 from lt_bench.run.train import train
+from lt_bench.sweep.display import SweepDisplay
 from lt_bench.sweep.grid import expand
 from lt_bench.sweep.jobs import Job, Sweep, TrainFn
 from lt_bench.sweep.report import Report
