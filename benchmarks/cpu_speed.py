@@ -38,6 +38,18 @@ TRAIN_IMAGES, TEST_IMAGES = 12406, 10000
 BEFORE = ["channels_last=false", "compile=false"]
 
 
+def floor_workload(precision: str, train_images: int = TRAIN_IMAGES):
+    """The floor's workload (batch 128, scoring at 1,000, CIFAR-10-LT IF 100's epoch) and the
+    autocast of ``precision``."""
+    from lt_bench.device import cpu_variant
+
+    workload = cpu_variant.Workload((3, 32, 32), 10, precision, 128, 1000, train_images,
+                                    TEST_IMAGES, 1)
+    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16"
+                else nullcontext())
+    return workload, autocast
+
+
 def floors(precisions: list[str], compiled: str | None, steps: int) -> list[dict]:
     """Every variant's figures; ``compiled``: the precision whose variants are compiled too."""
     from lt_bench.backbones import build_backbone
@@ -47,10 +59,7 @@ def floors(precisions: list[str], compiled: str | None, steps: int) -> list[dict
     model = build_backbone("resnet32", 10)
     rows = []
     for precision in precisions:
-        workload = cpu_variant.Workload((3, 32, 32), 10, precision, 128, 1000, TRAIN_IMAGES,
-                                        TEST_IMAGES, 1)
-        autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16"
-                    else nullcontext())
+        workload, autocast = floor_workload(precision)
         for channels_last in (False, True):
             for compile_ in (False, True) if compiled == precision else (False,):
                 f = cpu_variant.time_variant(model, workload, autocast, channels_last, compile_,

@@ -22,7 +22,6 @@ import os
 import pstats
 import statistics
 import tempfile
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -48,7 +47,6 @@ PARTS = [
     ("checkpoint", [("run/checkpoint.py", "save")]),
 ]
 EPOCH = ("run/train.py", "run_epoch")
-TRAIN = ("run/loop.py", "train_one_epoch")
 
 
 def run(args: list[str], workspace: Path, profile: cProfile.Profile | None) -> dict:
@@ -82,15 +80,15 @@ def cumulative(stats: pstats.Stats, where: tuple[str, str]) -> float:
                if name == where[1] and path.endswith(where[0]))
 
 
-def floor(result: dict, train_images: int, test_images: int) -> dict:
+def floor(result: dict, train_images: int) -> dict:
+    """The model alone at the run's variant and precision (``cpu_speed``'s floor)."""
+    from cpu_speed import floor_workload  # beside this script: python benchmarks/harness_profile.py
+
     from lt_bench.backbones import build_backbone
     from lt_bench.device import cpu_variant
 
-    precision, variant = result["precision"], result["variant"]
-    workload = cpu_variant.Workload((3, 32, 32), 10, precision, 128, 1000, train_images,
-                                    test_images, 1)
-    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16"
-                else nullcontext())
+    workload, autocast = floor_workload(result["precision"], train_images)
+    variant = result["variant"]
     return cpu_variant.time_variant(build_backbone("resnet32", 10), workload, autocast,
                                     bool(variant.get("channels_last")),
                                     bool(variant.get("compile")), drop_above=None)
@@ -119,7 +117,7 @@ def main() -> None:
     plain_epoch = statistics.median(h["time/epoch_s"] for h in plain["history"][1:])
     prof_epoch = statistics.median(h["time/epoch_s"] for h in profiled["history"][1:])
     train_images, test_images = sum(plain["train_counts"]), 10000
-    f = floor(plain, train_images, test_images)
+    f = floor(plain, train_images)
 
     epoch_s = cumulative(stats, EPOCH) / later
     parts = {label: sum(cumulative(stats, w) for w in where) / later for label, where in PARTS}
