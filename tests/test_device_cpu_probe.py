@@ -104,6 +104,35 @@ def test_never_more_threads_than_the_run_started_with(monkeypatch):
     assert fair.threads == 1 and "1 thread of 2 cores" in fair.describe()
 
 
+def test_a_run_gives_back_the_threads_it_started_with(monkeypatch, tmp_path):
+    """Other processes keep every core busy: the run trains on one thread, and when it ends the
+    process has its two again (a later run in it takes that count as its own most)."""
+    import torch
+
+    from lt_bench.config import load_config
+    from lt_bench.run.train import train
+
+    ticks = [0]
+
+    def all_busy(cores):
+        ticks[0] += 100 * len(cores)
+        return ticks[0], ticks[0]  # (busy, all): every tick of every core, none of them ours
+
+    monkeypatch.setattr(cpu_threads, "busy_ticks", all_busy)
+    monkeypatch.setattr(cpu_threads, "own_ticks", lambda: 0)
+    set_to, real_set = [], torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (set_to.append(n), real_set(n)))
+    before = torch.get_num_threads()
+    real_set(2)
+    try:
+        train(load_config([], ["dataset=synthetic_lt", "imbalance=10", "protocol.epochs=1",
+                               "tracking.tracker=local", "quiet=true", "precision=fp32",
+                               "channels_last=false", "compile=false", f"workspace={tmp_path}"]))
+        assert set_to == [1, 2] and torch.get_num_threads() == 2
+    finally:
+        real_set(before)
+
+
 def test_the_cache_is_never_written_through_a_planted_link(tmp_path):
     outside = tmp_path / "outside.json"
     outside.write_text("keep")

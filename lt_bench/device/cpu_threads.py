@@ -99,6 +99,16 @@ class FairThreads:
             self.threads = self.most
         return self.describe()
 
+    def restore(self) -> None:
+        """Give the process back the thread count the run started with: a later run in the same
+        process (a sweep's next run, a notebook's) takes that count as its own most, so a run that
+        ended at one thread beside a passing load would leave every later run at one thread."""
+        import torch
+
+        if self.threads and self.threads != self.most:
+            torch.set_num_threads(self.most)
+        self.threads = self.most
+
     def describe(self) -> str:
         busy = round(self.others)
         return (f"{self.threads} thread{'s' if self.threads != 1 else ''} of "

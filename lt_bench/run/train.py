@@ -205,6 +205,8 @@ def train_epochs(run: Run, state: RunState, precision: str, branched: bool) -> R
     finally:
         if run.bar is not None:
             run.bar.close()
+        if run.threads is not None:
+            run.threads.restore()
         if status != "FINISHED" and is_main:
             record_failure(run.tracker, status)
 
