@@ -54,7 +54,9 @@ def floors(precisions: list[str], compiled: str | None, steps: int) -> list[dict
     """Every variant's figures; ``compiled``: the precision whose variants are compiled too."""
     from lt_bench.backbones import build_backbone
     from lt_bench.device import cpu_variant
+    from lt_bench.device.cpu_memory import keep_freed_memory
 
+    keep_freed_memory()  # as a CPU run does: the floor is the model in the run's allocator
     cpu_variant.TIMED_STEPS = steps
     model = build_backbone("resnet32", 10)
     rows = []

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from lt_bench.device import cpu_threads, cpu_variant
@@ -131,6 +136,41 @@ def test_a_run_gives_back_the_threads_it_started_with(monkeypatch, tmp_path):
         assert set_to == [1, 2] and torch.get_num_threads() == 2
     finally:
         real_set(before)
+
+
+KEEP_PROBE = """
+import sys, torch
+from pathlib import Path
+
+def faults():
+    return int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[7])
+
+if sys.argv[1] == "keep":
+    from lt_bench.device.cpu_memory import keep_freed_memory
+    keep_freed_memory()
+counts = []
+for _ in range(16):
+    before = faults()
+    x = torch.ones(16 << 20)  # 64 MiB: above glibc's largest mmap threshold
+    counts.append(faults() - before)
+    del x
+print(sum(counts[-4:]))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists() or platform.libc_ver()[0] != "glibc",
+                    reason="minor page faults are read from /proc, and only glibc has mallopt")
+def test_freed_memory_is_reused_instead_of_faulted_in_again():
+    """A 64 MiB tensor is 16,384 pages. glibc maps it anew and faults every page in at each
+    allocation; after keep_freed_memory the heap grows for a few allocations (torch aligns its
+    blocks, which fragments the heap), then the allocations reuse freed pages."""
+    def last_four_faults(how: str) -> int:
+        out = subprocess.run([sys.executable, "-c", KEEP_PROBE, how], capture_output=True,
+                             text=True, check=True)
+        return int(out.stdout.split()[-1])
+
+    assert last_four_faults("as-is") > 4 * 16384 * 0.9
+    assert last_four_faults("keep") < 4 * 16384 * 0.05
 
 
 def test_the_cache_is_never_written_through_a_planted_link(tmp_path):
