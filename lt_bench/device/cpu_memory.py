@@ -4,8 +4,8 @@ PyTorch takes a CPU tensor's memory from the C library's malloc. glibc serves a 
 its mmap threshold (at most 32 MiB) with a fresh ``mmap`` and unmaps it on free, and hands the
 free top of its heap back once it passes the trim threshold. A ResNet-32 step allocates and frees
 its activations every time, so every step faulted its memory in anew from the kernel, zeroed a
-page at a time: about a million minor page faults a floor measurement (10 training steps and
-scoring at batch 1,000), on the 2-core Intel Xeon with AMX. Keeping freed memory for reuse
+page at a time: about a million minor page faults for one floor measurement (some 20 training
+steps at batch 128, scoring at batch 1,000), on the 2-core Intel Xeon with AMX. Keeping freed memory for reuse
 (no mmap, trim only above 1 GiB) took that to a few dozen and scored 1.32× faster
 (docs/BENCHMARKS.md); training was not measurably faster. The cost: the process keeps its peak
 heap until it ends (1.3 → 1.7 GiB for that measurement).
