@@ -23,16 +23,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from probe_vs_floor import process_state  # noqa: E402 - beside this script
+
 SETTINGS = ("default", "thp", "keep", "thp+keep")
-
-
-def faults() -> int:
-    return int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[7])
-
-
-def rss_mib() -> int:
-    status = Path("/proc/self/status").read_text().splitlines()
-    return int(next(line for line in status if line.startswith("VmRSS")).split()[1]) // 1024
 
 
 def worker(conn, setting: str) -> None:
@@ -54,9 +47,11 @@ def worker(conn, setting: str) -> None:
     conn.send("ready")
     while conn.recv() == "floor":
         workload, autocast = floor_workload(precision)
-        before = faults()
+        before = process_state()["minflt"]
         f = cpu_variant.time_variant(model, workload, autocast, True, False, None)
-        conn.send((f["train_img_s"], f["eval_img_s"], faults() - before, rss_mib()))
+        after = process_state()
+        conn.send((f["train_img_s"], f["eval_img_s"], after["minflt"] - before,
+                   round(after["rss_mib"])))
 
 
 def main() -> None:
