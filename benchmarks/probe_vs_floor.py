@@ -29,6 +29,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from lt_bench.device.cpu_threads import own_stat
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -40,10 +42,8 @@ def process_state() -> dict:
     status = Path("/proc/self/status").read_text() if Path("/proc/self/status").exists() else ""
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
     rss = int(fields.get("VmRSS", "0 kB").split()[0]) / 1024
-    try:  # minflt, the 10th field: a page the allocator got from the kernel anew (zeroed)
-        minflt = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[7])
-    except (OSError, ValueError, IndexError):
-        minflt = 0
+    stat = own_stat()  # minflt, the 10th field: a page the allocator got anew (zeroed)
+    minflt = int(stat[7]) if stat else 0
     return {"torch_threads": torch.get_num_threads(), "rss_mib": rss,
             "os_threads": int(fields.get("Threads", "0").strip() or 0), "minflt": minflt}
 

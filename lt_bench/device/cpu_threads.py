@@ -47,13 +47,21 @@ def busy_ticks(cores: list[int]) -> tuple[int, int] | None:
     return busy, total
 
 
+def own_stat() -> list[str] | None:
+    """The fields of /proc/self/stat from the state on (the 3rd), or None where there is none."""
+    try:  # split after the last ")": the command name in parentheses may hold spaces
+        with open("/proc/self/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def own_ticks() -> int | None:
     """This process's CPU time (all its threads), in clock ticks."""
     try:
-        with open("/proc/self/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
+        fields = own_stat()
         return int(fields[11]) + int(fields[12])  # utime, stime
-    except (OSError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError):
         return None
 
 
