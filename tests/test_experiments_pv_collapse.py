@@ -1,11 +1,12 @@
-"""The PV-collapse report on a hand-made workspace: which classes it counts as collapsed (n ≤ D†),
-their weights against dv's once both are scaled to mean 1, and their accuracy beside dv's and ce's."""
+"""The PV-collapse report on a hand-made workspace: the share of each class's radius that is
+round-off (the axes its logits cannot span: n − 1 samples, F features), the weights against dv's
+once both are scaled to mean 1, and the accuracy beside dv's and ce's, group by group."""
 import json
 
 import pytest
 import yaml
 
-from experiments.pv_collapse import main
+from experiments.pv_collapse import main, round_off_share
 
 COUNTS = [50, 20, 4, 3]
 
@@ -17,8 +18,15 @@ def write_run(workspace, name, method, weights, per_class, seed=0, acc=0.5):
     (folder / "results.json").write_text(json.dumps({
         "status": "FINISHED", "dataset": "cifar100_lt", "imbalance": 100.0, "seed": seed,
         "classes": ["a", "b", "c", "d"], "train_counts": COUNTS,
+        "group_of_class": ["many", "medium", "few", "few"],
         "class_weights": [[1.0] * 4, weights] if weights else [],
         "best": {"acc": acc, "per_class": per_class}}))
+
+
+def pv_components(workspace, components):
+    for folder in (workspace / "runs").glob("pv-*"):
+        (folder / "config.yaml").write_text(yaml.safe_dump(
+            {"method": {"name": "pv", "convention": "authors", "components": components}}))
 
 
 @pytest.fixture
@@ -37,30 +45,52 @@ def workspace(tmp_path):
     return tmp_path
 
 
-def test_collapsed_classes_weights_and_accuracy(workspace, capsys):
+def test_groups_weights_and_accuracy(workspace, capsys):
     assert main([str(workspace), "--out", str(workspace / "p.png")]) == 0
     text = capsys.readouterr().out
-    assert "**pv D†=4, seed 0**: best-epoch error 40.0 %, ce 60.0 %, dv (expected) 30.0 %" in text
-    assert "| classes | n | weight: pv / dv (expected) | accuracy %: pv / ce / dv (expected) |" in text
-    # classes 4 and 3 (D† = C = 4 axes: a class of n ≤ 4 spans at most 3): pv's weights 0.2 and 0.2 (geometric mean 0.2), dv's 1 and 2.25 (1.5);
-    # accuracy pv (0.1 + 0) / 2, ce 0.2 (its other class has no test images), dv (0.4 + 0.3) / 2
-    assert "| collapsed (n ≤ 4): 2 | 3–4 | 0.2 / 1.5 | 5.0 / 20.0 / 35.0 |" in text
-    # classes 50 and 20: pv √(2 · 1.6), dv √(0.25 · 0.5)
-    assert "| the others: 2 | 20–50 | 1.79 / 0.354 | 80.0 / 72.5 / 70.0 |" in text
+    assert "**pv D†=4, seed 0** (F = unbounded features): best-epoch error 40.0 %, ce 60.0 %, " \
+           "dv (expected) 30.0 %" in text
+    assert "| weight: pv / dv (expected) | accuracy %: pv / ce / dv (expected) |" in text
+    # 50 and 20 samples span all 4 axes: no round-off, the radius untouched
+    assert "| many: 1 | 50–50 | 0.00 | 1 | 2 / 0.25 | 90.0 / 95.0 / 80.0 |" in text
+    assert "| medium: 1 | 20–20 | 0.00 | 1 | 1.6 / 0.5 | 70.0 / 50.0 / 60.0 |" in text
+    # 4 samples span 3 of the 4 axes (share 1/4); 3 samples keep 3 components, one of them
+    # round-off (1/3): factors 1e-14^(1/4) = 3e-4 and 1e-14^(1/3) = 2e-5. Weights: pv √(0.2 · 0.2),
+    # dv √(1 · 2.25); accuracy pv (10 + 0) / 2, ce 20 (its other class has no test images),
+    # dv (40 + 30) / 2
+    assert "| few: 2 | 3–4 | 0.25–0.33 | 2e-05–0.0003 | 0.2 / 1.5 | 5.0 / 20.0 / 35.0 |" in text
     assert text.count("**pv") == 1
     assert (workspace / "p.png").stat().st_size > 0
 
 
-@pytest.mark.parametrize("components, collapsed", [
-    (3, "| collapsed (n ≤ 3): 1 | 3–3 |"),  # D† = 3 axes: only the class of 3 cannot span them
-    (10, "| collapsed (n ≤ 4): 2 | 3–4 |"),  # more than C means all C, as in the method
+def test_the_features_bound_every_class(workspace, capsys):
+    # F = 2: the logits span 2 axes whatever n is, so 2 of the 4 axes are round-off for n >= 4
+    main([str(workspace), "--features", "2"])
+    text = capsys.readouterr().out
+    assert "| many: 1 | 50–50 | 0.50 | 1e-07 |" in text
+    assert "| few: 2 | 3–4 | 0.33–0.50 |" in text
+
+
+@pytest.mark.parametrize("components, few", [
+    (3, "| few: 2 | 3–4 | 0.00–0.33 |"),  # 3 axes: 4 samples span them, 3 do not
+    (10, "| few: 2 | 3–4 | 0.25–0.33 |"),  # more than C means all C, as in the method
 ])
-def test_components_decide_which_classes_collapse(workspace, capsys, components, collapsed):
-    for folder in (workspace / "runs").glob("pv-*"):
-        (folder / "config.yaml").write_text(yaml.safe_dump(
-            {"method": {"name": "pv", "convention": "authors", "components": components}}))
+def test_components_decide_the_share(workspace, capsys, components, few):
+    pv_components(workspace, components)
     main([str(workspace)])
-    assert collapsed in capsys.readouterr().out
+    assert few in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("n, axes, classes, features, share", [
+    (500, 100, 100, 64, 0.36),  # CIFAR-100 on ResNet-32: 36 of 100 axes flat
+    (80, 100, 100, 64, 16 / 80),  # 80 components kept, 64 spanned, the fill their mean
+    (5, 100, 100, 64, 1 / 5),  # 5 kept, 4 spanned
+    (5, 10, 100, 64, 1 / 5),
+    (11, 10, 100, 64, 0.0),  # D† = 10 of 10 spanned
+    (12, 10, 10, None, 0.0),
+])
+def test_round_off_share(n, axes, classes, features, share):
+    assert round_off_share(n, axes, classes, features) == pytest.approx(share)
 
 
 def test_no_pv_run_says_what_to_train(tmp_path, capsys):
