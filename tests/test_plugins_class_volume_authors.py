@@ -315,3 +315,24 @@ def test_zheng_ng_code_sets_the_rest_of_the_authors_run():
     assert cfg.precision == "auto" and cfg.backbone.name == "resnet32"
     assert (cfg.data.pad_mode, cfg.data.normalize) == ("reflect", "cifar_fixed")
     assert load_config([], ["precision=fp32", "protocol=zheng_ng_code"]).precision == "fp32"
+
+
+@pytest.mark.parametrize("components, told", [(None, True), (4, False)])
+def test_logits_of_fewer_features_than_axes_are_named(caplog, components, told):
+    """A head on F features puts every class's logits in an F-dimensional subspace: with F = 4
+    of C = 6 axes, every class (all have more than 6 samples) spans 4 of PV's 6 axes and the
+    run says so once; with D† = 4 the features span every axis PV uses, and it says nothing."""
+    x, t = make_epoch(COUNTS, seed=3)
+    rng = np.random.default_rng(4)
+    x = x @ rng.normal(size=(6, 4)) @ rng.normal(size=(4, 6))  # rank 4
+    method = build_method("pv", COUNTS, convention="authors", components=components)
+    with caplog.at_level("WARNING", logger="lt_bench"):
+        run_epoch(method, x, t)
+        run_epoch(method, x, t)
+    said = [r.getMessage() for r in caplog.records if "span only" in r.getMessage()]
+    if told:
+        assert len(said) == 1
+        assert "6 class(es) of more than D† = 6 samples ([0, 1, 2, 3, 4, 5])" in said[0]
+        assert "span only 4 of the 6 axes" in said[0]
+    else:
+        assert said == []

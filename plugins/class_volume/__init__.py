@@ -191,6 +191,7 @@ class PrincipalVolume(ClassVolume):
                                f"got {components!r}")
         self.components = None if components is None else int(components)
         super().__init__(class_counts, **options)
+        self._spanned = torch.full((self.num_classes,), self.axes)
 
     @property
     def radius_floor(self) -> float:
@@ -201,30 +202,56 @@ class PrincipalVolume(ClassVolume):
         if self.convention == "paper":
             return pv_variances(self.stats, self.components, rows)
         eig = pv_variances(self.stats, None, rows)  # all of them, for the fill-in
+        self._note_span(eig, rows)
         axes = authors_components(eig, self.stats.count[rows], self.components)
         # The authors' radius is the geometric mean of the eigenvalues (variances) themselves;
         # class_log_radii averages log √v, so v = λ² makes it average log λ (and floors λ).
         return axes.square()
 
+    @property
+    def axes(self) -> int:
+        return self.num_classes if self.components is None else min(self.components,
+                                                                     self.num_classes)
+
     def raw_weights(self) -> torch.Tensor | None:
-        if self.convention == "authors":
-            self._note_collapsed()
-        return super().raw_weights()
+        if self.convention != "authors":
+            return super().raw_weights()
+        self._spanned = torch.full((self.num_classes,), self.axes)
+        weights = super().raw_weights()  # fills _spanned through axis_variances
+        self._note_collapsed()
+        return weights
+
+    def _note_span(self, eig: torch.Tensor, rows: slice) -> None:
+        """Keep how many of the D† axes each class's logits span (its eigenvalues above FLAT)."""
+        # A head on F < D† features puts every class's logits in an F-dimensional subspace
+        # (ResNet-32 on CIFAR-100: 64 of 100), so the classes of more samples are flat along
+        # D† − F axes as well, and round-off enters their radius the same way, by a larger share.
+        spanned = (eig[:, :self.axes] > FLAT * eig[:, :1]).sum(dim=1).cpu()
+        first = rows.indices(self.num_classes)[0]
+        self._spanned[first:first + len(spanned)] = spanned
 
     def _note_collapsed(self) -> None:
-        d = self.num_classes if self.components is None else min(self.components,
-                                                                   self.num_classes)
+        d, spanned = self.axes, self._spanned
         counts = self.stats.count.cpu()
         collapsed = ((counts > 0) & (counts <= d)).nonzero().flatten().tolist()
-        if not collapsed or collapsed == getattr(self, "_collapse_told", None):
+        flat = ((counts > d) & (spanned < d)).nonzero().flatten().tolist()
+        if not (collapsed or flat) or (collapsed, flat) == getattr(self, "_collapse_told", None):
             return  # said once, not every epoch
-        self._collapse_told = collapsed
-        log.warning(
-            "pv (authors): class(es) %s have n <= D† = %d samples (n = %s), so their volume "
-            "collapses by a root of round-off, and so does their weight, as in the authors' code "
-            "(sklearn's PCA keeps min(n, C) components, the last of them zero); "
-            "method.convention=paper or fewer components avoids it", collapsed[:10], d,
-            [int(counts[k]) for k in collapsed[:10]])
+        self._collapse_told = (collapsed, flat)
+        if collapsed:
+            log.warning(
+                "pv (authors): class(es) %s have n <= D† = %d samples (n = %s), so their volume "
+                "collapses by a root of round-off, and so does their weight, as in the authors' "
+                "code (sklearn's PCA keeps min(n, C) components, the last of them zero); "
+                "method.convention=paper or fewer components avoids it", collapsed[:10], d,
+                [int(counts[k]) for k in collapsed[:10]])
+        if flat:
+            log.warning(
+                "pv (authors): %d class(es) of more than D† = %d samples (%s) have logits that "
+                "span only %d of the %d axes (a head on fewer features than D†), so round-off "
+                "enters their radius too, as in the authors' code, and their weights fall far "
+                "below the other classes'; components at most the feature width avoid it",
+                len(flat), d, flat[:10], int(spanned[flat].max()), d)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, components={self.components}"
@@ -235,6 +262,9 @@ class PrincipalVolume(ClassVolume):
 #: and C, about 1e-14 for 100 classes of 3 to 5 samples (sklearn 1.9.1, experiments/pv_authors.py);
 #: taken as this fraction of it. The code's weights of such classes vary with it by its n-th root.
 ROUND_OFF = 1e-14
+#: an eigenvalue at most this fraction of the class's largest is a direction its logits do not
+#: span: far above float64 round-off, far below a spread a trained head gives (1e-5 … 1)
+FLAT = 1e-9
 #: the relative floor on λ for the authors' PV, far below ROUND_OFF
 AUTHORS_PV_FLOOR = 1e-18
 
