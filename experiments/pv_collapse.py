@@ -21,26 +21,31 @@ and accuracy against n.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import sys
 from pathlib import Path
 
-import yaml
+from lt_bench.tracking.records import saved_config
+from lt_bench.workspace.layout import runs_folder
+from lt_bench_plugins.class_volume import ROUND_OFF, PrincipalVolume
 
-from lt_bench_plugins.class_volume import ROUND_OFF
+
+DEFAULT_COMPONENTS = inspect.signature(PrincipalVolume.__init__).parameters["components"].default
 
 
 def load_runs(workspace: Path, dataset: str, imbalance: float) -> list[dict]:
     """Every finished run of ``dataset`` at ``imbalance`` under ``workspace/runs``, labelled."""
     runs = []
-    for results in sorted((workspace / "runs").glob("*/results.json")):
+    for results in sorted(runs_folder(workspace).glob("*/results.json")):
         record = json.loads(results.read_text())
         if (record.get("status") != "FINISHED" or record.get("dataset") != dataset
                 or float(record.get("imbalance", 0)) != imbalance):
             continue
-        config = yaml.safe_load((results.parent / "config.yaml").read_text())
-        record["label"] = label(config["method"], len(record["classes"]))
+        # a missing or unreadable config.yaml is {}: the run has no label and stays out
+        record["label"] = label(saved_config(results.parent).get("method") or {},
+                                len(record["classes"]))
         if record["label"]:
             runs.append(record)
     return runs
@@ -50,8 +55,8 @@ def label(method: dict, classes: int) -> str | None:
     """The run's place in the comparison: pv (authors) by its D†, dv by its normalisation, ce."""
     name = method.get("name")
     if name == "pv" and method.get("convention") == "authors":
-        # pv's own default D† is 10; the studies write components: null for all C axes
-        components = method.get("components", 10)
+        # the studies write components: null for all C axes; absent, pv's own default
+        components = method.get("components", DEFAULT_COMPONENTS)
         return f"pv D†={classes if components is None else min(int(components), classes)}"
     if name == "dv" and method.get("convention") == "authors":
         return f"dv ({method.get('normalization', 'expected')})"

@@ -98,3 +98,10 @@ def test_no_pv_run_says_what_to_train(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no finished pv run" in err and "zheng_ng_table2" in err
+
+
+def test_a_run_without_its_config_is_left_out(workspace, capsys):
+    (workspace / "runs" / "ce-seed0" / "config.yaml").unlink()
+    main([str(workspace)])
+    text = capsys.readouterr().out
+    assert "accuracy %: pv / dv (expected) |" in text and "ce 60.0" not in text
